@@ -1,0 +1,93 @@
+"""Provider metadata read by Airflow's ProvidersManager (entry point ``apache_airflow_provider``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def get_provider_info() -> dict[str, Any]:
+    """Describe the provider: its connection type, the connection form, hooks and task decorators.
+
+    The connection form is declared with ``conn-fields`` (JSON schema per field), the Airflow 3 way; the values
+    land in the connection's ``extra`` under the same names and are read by ``AgentChatHook``.
+    """
+    return {
+        "package-name": "airflow-agentchat",
+        "name": "Agent Chat",
+        "description": "Agent chat completion endpoints (DigitalOcean GenAI agents, OpenAI-compatible).",
+        "versions": ["0.1.0"],
+        "integrations": [
+            {
+                "integration-name": "Agent Chat",
+                "external-doc-url": "https://docs.digitalocean.com/products/genai-platform/",
+                "tags": ["software"],
+            }
+        ],
+        "hooks": [
+            {
+                "integration-name": "Agent Chat",
+                "python-modules": ["airflow_agentchat.hooks.agent_chat"],
+            }
+        ],
+        "operators": [
+            {
+                "integration-name": "Agent Chat",
+                "python-modules": [
+                    "airflow_agentchat.operators.agent_chat",
+                    "airflow_agentchat.operators.batch",
+                ],
+            }
+        ],
+        "connection-types": [
+            {
+                "hook-class-name": "airflow_agentchat.hooks.agent_chat.AgentChatHook",
+                "connection-type": "agentchat",
+                "hook-name": "Agent Chat",
+                "ui-field-behaviour": {
+                    "hidden-fields": ["schema", "port", "login"],
+                    "relabeling": {"host": "Agent endpoint", "password": "Agent access key"},
+                    "placeholders": {
+                        "host": "https://xxxxxxxx.agents.do-ai.run",
+                        "password": "agent access key",
+                        "extra": '{"timeout": 60, "max_retries": 4}',
+                    },
+                },
+                "conn-fields": {
+                    "timeout": {
+                        "label": "Timeout (seconds)",
+                        "description": "Read timeout for one request; connect timeout is capped at 10 s.",
+                        "schema": {"type": ["number", "null"], "minimum": 1, "default": 120},
+                    },
+                    "max_retries": {
+                        "label": "Max retries",
+                        "description": "Retries for 408/409/429/5xx and connection errors (0 disables).",
+                        "schema": {"type": ["integer", "null"], "minimum": 0, "maximum": 20, "default": 4},
+                    },
+                    "model": {
+                        "label": "Default model",
+                        "description": "Model name sent when a task names none (agents ignore it).",
+                        "schema": {"type": ["string", "null"]},
+                    },
+                    "verify": {
+                        "label": "Verify TLS",
+                        "description": "Verify the endpoint's TLS certificate.",
+                        "schema": {"type": ["boolean", "null"], "default": True},
+                    },
+                    "ca_bundle": {
+                        "label": "CA bundle path",
+                        "description": "PEM file of CA certificates to trust instead of the system store.",
+                        "schema": {"type": ["string", "null"]},
+                    },
+                    "allow_insecure_http": {
+                        "label": "Allow plain http",
+                        "description": "Permit http:// to non-loopback hosts (the key travels in clear text).",
+                        "schema": {"type": ["boolean", "null"], "default": False},
+                    },
+                },
+            }
+        ],
+        "task-decorators": [
+            {"name": "agent_chat", "class-name": "airflow_agentchat.decorators.agent_chat.agent_chat_task"}
+        ],
+        "plugins": [{"name": "agentchat", "plugin-class": "airflow_agentchat.plugins.agent_chat.AgentChatPlugin"}],
+    }
