@@ -1,0 +1,227 @@
+"""Errors raised by airflow-agentchat.
+
+Every error is an ``AirflowException``, so a task that lets one escape fails the usual way. The hierarchy
+says what went wrong and therefore what a caller can do about it::
+
+    AgentChatError                      base class of everything below
+    ├── InvalidRequestError             the request broke a rule of the reference; nothing was sent
+    ├── AgentChatConnectionError        no HTTP answer: DNS, refused, TLS, timeout, reset
+    ├── APIError                        the server answered with an error status
+    │   ├── AuthenticationError         401 / 403: the access key is wrong or lacks rights
+    │   ├── NotFoundError               404: the endpoint URL does not serve chat completions
+    │   ├── RateLimitError              429 (``insufficient_quota`` is final, the rest are retried)
+    │   └── ServerError                 5xx
+    └── StreamError                     a stream broke: an error event, bad JSON, or it ended early
+        └── TruncatedStreamError        the stream ended without ``[DONE]`` or a finish reason
+
+Messages never contain the access key: the hook builds them from status, code, message and request id only,
+and :func:`redact` scrubs the key from anything taken from the outside before it becomes a message.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from airflow.sdk.exceptions import AirflowException
+
+_MAX_MESSAGE = 500
+
+
+class AgentChatError(AirflowException):
+    """Base class of every error this provider raises."""
+
+
+class InvalidRequestError(AgentChatError, ValueError):
+    """The request breaks a rule of the reference; raised before anything is sent.
+
+    ``errors`` holds one ``(field, rule)`` pair per problem, with ``field`` in dotted form
+    (``messages[0].role``), so a UI can point at the field.
+    """
+
+    def __init__(self, errors: list[tuple[str, str]]):
+        self.errors = errors
+        lines = "; ".join(f"{field}: {rule}" for field, rule in errors)
+        super().__init__(f"Invalid chat completion request: {lines}")
+
+
+class AgentChatConnectionError(AgentChatError):
+    """The server could not be reached or the connection broke before an answer arrived."""
+
+
+class APIError(AgentChatError):
+    """The server answered with an error status.
+
+    Carries what a person needs to act: HTTP ``status``, the server's ``code`` and ``message``, and the
+    ``request_id`` to quote to the provider's support.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        code: str | None = None,
+        error_type: str | None = None,
+        param: str | None = None,
+        request_id: str | None = None,
+        retry_after: float | None = None,
+    ):
+        self.status = status
+        self.message = message
+        self.code = code
+        self.error_type = error_type
+        self.param = param
+        self.request_id = request_id
+        self.retry_after = retry_after
+        parts = [f"HTTP {status}"]
+        if code:
+            parts.append(f"code={code}")
+        if param:
+            parts.append(f"param={param}")
+        if request_id:
+            parts.append(f"request_id={request_id}")
+        super().__init__(f"{message} ({', '.join(parts)})")
+
+    @property
+    def retryable(self) -> bool:
+        """Whether sending the same request again may succeed (DESIGN: 408, 409, 429, 5xx)."""
+        if self.status == 429:
+            return self.code != "insufficient_quota"
+        return self.status in (408, 409) or self.status >= 500
+
+
+class AuthenticationError(APIError):
+    """401 or 403: the agent access key is missing, wrong, or not allowed on this agent."""
+
+
+class NotFoundError(APIError):
+    """404: the endpoint does not serve ``/api/v1/chat/completions`` (check the connection host)."""
+
+
+class RateLimitError(APIError):
+    """429: too many requests, or ``insufficient_quota`` (final)."""
+
+
+class ServerError(APIError):
+    """5xx from the server or a proxy in front of it."""
+
+
+class StreamError(AgentChatError):
+    """A streamed response broke after it started; it is never retried once an event was delivered."""
+
+
+class TruncatedStreamError(StreamError):
+    """The stream ended without ``data: [DONE]`` and without a finish reason on every choice."""
+
+
+def redact(text: str, secret: str | None) -> str:
+    """Remove ``secret`` from ``text`` (a server may echo the key back in an error message)."""
+    if secret and secret in text:
+        text = text.replace(secret, "***")
+    return text
+
+
+def _first_str(*values: Any) -> str | None:
+    for value in values:
+        if isinstance(value, str) and value:
+            return value
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value)
+    return None
+
+
+def _describe(body: Any) -> tuple[str | None, str | None, str | None, str | None, str | None]:
+    """(message, code, type, param, request_id) from any of the error shapes in DESIGN.md."""
+    if not isinstance(body, Mapping):
+        return None, None, None, None, None
+    request_id = _first_str(body.get("request_id"))
+    error = body.get("error")
+    if isinstance(error, Mapping):
+        return (
+            _first_str(error.get("message")),
+            _first_str(error.get("code")),
+            _first_str(error.get("type")),
+            _first_str(error.get("param")),
+            request_id or _first_str(error.get("request_id")),
+        )
+    if isinstance(error, str):
+        return error, _first_str(body.get("code")), None, None, request_id
+    detail = body.get("detail")
+    if isinstance(detail, str):
+        return detail, None, None, None, request_id
+    if isinstance(detail, list):
+        parts = []
+        for item in detail:
+            if isinstance(item, Mapping):
+                loc = ".".join(str(p) for p in item.get("loc", []) if p != "body")
+                parts.append(f"{loc}: {item.get('msg')}" if loc else str(item.get("msg")))
+            else:
+                parts.append(str(item))
+        return "; ".join(parts) or None, None, None, None, request_id
+    return _first_str(body.get("message")), _first_str(body.get("code"), body.get("id")), None, None, request_id
+
+
+def error_from_response(
+    status: int,
+    headers: Mapping[str, str],
+    content: bytes,
+    *,
+    secret: str | None = None,
+    retry_after: float | None = None,
+) -> APIError:
+    """Build the right :class:`APIError` subclass from an error response of any shape.
+
+    Reads ``{"error": {...}}``, ``{"error": "text"}``, ``{"id": ..., "message": ..., "request_id": ...}``,
+    ``{"detail": [...] | "text"}`` and non-JSON bodies (an HTML 502 page from a proxy becomes its first line
+    of text, not a wall of markup).
+    """
+    text = content.decode("utf-8", errors="replace")
+    try:
+        body = json.loads(text) if text.strip() else None
+    except ValueError:
+        body = None
+    message, code, error_type, param, request_id = _describe(body)
+    if message is None:
+        message = _summarise_text(text) or _default_reason(status)
+    request_id = request_id or headers.get("x-request-id") or headers.get("request-id")
+    cls: type[APIError]
+    if status in (401, 403):
+        cls = AuthenticationError
+    elif status == 404:
+        cls = NotFoundError
+    elif status == 429:
+        cls = RateLimitError
+    elif status >= 500:
+        cls = ServerError
+    else:
+        cls = APIError
+    return cls(
+        status,
+        redact(message, secret)[:_MAX_MESSAGE],
+        code=code,
+        error_type=error_type,
+        param=param,
+        request_id=request_id,
+        retry_after=retry_after,
+    )
+
+
+def _summarise_text(text: str) -> str:
+    import re
+
+    title = re.search(r"<title>(.*?)</title>", text, re.IGNORECASE | re.DOTALL)
+    if title:
+        return " ".join(title.group(1).split())
+    plain = " ".join(re.sub(r"<[^>]+>", " ", text).split())
+    return plain[:200]
+
+
+def _default_reason(status: int) -> str:
+    from http import HTTPStatus
+
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return f"HTTP error {status}"
