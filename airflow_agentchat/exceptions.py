@@ -160,7 +160,13 @@ def _describe(body: Any) -> tuple[str | None, str | None, str | None, str | None
             else:
                 parts.append(str(item))
         return "; ".join(parts) or None, None, None, None, request_id
-    return _first_str(body.get("message")), _first_str(body.get("code"), body.get("id")), None, None, request_id
+    return (
+        _first_str(body.get("message")),
+        _first_str(body.get("code"), body.get("id")),
+        None,
+        None,
+        request_id,
+    )
 
 
 def error_from_response(

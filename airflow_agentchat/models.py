@@ -19,6 +19,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     StringConstraints,
     ValidationError,
     field_validator,
@@ -119,9 +120,7 @@ class Tool(BaseModel):
     """A tool the model may call. Currently, only functions are supported as a tool."""
 
     model_config = _STRICT
-    type: Literal["function"] = Field(
-        description="The type of the tool. Currently, only function is supported."
-    )
+    type: Literal["function"] = Field(description="The type of the tool. Currently, only function is supported.")
     function: FunctionDefinition
 
 
@@ -270,8 +269,7 @@ class ChatCompletionRequest(BaseModel):
         "guaranteed."
     )
     user: str | None = _field(
-        "A unique identifier representing your end-user, which can help DigitalOcean to monitor and detect "
-        "abuse."
+        "A unique identifier representing your end-user, which can help DigitalOcean to monitor and detect abuse."
     )
     include_retrieval_info: bool | None = _field(
         "DigitalOcean agents: include the knowledge-base documents retrieved for the answer (`retrieval`)."
@@ -364,14 +362,10 @@ def invalid_request_from(error: ValidationError) -> InvalidRequestError:
     return InvalidRequestError([(field, " or ".join(msgs)) for field, msgs in seen.items()])
 
 
-def build_request(
-    messages: Sequence[ChatMessage | Mapping[str, Any]] | None, **params: Any
-) -> ChatCompletionRequest:
+def build_request(messages: Sequence[ChatMessage | Mapping[str, Any]] | None, **params: Any) -> ChatCompletionRequest:
     """Validate ``messages`` and body ``params`` into a request, or raise :class:`InvalidRequestError`."""
     data = {key: value for key, value in params.items() if value is not None}
-    data["messages"] = [
-        m.model_dump(exclude_none=True) if isinstance(m, BaseModel) else m for m in (messages or [])
-    ]
+    data["messages"] = [m.model_dump(exclude_none=True) if isinstance(m, BaseModel) else m for m in (messages or [])]
     try:
         return ChatCompletionRequest.model_validate(data)
     except ValidationError as exc:
@@ -485,6 +479,12 @@ class ChatCompletion(_AgentBlocks):
     choices: list[Choice] = Field(default_factory=list)
     usage: Usage | None = None
     system_fingerprint: str | None = None
+    _meta: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """What the hook measured: ``attempts``, ``latency_ms`` and the server's ``request_id``."""
+        return self._meta
 
     @property
     def text(self) -> str | None:

@@ -1,0 +1,573 @@
+"""AgentChatHook: the provider's only HTTP client.
+
+It owns the connection (endpoint + agent access key) and everything on the wire: validation before sending,
+one pooled keep-alive client per hook (sync: httpx's own transport; async: httpx on the ``httpx-aiohttp``
+transport, which keeps every httpx type but drives hundreds of requests in flight at the latency bound, see
+DESIGN.md "HTTP client facts"), retries that honour the server's rate-limit headers, streaming, and
+``test_connection``. Operators, the batch engine, the trigger and the UI all go through it.
+
+A 429 or a ``retry-after`` seen by one request pauses every request of the same hook until that moment, so a
+batch of many concurrent requests backs off together instead of hammering the agent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import httpx
+from airflow.sdk import BaseHook
+
+from airflow_agentchat.exceptions import (
+    AgentChatConnectionError,
+    AgentChatError,
+    APIError,
+    AuthenticationError,
+    NotFoundError,
+    RateLimitError,
+    error_from_response,
+    redact,
+)
+from airflow_agentchat.hooks.retry import RetryPolicy, retry_after_from_headers
+
+if TYPE_CHECKING:
+    from airflow.sdk import Connection
+
+    from airflow_agentchat.models import (
+        ChatCompletion,
+        ChatCompletionChunk,
+        ChatCompletionRequest,
+        ChatMessage,
+    )
+
+COMPLETIONS_PATH = "/api/v1/chat/completions"
+_PASTED_SUFFIXES = ("/api/v1/chat/completions", "/api/v1/chat", "/api/v1", "/")
+_USER_AGENT = "airflow-agentchat/0.1"
+
+
+@dataclass(frozen=True)
+class ConnectionSettings:
+    """What the hook needs from an Airflow connection, checked once.
+
+    ``api_key`` is kept out of ``repr`` so a settings object can be logged.
+    """
+
+    base_url: str
+    api_key: str | None
+    timeout: float = 120.0
+    max_retries: int = 4
+    model: str | None = None
+    verify: bool | str = True
+
+    def __repr__(self) -> str:
+        return f"ConnectionSettings(base_url={self.base_url!r}, timeout={self.timeout}, model={self.model!r})"
+
+    @property
+    def completions_url(self) -> str:
+        return f"{self.base_url}{COMPLETIONS_PATH}"
+
+    @classmethod
+    def from_connection(cls, conn: Connection) -> ConnectionSettings:
+        """Read host, key and the ``conn-fields`` extras; refuse plain http to a non-loopback host."""
+        extra = conn.extra_dejson or {}
+        host = (conn.host or "").strip()
+        if not host:
+            raise AgentChatError(f"Connection {conn.conn_id!r} has no host: set it to the agent endpoint URL.")
+        if "://" not in host:
+            scheme = conn.schema if conn.schema in ("http", "https") else "https"
+            host = f"{scheme}://{host}"
+        parts = urlsplit(host)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise AgentChatError(f"Connection {conn.conn_id!r}: host {host!r} is not an http(s) URL.")
+        netloc = parts.netloc
+        if conn.port and not parts.port:
+            netloc = f"{netloc}:{conn.port}"
+        path = parts.path
+        for suffix in _PASTED_SUFFIXES:
+            if path.endswith(suffix):
+                path = path[: -len(suffix)]
+        if parts.scheme == "http" and not _is_loopback(parts.hostname) and not extra.get("allow_insecure_http"):
+            raise AgentChatError(
+                f"Connection {conn.conn_id!r}: plain http to {parts.hostname} would send the access key in "
+                "clear text; use https, or set extra allow_insecure_http=true to accept that."
+            )
+        verify: bool | str = extra.get("ca_bundle") or extra.get("verify", True)
+        if verify in ("false", "False", "0"):
+            verify = False
+        return cls(
+            base_url=f"{parts.scheme}://{netloc}{path}",
+            api_key=conn.password or None,
+            timeout=float(extra.get("timeout") or 120.0),
+            max_retries=int(extra["max_retries"]) if extra.get("max_retries") is not None else 4,
+            model=extra.get("model") or None,
+            verify=verify,
+        )
+
+
+def _is_loopback(hostname: str) -> bool:
+    if hostname == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(hostname).is_loopback
+    except ValueError:
+        return False
+
+
+class AgentChatHook(BaseHook):
+    """Talk to an agent chat completions endpoint through an ``agentchat`` connection.
+
+    :param agentchat_conn_id: the connection: host is the agent endpoint, password the agent access key.
+    :param timeout: read timeout in seconds; overrides the connection's ``timeout``.
+    :param max_retries: retries of 408/409/429/5xx and connection errors; overrides the connection.
+    :param max_connections: pool size of the async client (the batch operator sets it to its concurrency).
+    :param retry_policy: back-off rule; tests inject one with a fixed jitter.
+    :param sleep: ``time.sleep`` replacement for the sync retry loop (tests record the delays).
+    :param async_sleep: ``asyncio.sleep`` replacement for the async retry loop.
+    """
+
+    conn_name_attr = "agentchat_conn_id"
+    default_conn_name = "agentchat_default"
+    conn_type = "agentchat"
+    hook_name = "Agent Chat"
+
+    def __init__(
+        self,
+        agentchat_conn_id: str = default_conn_name,
+        *,
+        timeout: float | None = None,
+        max_retries: int | None = None,
+        max_connections: int = 100,
+        retry_policy: RetryPolicy | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        async_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        super().__init__()
+        self.agentchat_conn_id = agentchat_conn_id
+        self._timeout = timeout
+        self._max_retries = max_retries
+        self._max_connections = max_connections
+        self._retry_policy = retry_policy
+        self._sleep = sleep
+        self._async_sleep = async_sleep
+        self._async_client: httpx.AsyncClient | None = None
+        self._async_loop: asyncio.AbstractEventLoop | None = None
+        self._paused_until = 0.0  # time.monotonic() before which no request is sent (shared back-off)
+
+    # ---------------------------------------------------------------------------------------- connection
+
+    @cached_property
+    def settings(self) -> ConnectionSettings:
+        """The connection, read once per hook."""
+        return self._apply_overrides(ConnectionSettings.from_connection(self.get_connection(self.agentchat_conn_id)))
+
+    async def _asettings(self) -> ConnectionSettings:
+        # In the triggerer the sync connection lookup must not run on the event loop.
+        if "settings" not in self.__dict__:
+            conn = await self.aget_connection(self.agentchat_conn_id)
+            self.__dict__["settings"] = self._apply_overrides(ConnectionSettings.from_connection(conn))
+        return self.settings
+
+    def _apply_overrides(self, settings: ConnectionSettings) -> ConnectionSettings:
+        from dataclasses import replace
+
+        if self._timeout is not None:
+            settings = replace(settings, timeout=float(self._timeout))
+        if self._max_retries is not None:
+            settings = replace(settings, max_retries=int(self._max_retries))
+        return settings
+
+    @cached_property
+    def retry_policy(self) -> RetryPolicy:
+        return self._retry_policy or RetryPolicy(max_retries=self.settings.max_retries)
+
+    def _client_options(self) -> dict[str, Any]:
+        s = self.settings
+        headers = {"User-Agent": _USER_AGENT, "Accept": "application/json"}
+        if s.api_key:
+            headers["Authorization"] = f"Bearer {s.api_key}"
+        return {
+            "headers": headers,
+            "timeout": httpx.Timeout(s.timeout, connect=min(10.0, s.timeout)),
+            "verify": s.verify,
+            "follow_redirects": False,
+        }
+
+    @cached_property
+    def client(self) -> httpx.Client:
+        """Pooled keep-alive sync client, created on first use."""
+        return httpx.Client(**self._client_options())
+
+    def get_conn(self) -> httpx.Client:
+        return self.client
+
+    async def aget_client(self) -> httpx.AsyncClient:
+        """The async client of the running event loop (an aiohttp session cannot cross loops)."""
+        loop = asyncio.get_running_loop()
+        if self._async_client is None or self._async_loop is not loop:
+            from httpx_aiohttp import AiohttpTransport
+
+            await self._asettings()
+            options = self._client_options()
+            limits = httpx.Limits(
+                max_connections=self._max_connections, max_keepalive_connections=self._max_connections
+            )
+            transport = AiohttpTransport(verify=options.pop("verify"), limits=limits)
+            self._async_client = httpx.AsyncClient(transport=transport, **options)
+            self._async_loop = loop
+        return self._async_client
+
+    def close(self) -> None:
+        """Close the sync client (the async one is closed by :meth:`aclose`)."""
+        if "client" in self.__dict__:
+            self.__dict__.pop("client").close()
+
+    async def aclose(self) -> None:
+        if self._async_client is not None:
+            client, self._async_client = self._async_client, None
+            await client.aclose()
+
+    # ---------------------------------------------------------------------------------------- requests
+
+    def build_request(
+        self,
+        messages: Sequence[ChatMessage | Mapping[str, Any]] | None,
+        *,
+        model: str | None = None,
+        **params: Any,
+    ) -> ChatCompletionRequest:
+        """Validate a request; the model falls back to the task's, then the connection's, then a placeholder.
+
+        Raises :class:`~airflow_agentchat.exceptions.InvalidRequestError` naming every bad field, before any
+        network call.
+        """
+        from airflow_agentchat.models import build_request
+
+        return build_request(messages, model=model or self.settings.model, **params)
+
+    def _encode(self, request: ChatCompletionRequest) -> bytes:
+        return json.dumps(request.to_body(), separators=(",", ":"), ensure_ascii=False).encode()
+
+    def _error(self, response: httpx.Response, content: bytes) -> APIError:
+        return error_from_response(
+            response.status_code,
+            response.headers,
+            content,
+            secret=self.settings.api_key,
+            retry_after=retry_after_from_headers(response.headers),
+        )
+
+    def _transport_error(self, exc: httpx.TransportError) -> AgentChatConnectionError:
+        url = self.settings.completions_url
+        kind = type(exc).__name__
+        text = redact(str(exc) or kind, self.settings.api_key)
+        return AgentChatConnectionError(f"{kind} talking to {url}: {text}")
+
+    def _next_delay(self, attempt: int, error: AgentChatError) -> float | None:
+        """Delay before the next attempt, or ``None`` when the error is final or retries are spent."""
+        retryable = isinstance(error, AgentChatConnectionError) or (isinstance(error, APIError) and error.retryable)
+        if not retryable or attempt >= self.retry_policy.max_retries:
+            return None
+        server_delay = error.retry_after if isinstance(error, APIError) else None
+        delay = self.retry_policy.delay(attempt, server_delay)
+        if isinstance(error, RateLimitError) or server_delay is not None:
+            self._paused_until = max(self._paused_until, time.monotonic() + delay)
+        return delay
+
+    def _pause_remaining(self) -> float:
+        return self._paused_until - time.monotonic()
+
+    def _log_retry(self, attempt: int, error: AgentChatError, delay: float) -> None:
+        self.log.warning(
+            "Agent chat request failed (attempt %d/%d): %s; retrying in %.2fs",
+            attempt + 1,
+            self.retry_policy.max_retries + 1,
+            error,
+            delay,
+        )
+
+    @contextmanager
+    def _open(self, request: ChatCompletionRequest) -> Iterator[httpx.Response]:
+        """Send with retries; yield the first successful (2xx) response, body not yet read."""
+        content = self._encode(request)
+        url = self.settings.completions_url
+        attempt = 0
+        while True:
+            pause = self._pause_remaining()
+            if pause > 0:
+                self._sleep(pause)
+            error: AgentChatError
+            try:
+                http_request = self.client.build_request(
+                    "POST", url, params={"agent": "true"}, content=content, headers=_JSON
+                )
+                response = self.client.send(http_request, stream=True)
+            except httpx.TransportError as exc:
+                error = self._transport_error(exc)
+            else:
+                if response.is_success:
+                    try:
+                        response.extensions["agentchat_attempts"] = attempt + 1
+                        yield response
+                        return
+                    finally:
+                        response.close()
+                try:
+                    error = self._error(response, response.read())
+                except httpx.TransportError as exc:
+                    error = self._transport_error(exc)
+                finally:
+                    response.close()
+            delay = self._next_delay(attempt, error)
+            if delay is None:
+                raise error
+            self._log_retry(attempt, error, delay)
+            self._sleep(delay)
+            attempt += 1
+
+    @asynccontextmanager
+    async def _aopen(self, request: ChatCompletionRequest) -> AsyncIterator[httpx.Response]:
+        """Async twin of :meth:`_open`."""
+        client = await self.aget_client()
+        content = self._encode(request)
+        url = self.settings.completions_url
+        attempt = 0
+        while True:
+            pause = self._pause_remaining()
+            if pause > 0:
+                await self._async_sleep(pause)
+            error: AgentChatError
+            try:
+                http_request = client.build_request(
+                    "POST", url, params={"agent": "true"}, content=content, headers=_JSON
+                )
+                response = await client.send(http_request, stream=True)
+            except httpx.TransportError as exc:
+                error = self._transport_error(exc)
+            else:
+                if response.is_success:
+                    try:
+                        response.extensions["agentchat_attempts"] = attempt + 1
+                        yield response
+                        return
+                    finally:
+                        await response.aclose()
+                try:
+                    error = self._error(response, await response.aread())
+                except httpx.TransportError as exc:
+                    error = self._transport_error(exc)
+                finally:
+                    await response.aclose()
+            delay = self._next_delay(attempt, error)
+            if delay is None:
+                raise error
+            self._log_retry(attempt, error, delay)
+            await self._async_sleep(delay)
+            attempt += 1
+
+    def _parse(self, response: httpx.Response, content: bytes, started: float) -> ChatCompletion:
+        from pydantic import ValidationError
+
+        from airflow_agentchat.models import ChatCompletion
+
+        try:
+            completion = ChatCompletion.model_validate_json(content)
+        except ValidationError as exc:
+            raise APIError(
+                response.status_code,
+                f"Response is not a chat completion ({exc.error_count()} problems, first: "
+                f"{exc.errors(include_input=False)[0]['msg']})",
+                request_id=response.headers.get("x-request-id"),
+            ) from None
+        return _with_meta(completion, response, started)
+
+    # ---------------------------------------------------------------------------------------- public API
+
+    def create_chat_completion(
+        self,
+        messages: Sequence[ChatMessage | Mapping[str, Any]],
+        *,
+        model: str | None = None,
+        **params: Any,
+    ) -> ChatCompletion:
+        """Send one request and return the parsed completion.
+
+        ``params`` are body fields of the reference (``temperature``, ``tools``, ``extra_body``, ...). With
+        ``stream=True`` the answer is streamed and folded into one completion.
+        """
+        request = self.build_request(messages, model=model, **params)
+        started = time.perf_counter()
+        if request.stream:
+            from airflow_agentchat.streaming import ChunkFolder, iter_chunks
+
+            folder = ChunkFolder()
+            with self._open(request) as response:
+                for chunk in iter_chunks(response, secret=self.settings.api_key):
+                    folder.add(chunk)
+            return _with_meta(folder.result(), response, started)
+        with self._open(request) as response:
+            content = self._read(response)
+        return self._parse(response, content, started)
+
+    def stream_chat_completion(
+        self,
+        messages: Sequence[ChatMessage | Mapping[str, Any]],
+        *,
+        model: str | None = None,
+        **params: Any,
+    ) -> Iterator[ChatCompletionChunk]:
+        """Stream a completion chunk by chunk. Retries happen only before the first chunk is delivered."""
+        params["stream"] = True
+        request = self.build_request(messages, model=model, **params)
+        return self._stream(request)
+
+    def _stream(self, request: ChatCompletionRequest) -> Iterator[ChatCompletionChunk]:
+        from airflow_agentchat.streaming import iter_chunks
+
+        with self._open(request) as response:
+            yield from iter_chunks(response, secret=self.settings.api_key)
+
+    def _read(self, response: httpx.Response) -> bytes:
+        try:
+            return response.read()
+        except httpx.TransportError as exc:
+            raise self._transport_error(exc) from None
+
+    async def acreate_chat_completion(
+        self,
+        messages: Sequence[ChatMessage | Mapping[str, Any]],
+        *,
+        model: str | None = None,
+        **params: Any,
+    ) -> ChatCompletion:
+        """Async twin of :meth:`create_chat_completion`."""
+        await self._asettings()
+        request = self.build_request(messages, model=model, **params)
+        return await self.asend(request)
+
+    async def asend(self, request: ChatCompletionRequest) -> ChatCompletion:
+        """Send an already validated request (the batch engine validates each item once, up front)."""
+        started = time.perf_counter()
+        if request.stream:
+            from airflow_agentchat.streaming import ChunkFolder, aiter_chunks
+
+            folder = ChunkFolder()
+            async with self._aopen(request) as response:
+                async for chunk in aiter_chunks(response, secret=self.settings.api_key):
+                    folder.add(chunk)
+            return _with_meta(folder.result(), response, started)
+        async with self._aopen(request) as response:
+            try:
+                content = await response.aread()
+            except httpx.TransportError as exc:
+                raise self._transport_error(exc) from None
+        return self._parse(response, content, started)
+
+    async def astream_chat_completion(
+        self,
+        messages: Sequence[ChatMessage | Mapping[str, Any]],
+        *,
+        model: str | None = None,
+        **params: Any,
+    ) -> AsyncIterator[ChatCompletionChunk]:
+        """Async twin of :meth:`stream_chat_completion`."""
+        await self._asettings()
+        params["stream"] = True
+        request = self.build_request(messages, model=model, **params)
+        async for chunk in self._astream(request):
+            yield chunk
+
+    async def _astream(self, request: ChatCompletionRequest) -> AsyncIterator[ChatCompletionChunk]:
+        from airflow_agentchat.streaming import aiter_chunks
+
+        async with self._aopen(request) as response:
+            async for chunk in aiter_chunks(response, secret=self.settings.api_key):
+                yield chunk
+
+    # ---------------------------------------------------------------------------------------- UI
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Send the smallest real request; say what happened in one line a person can act on."""
+        try:
+            settings = self.settings
+        except Exception as exc:
+            return False, str(exc)
+        hook = AgentChatHook(self.agentchat_conn_id, timeout=min(settings.timeout, 30.0), max_retries=0)
+        hook.__dict__["settings"] = hook._apply_overrides(settings)
+        url = settings.completions_url
+        started = time.perf_counter()
+        try:
+            completion = hook.create_chat_completion([{"role": "user", "content": "ping"}], max_tokens=16)
+        except AuthenticationError as exc:
+            return (
+                False,
+                f"Access key rejected by {url} ({_short(exc)}): check the connection's Agent access key.",
+            )
+        except NotFoundError as exc:
+            return False, (
+                f"{url} answered 404 ({_short(exc)}): the host is not an agent endpoint; set it to the "
+                "agent's URL, e.g. https://<id>.agents.do-ai.run."
+            )
+        except RateLimitError as exc:
+            return (
+                False,
+                f"Rate limited by {url} ({_short(exc)}): the endpoint is reachable; try again later.",
+            )
+        except APIError as exc:
+            return False, f"{url} answered with an error: {exc}"
+        except AgentChatConnectionError as exc:
+            return False, _explain_connection_error(url, exc)
+        except AgentChatError as exc:
+            return False, f"Request to {url} failed: {exc}"
+        finally:
+            hook.close()
+        elapsed = (time.perf_counter() - started) * 1000
+        usage = completion.usage_dict()
+        return True, (
+            f"Connected to {url} in {elapsed:.0f} ms: model {completion.model or '(unnamed)'} answered, "
+            f"{usage.get('prompt_tokens', 0)} prompt + {usage.get('completion_tokens', 0)} completion tokens."
+        )
+
+
+_JSON = {"Content-Type": "application/json"}
+
+
+def _with_meta(completion: ChatCompletion, response: httpx.Response, started: float) -> ChatCompletion:
+    completion._meta = {
+        "attempts": response.extensions.get("agentchat_attempts", 1),
+        "latency_ms": round((time.perf_counter() - started) * 1000, 1),
+        "request_id": response.headers.get("x-request-id"),
+    }
+    return completion
+
+
+def _short(exc: APIError) -> str:
+    parts = [f"HTTP {exc.status}"]
+    if exc.code:
+        parts.append(str(exc.code))
+    if exc.message:
+        parts.append(exc.message[:120])
+    if exc.request_id:
+        parts.append(f"request id {exc.request_id}")
+    return ", ".join(parts)
+
+
+def _explain_connection_error(url: str, exc: AgentChatConnectionError) -> str:
+    text = str(exc)
+    lowered = text.lower()
+    if "certificate" in lowered or "ssl" in lowered or "tls" in lowered:
+        return f"TLS failed for {url}: {text}. Set the connection's CA bundle, or verify=false for a test server."
+    if "name or service not known" in lowered or "nodename nor servname" in lowered or "getaddrinfo" in lowered:
+        return f"Cannot resolve the host of {url}: check the connection's Agent endpoint."
+    if "refused" in lowered or "connecterror" in lowered:
+        return f"Cannot connect to {url} (connection refused): is the endpoint up and the port right?"
+    if "timeout" in lowered:
+        return f"Timed out talking to {url}: the endpoint is slow or unreachable from this worker."
+    return f"Cannot reach {url}: {text}"

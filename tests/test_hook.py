@@ -1,0 +1,525 @@
+"""AgentChatHook against a real scripted HTTP server on 127.0.0.1: validation, errors, retries, streams, secrets."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from email.utils import formatdate
+
+import pytest
+from scripted_server import RESET
+
+from airflow_agentchat.exceptions import (
+    AgentChatConnectionError,
+    AgentChatError,
+    APIError,
+    AuthenticationError,
+    InvalidRequestError,
+    NotFoundError,
+    RateLimitError,
+    ServerError,
+    StreamError,
+)
+from airflow_agentchat.hooks.agent_chat import AgentChatHook
+from airflow_agentchat.hooks.retry import RetryPolicy, retry_after_from_headers
+
+USER = [{"role": "user", "content": "hello"}]
+OK_BODY = json.dumps(
+    {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "m",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi there"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
+    }
+).encode()
+OK = (200, {"Content-Type": "application/json", "x-request-id": "req-ok"}, OK_BODY)
+
+
+def sse(*events: object) -> list[bytes]:
+    out = [b"data: " + (e if isinstance(e, bytes) else json.dumps(e).encode()) + b"\n\n" for e in events]
+    return out
+
+
+def chunk(content: str | None = None, finish: str | None = None, **delta: object) -> dict:
+    if content is not None:
+        delta["content"] = content
+    return {
+        "id": "c1",
+        "object": "chat.completion.chunk",
+        "model": "m",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
+
+
+class Sleeps:
+    """Records the delays the hook asks for instead of sleeping."""
+
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    def __call__(self, seconds: float) -> None:
+        self.delays.append(round(seconds, 3))
+
+    async def asleep(self, seconds: float) -> None:
+        self.delays.append(round(seconds, 3))
+
+
+@pytest.fixture()
+def hook_for(scripted, make_conn):
+    created: list[AgentChatHook] = []
+
+    def make(**kwargs) -> tuple[AgentChatHook, Sleeps]:
+        conn_id = make_conn("scripted", scripted.url, **kwargs.pop("extra", {}))
+        sleeps = Sleeps()
+        hook = AgentChatHook(
+            conn_id,
+            retry_policy=RetryPolicy(max_retries=kwargs.pop("max_retries", 3), jitter=lambda: 1.0),
+            sleep=sleeps,
+            async_sleep=sleeps.asleep,
+            **kwargs,
+        )
+        # A 429 pauses the whole hook in real time; the recorded sleeps stand in for it here.
+        hook._pause_remaining = lambda: 0.0  # type: ignore[method-assign]
+        created.append(hook)
+        return hook, sleeps
+
+    yield make
+    for hook in created:
+        hook.close()
+
+
+# ------------------------------------------------------------------------------------------ request rules
+
+BAD_REQUESTS = [
+    ("messages", {}, []),
+    ("messages[0].role", {}, [{"role": "robot", "content": "x"}]),
+    ("messages[0].content", {}, [{"role": "user", "content": 5}]),
+    ("messages[0].content", {}, [{"role": "user", "content": ["a"]}]),
+    ("tool_call_id", {}, [{"role": "tool", "content": "x"}]),
+    ("tool_call_id", {}, [{"role": "user", "content": "x", "tool_call_id": "t"}]),
+    (
+        "tool_calls",
+        {},
+        [
+            {
+                "role": "user",
+                "content": "x",
+                "tool_calls": [{"id": "a", "type": "function", "function": {"name": "f", "arguments": "{}"}}],
+            }
+        ],
+    ),
+    ("refusal", {}, [{"role": "system", "content": "x", "refusal": "no"}]),
+    ("reasoning_content", {}, [{"role": "user", "content": "x", "reasoning_content": "hmm"}]),
+    ("temperature", {"temperature": 2.5}, USER),
+    ("temperature", {"temperature": -0.1}, USER),
+    ("top_p", {"top_p": 1.5}, USER),
+    ("frequency_penalty", {"frequency_penalty": -3}, USER),
+    ("presence_penalty", {"presence_penalty": 2.1}, USER),
+    ("n", {"n": 0}, USER),
+    ("n", {"n": 129}, USER),
+    ("stop", {"stop": ["a", "b", "c", "d", "e"]}, USER),
+    ("stop", {"stop": []}, USER),
+    ("stop", {"stop": 3}, USER),
+    ("max_completion_tokens", {"max_completion_tokens": 255}, USER),
+    ("max_tokens", {"max_tokens": 0}, USER),
+    ("logit_bias", {"logit_bias": {"50256": 101}}, USER),
+    ("logit_bias", {"logit_bias": {"hello": 1}}, USER),
+    ("top_logprobs", {"top_logprobs": 21, "logprobs": True}, USER),
+    ("top_logprobs", {"top_logprobs": 2}, USER),
+    ("reasoning_effort", {"reasoning_effort": "extreme"}, USER),
+    ("tools[0].type", {"tools": [{"type": "retrieval", "function": {"name": "f"}}]}, USER),
+    ("tools[0].function.name", {"tools": [{"type": "function", "function": {"name": "bad name"}}]}, USER),
+    ("tools[0].function.name", {"tools": [{"type": "function", "function": {"name": "x" * 65}}]}, USER),
+    ("tool_choice", {"tool_choice": "sometimes"}, USER),
+    (
+        "tool_choice",
+        {
+            "tools": [{"type": "function", "function": {"name": "f"}}],
+            "tool_choice": {"type": "function", "function": {"name": "g"}},
+        },
+        USER,
+    ),
+    ("tool_choice", {"tool_choice": "required"}, USER),
+    ("metadata", {"metadata": {f"k{i}": "v" for i in range(17)}}, USER),
+    ("metadata", {"metadata": {"k" * 65: "v"}}, USER),
+    ("metadata", {"metadata": {"k": "v" * 513}}, USER),
+    ("metadata", {"metadata": {"k": 1}}, USER),
+    ("stream_options", {"stream_options": {"include_usage": True}}, USER),
+    ("extra_body", {"extra_body": {"temperature": 1}}, USER),
+    ("seed", {"seed": "abc"}, USER),
+    ("include_retrieval_info", {"include_retrieval_info": "maybe"}, USER),
+    ("temprature", {"temprature": 1}, USER),
+]
+
+
+@pytest.mark.parametrize(
+    ("field", "params", "messages"), BAD_REQUESTS, ids=[f"{c[0]}-{i}" for i, c in enumerate(BAD_REQUESTS)]
+)
+def test_invalid_request_fails_before_sending_and_names_the_field(hook_for, scripted, field, params, messages):
+    hook, _ = hook_for()
+    scripted.script(OK)
+    with pytest.raises(InvalidRequestError) as info:
+        hook.create_chat_completion(messages, **params)
+    assert field in str(info.value)
+    assert any(field in f or field in rule for f, rule in info.value.errors)
+    assert scripted.requests == []
+
+
+def test_valid_request_sends_agent_url_key_and_only_set_fields(hook_for, scripted, canary_key):
+    hook, _ = hook_for()
+    scripted.script(OK)
+    result = hook.create_chat_completion(
+        USER, temperature=0.2, stop="END", include_retrieval_info=True, extra_body={"custom": 1}
+    )
+    assert result.text == "hi there"
+    assert result.usage_dict() == {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
+    assert result.meta["request_id"] == "req-ok" and result.meta["attempts"] == 1
+    (sent,) = scripted.requests
+    assert sent.path == "/api/v1/chat/completions?agent=true"
+    assert sent.headers["authorization"] == f"Bearer {canary_key}"
+    assert json.loads(sent.body) == {
+        "messages": USER,
+        "model": "agent",
+        "temperature": 0.2,
+        "stop": "END",
+        "include_retrieval_info": True,
+        "custom": 1,
+    }
+
+
+def test_model_comes_from_task_then_connection(hook_for, scripted):
+    hook, _ = hook_for(extra={"model": "conn-model"})
+    scripted.script(OK, OK)
+    hook.create_chat_completion(USER)
+    hook.create_chat_completion(USER, model="task-model")
+    assert [json.loads(r.body)["model"] for r in scripted.requests] == ["conn-model", "task-model"]
+
+
+def test_lenient_response_keeps_unknown_keys_and_do_blocks(hook_for, scripted):
+    body = {
+        "choices": [
+            {
+                "message": {"content": "x", "reasoning_content": "why", "refusal": None, "extra": 1},
+                "finish_reason": "brand_new_reason",
+            },
+            {"index": 1, "message": {"content": "y"}},
+        ],
+        "usage": {
+            "prompt_tokens": 1,
+            "completion_tokens": 1,
+            "total_tokens": 2,
+            "completion_tokens_details": {"reasoning_tokens": 1},
+        },
+        "retrieval": {"retrieved_data": [{"id": "doc1", "page_content": "p"}]},
+        "functions": {"called_functions": ["f"], "function_details": []},
+        "guardrails": {"triggered_guardrails": [{"rule_name": "pii"}]},
+        "citations": [{"url": "u"}],
+        "surprise": {"a": 1},
+    }
+    hook, _ = hook_for()
+    scripted.script((200, {}, json.dumps(body).encode()))
+    result = hook.create_chat_completion(USER)
+    assert result.texts == ["x", "y"]
+    assert result.finish_reason == "brand_new_reason"
+    assert result.message.reasoning_content == "why"
+    assert result.retrieval.retrieved_data[0]["id"] == "doc1"
+    assert result.guardrails.triggered_guardrails[0]["rule_name"] == "pii"
+    assert result.to_dict()["surprise"] == {"a": 1}
+    assert result.usage_dict()["completion_tokens_details"] == {"reasoning_tokens": 1}
+
+
+# ------------------------------------------------------------------------------------------ error shapes
+
+ERROR_SHAPES = [
+    (
+        400,
+        {},
+        {"error": {"message": "bad thing", "type": "invalid_request_error", "param": "n", "code": "bad_n"}},
+        APIError,
+        "bad thing",
+        "bad_n",
+        None,
+    ),
+    (
+        401,
+        {"x-request-id": "rid-1"},
+        {"error": "Unauthorized key"},
+        AuthenticationError,
+        "Unauthorized key",
+        None,
+        "rid-1",
+    ),
+    (
+        429,
+        {},
+        {"id": "too_many_requests", "message": "slow down", "request_id": "rid-2"},
+        RateLimitError,
+        "slow down",
+        "too_many_requests",
+        "rid-2",
+    ),
+    (
+        422,
+        {},
+        {"detail": [{"loc": ["body", "messages"], "msg": "field required"}]},
+        APIError,
+        "messages: field required",
+        None,
+        None,
+    ),
+    (404, {}, {"detail": "Not Found"}, NotFoundError, "Not Found", None, None),
+    (
+        502,
+        {"x-request-id": "rid-3"},
+        b"<html><head><title>502 Bad Gateway</title></head><body>nginx</body></html>",
+        ServerError,
+        "502 Bad Gateway",
+        None,
+        "rid-3",
+    ),
+    (500, {}, b"", ServerError, "Internal Server Error", None, None),
+]
+
+
+@pytest.mark.parametrize(("status", "headers", "body", "cls", "message", "code", "request_id"), ERROR_SHAPES)
+def test_every_error_shape_surfaces_status_code_message_request_id(
+    hook_for, scripted, status, headers, body, cls, message, code, request_id
+):
+    hook, _ = hook_for(max_retries=0)
+    payload = body if isinstance(body, bytes) else json.dumps(body).encode()
+    scripted.script((status, headers, payload))
+    with pytest.raises(cls) as info:
+        hook.create_chat_completion(USER)
+    err = info.value
+    assert (err.status, err.message, err.code, err.request_id) == (status, message, code, request_id)
+    assert f"HTTP {status}" in str(err)
+
+
+# ------------------------------------------------------------------------------------------ retries
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"retry-after": "3"}, 3.0),
+        ({"retry-after-ms": "1500", "retry-after": "9"}, 1.5),
+        ({"retry-after": formatdate(1_000_000_007, usegmt=True)}, 7.0),
+        ({"x-ratelimit-reset-requests": "1m30s"}, 90.0),
+        ({"ratelimit-reset": "4"}, 4.0),
+        ({"x-ratelimit-reset-requests": "250ms", "x-ratelimit-reset-tokens": "2s"}, 2.0),
+        ({"x-ratelimit-reset": "1000000005"}, 5.0),
+        ({}, None),
+    ],
+)
+def test_retry_after_headers_are_read(headers, expected):
+    assert retry_after_from_headers(headers, now=1_000_000_000) == expected
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [({"retry-after": "2"}, 2.0), ({"retry-after-ms": "350"}, 0.35), ({"x-ratelimit-reset-requests": "1s"}, 1.0)],
+)
+def test_rate_limited_request_waits_what_the_server_asks(hook_for, scripted, headers, expected):
+    hook, sleeps = hook_for()
+    scripted.script((429, headers, b'{"error": {"message": "rate limited", "code": "rate_limit_exceeded"}}'), OK)
+    result = hook.create_chat_completion(USER)
+    assert result.text == "hi there"
+    assert result.meta["attempts"] == 2
+    assert sleeps.delays == [expected]
+    assert len(scripted.requests) == 2
+
+
+def test_backoff_is_exponential_and_capped_for_5xx_and_408_409(hook_for, scripted):
+    hook, sleeps = hook_for(max_retries=4)
+    scripted.script((500, {}, b""), (503, {}, b""), (408, {}, b""), (409, {}, b""), OK)
+    assert hook.create_chat_completion(USER).text == "hi there"
+    assert sleeps.delays == [0.5, 1.0, 2.0, 4.0]
+
+
+def test_retries_run_out_and_the_last_error_surfaces(hook_for, scripted):
+    hook, sleeps = hook_for(max_retries=2)
+    scripted.script(*[(503, {"x-request-id": "r"}, b'{"error": {"message": "overloaded"}}')] * 3)
+    with pytest.raises(ServerError, match="overloaded"):
+        hook.create_chat_completion(USER)
+    assert len(scripted.requests) == 3 and len(sleeps.delays) == 2
+
+
+def test_insufficient_quota_is_final(hook_for, scripted):
+    hook, sleeps = hook_for()
+    scripted.script((429, {"retry-after": "1"}, b'{"error": {"message": "quota", "code": "insufficient_quota"}}'), OK)
+    with pytest.raises(RateLimitError) as info:
+        hook.create_chat_completion(USER)
+    assert info.value.code == "insufficient_quota"
+    assert len(scripted.requests) == 1 and sleeps.delays == []
+
+
+def test_client_errors_are_not_retried(hook_for, scripted):
+    hook, sleeps = hook_for()
+    scripted.script((400, {}, b'{"error": {"message": "no"}}'), OK)
+    with pytest.raises(APIError):
+        hook.create_chat_completion(USER)
+    assert len(scripted.requests) == 1 and sleeps.delays == []
+
+
+def test_connection_reset_is_retried(hook_for, scripted):
+    hook, sleeps = hook_for()
+    scripted.script(RESET, OK)
+    assert hook.create_chat_completion(USER).text == "hi there"
+    assert len(scripted.requests) == 2 and sleeps.delays == [0.5]
+
+
+def test_closed_port_raises_connection_error(make_conn, canary_key):
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    hook = AgentChatHook(make_conn("closed", f"http://127.0.0.1:{port}"), max_retries=0)
+    with pytest.raises(AgentChatConnectionError) as info:
+        hook.create_chat_completion(USER)
+    assert f"127.0.0.1:{port}" in str(info.value) and canary_key not in str(info.value)
+
+
+def test_shared_backoff_pauses_every_request_of_the_hook(scripted, make_conn):
+    """A 429 seen by one request holds back the next request too, even one started afterwards."""
+    sleeps = Sleeps()
+    hook = AgentChatHook(make_conn("pause", scripted.url), sleep=sleeps, retry_policy=RetryPolicy(jitter=lambda: 1))
+    scripted.script((429, {"retry-after": "30"}, b"{}"), OK, OK)
+    hook.create_chat_completion(USER)
+    hook.create_chat_completion(USER)
+    assert sleeps.delays[0] == 30.0
+    assert len(sleeps.delays) == 3 and 29 < sleeps.delays[1] <= 30 and 29 < sleeps.delays[2] <= 30
+
+
+# ------------------------------------------------------------------------------------------ streaming
+
+
+def test_stream_is_folded_by_create_and_chunked_by_stream(hook_for, scripted):
+    hook, _ = hook_for()
+    script = sse(chunk("Hel", role="assistant"), chunk("lo"), chunk(finish="stop"), b"[DONE]")
+    scripted.script((200, {"Content-Type": "text/event-stream"}, script), (200, {}, script))
+    folded = hook.create_chat_completion(USER, stream=True)
+    assert folded.text == "Hello" and folded.finish_reason == "stop"
+    assert json.loads(scripted.requests[0].body)["stream"] is True
+    assert [c.text for c in hook.stream_chat_completion(USER)] == ["Hel", "lo", ""]
+
+
+def test_stream_error_before_first_event_is_retried(hook_for, scripted):
+    hook, sleeps = hook_for()
+    script = sse(chunk("ok", role="assistant", finish="stop"), b"[DONE]")
+    scripted.script((503, {"retry-after": "1"}, b"busy"), (200, {}, script))
+    assert [c.text for c in hook.stream_chat_completion(USER)] == ["ok"]
+    assert sleeps.delays == [1.0]
+
+
+def test_stream_is_never_retried_after_its_first_event(hook_for, scripted):
+    hook, sleeps = hook_for()
+    scripted.script((200, {}, [*sse(chunk("partial", role="assistant")), RESET]), OK)
+    received = []
+    with pytest.raises(StreamError):
+        for piece in hook.stream_chat_completion(USER):
+            received.append(piece.text)
+    assert received == ["partial"]
+    assert len(scripted.requests) == 1 and sleeps.delays == []
+
+
+def test_async_twins(hook_for, scripted):
+    hook, sleeps = hook_for()
+    script = sse(chunk("a", role="assistant"), chunk("b", finish="stop"), b"[DONE]")
+    scripted.script((500, {}, b""), OK, (200, {}, script), (429, {"retry-after-ms": "10"}, b""), (200, {}, script))
+
+    async def run():
+        first = await hook.acreate_chat_completion(USER)
+        streamed = [c.text async for c in hook.astream_chat_completion(USER)]
+        folded = await hook.acreate_chat_completion(USER, stream=True)
+        await hook.aclose()
+        return first, streamed, folded
+
+    first, streamed, folded = asyncio.run(run())
+    assert first.text == "hi there" and first.meta["attempts"] == 2
+    assert streamed == ["a", "b"]
+    assert folded.text == "ab"
+    assert sleeps.delays == [0.5, 0.01]
+
+
+# ------------------------------------------------------------------------------------------ connection rules
+
+
+@pytest.mark.parametrize(
+    ("host", "extra", "expected"),
+    [
+        ("agent-x.agents.do-ai.run", {}, "https://agent-x.agents.do-ai.run"),
+        ("https://agent-x.agents.do-ai.run/api/v1/chat/completions", {}, "https://agent-x.agents.do-ai.run"),
+        ("https://agent-x.agents.do-ai.run/", {}, "https://agent-x.agents.do-ai.run"),
+        ("http://localhost:8080", {}, "http://localhost:8080"),
+        ("http://10.0.0.5:80", {"allow_insecure_http": True}, "http://10.0.0.5:80"),
+    ],
+)
+def test_host_is_normalised(make_conn, host, extra, expected):
+    assert AgentChatHook(make_conn("norm", host, **extra)).settings.base_url == expected
+
+
+def test_plain_http_to_a_remote_host_is_refused(make_conn):
+    with pytest.raises(AgentChatError, match="clear text"):
+        AgentChatHook(make_conn("insecure", "http://agent.example.com")).settings  # noqa: B018
+
+
+# ------------------------------------------------------------------------------------------ secrets
+
+
+def test_canary_key_never_in_logs_or_exceptions(hook_for, scripted, canary_key, caplog):
+    caplog.set_level(logging.DEBUG)
+    hook, _ = hook_for(max_retries=1)
+    echo = json.dumps({"error": {"message": f"key {canary_key} is not valid", "code": "invalid_api_key"}}).encode()
+    scripted.script(
+        (503, {}, echo), (401, {}, echo), (200, {}, [*sse({"error": {"message": f"bad key {canary_key}"}})])
+    )
+    texts = []
+    for _ in range(2):
+        try:
+            list(hook.stream_chat_completion(USER))
+        except AgentChatError as exc:
+            texts += [str(exc), repr(exc), repr(hook.settings)]
+    assert len(texts) == 6
+    assert "invalid_api_key" in texts[0]
+    joined = "\n".join(texts) + caplog.text
+    assert canary_key not in joined
+    assert "***" in texts[0]
+
+
+# ------------------------------------------------------------------------------------------ test_connection
+
+
+def test_test_connection_reports_latency_model_tokens(hook_for, scripted):
+    hook, _ = hook_for()
+    scripted.script(OK)
+    ok, message = hook.test_connection()
+    assert ok, message
+    assert "ms" in message and "model m" in message and "3 prompt + 2 completion tokens" in message
+    assert json.loads(scripted.requests[0].body)["max_tokens"] == 16
+
+
+@pytest.mark.parametrize(
+    ("reply", "expected"),
+    [
+        ((401, {}, b'{"error": {"message": "bad key", "code": "invalid_api_key"}}'), "Access key rejected"),
+        ((404, {}, b'{"detail": "Not Found"}'), "not an agent endpoint"),
+        ((429, {"retry-after": "5"}, b'{"error": "too many"}'), "Rate limited"),
+    ],
+)
+def test_test_connection_explains_failures(hook_for, scripted, reply, expected, canary_key):
+    hook, sleeps = hook_for()
+    scripted.script(reply, OK)
+    ok, message = hook.test_connection()
+    assert not ok and expected in message and canary_key not in message
+    assert len(scripted.requests) == 1 and sleeps.delays == []
+
+
+def test_test_connection_closed_port_and_unknown_host(make_conn):
+    ok, message = AgentChatHook(make_conn("closed2", "http://127.0.0.1:9")).test_connection()
+    assert not ok and "connection refused" in message
+    ok, message = AgentChatHook(make_conn("nohost", "https://no-such-host.invalid")).test_connection()
+    assert not ok and "resolve" in message
