@@ -30,7 +30,12 @@ _MAX_MESSAGE = 500
 
 
 class AgentChatError(AirflowException):
-    """Base class of every error this provider raises."""
+    """Base class of every error this provider raises.
+
+    ``attempts`` is how many times the hook sent the request before giving up (0: nothing was sent).
+    """
+
+    attempts: int = 0
 
 
 class InvalidRequestError(AgentChatError, ValueError):

@@ -327,6 +327,7 @@ class AgentChatHook(BaseHook):
                     response.close()
             delay = self._next_delay(attempt, error)
             if delay is None:
+                error.attempts = attempt + 1
                 raise error
             self._log_retry(attempt, error, delay)
             self._sleep(delay)
@@ -367,6 +368,7 @@ class AgentChatHook(BaseHook):
                     await response.aclose()
             delay = self._next_delay(attempt, error)
             if delay is None:
+                error.attempts = attempt + 1
                 raise error
             self._log_retry(attempt, error, delay)
             await self._async_sleep(delay)
