@@ -349,8 +349,9 @@ def test_invalid_request_is_400(client: openai.OpenAI, params: dict[str, Any], f
     assert field in error["message"]
 
 
-def test_non_json_body_is_400(server: DevServer, client: openai.OpenAI) -> None:
-    status, headers, raw = post(server, b"{not json")
+@pytest.mark.parametrize("body", [b"{not json", b"[1, 2]", b'"text"', b'{"messages": [1]}', b'{"messages": "hi"}'])
+def test_malformed_request_body_is_400(server: DevServer, client: openai.OpenAI, body: bytes) -> None:
+    status, headers, raw = post(server, body)
     assert status == 400
     assert json.loads(raw)["error"]["type"] == "invalid_request_error"
     assert headers["x-request-id"]

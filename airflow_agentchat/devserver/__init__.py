@@ -168,9 +168,9 @@ class DevServer:
         except urllib.error.HTTPError as exc:
             raise DevServerError(f"{method} {path} failed: HTTP {exc.code} {exc.read()[:500]!r}") from exc
 
-    def stats(self) -> dict[str, Any]:
-        """``GET /_dev/stats``: total, by_status, by_prompt, timestamps, faults_delivered."""
-        return self._call("GET", "/_dev/stats")
+    def stats(self, timestamps: bool = True) -> dict[str, Any]:
+        """``GET /_dev/stats``: total, by_status, by_prompt, timestamps (unless False), faults_delivered."""
+        return self._call("GET", "/_dev/stats" + ("" if timestamps else "?timestamps=false"))
 
     def reset(self) -> None:
         """``POST /_dev/reset``: clear stats and pending faults."""

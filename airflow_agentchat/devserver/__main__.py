@@ -70,6 +70,7 @@ def main(argv: list[str] | None = None) -> None:
         date_header=False,
         backlog=4096,
         timeout_keep_alive=30,
+        timeout_graceful_shutdown=2,  # open streams must not keep a stopping server alive
     )
     server = uvicorn.Server(config)
     sys.stdout.write(f"agentchat devserver listening on http://{shown}:{port}\n")

@@ -6,7 +6,8 @@ The answer rule
 ---------------
 * The *prompt* is the content of the last ``user`` message, with dev-server markers (``[[...]]``) removed
   and surrounding whitespace stripped (empty string if there is no user message).
-* Choice ``0`` answers ``"Echo: <prompt>"``; choice ``i > 0`` answers ``"Echo <i>: <prompt>"``.
+* Choice ``0`` answers ``"Echo: <prompt>"``; choice ``i > 0`` answers ``"Echo <i>: <prompt>"`` (trailing
+  whitespace removed, so an empty prompt gives ``"Echo:"``).
 * If the conversation ends with one or more ``tool`` messages, the answer uses their results instead:
   ``"Tool results: <name>=<content>; <name>=<content>"`` (``name`` is the function named by the matching
   assistant tool call, else the ``tool_call_id``); choices ``i > 0`` get the prefix ``"Tool results <i>: "``.

@@ -7,7 +7,7 @@ Routes
     :mod:`airflow_agentchat.devserver.answers`; faults follow :mod:`airflow_agentchat.devserver.faults`.
 ``GET /_dev/health`` (alias ``GET /health``)
     ``{"status": "ok"}``.
-``GET /_dev/stats``
+``GET /_dev/stats`` (``?timestamps=false`` leaves the timestamps out)
     ``{"total", "by_status": {"200": n, "reset": n, ...}, "by_prompt": {text: n}, "timestamps": [...],
     "faults_delivered"}``; ``timestamps`` holds the ``time.time()`` arrival of each completion request.
 ``POST /_dev/reset``
@@ -111,7 +111,7 @@ def _json(status: int, value: Any, headers: dict[str, str] | None = None) -> Res
 
 
 def _invalid(message: str, param: str | None = None) -> Response:
-    return _json(400, wire.error_body(message, "invalid_request_error", "invalid_request_error", param))
+    return _json(400, wire.error_body(message, "invalid_request_error", None, param))
 
 
 async def _reset_connection(request: Request) -> None:
@@ -167,9 +167,8 @@ def create_app(settings: Settings | None = None) -> Any:
             stats.by_status["400"] += 1
             return _invalid("The request body is not valid JSON.")
         messages = body.get("messages") if isinstance(body, dict) else None
-        prompt_raw = last_user_text(messages) if isinstance(messages, list) else ""
-        if isinstance(messages, list) and not all(isinstance(m, dict) for m in messages):
-            prompt_raw = ""
+        well_formed = isinstance(messages, list) and all(isinstance(m, dict) for m in messages)
+        prompt_raw = last_user_text(messages) if well_formed else ""  # type: ignore[arg-type]
         stats.by_prompt[prompt_raw] += 1
 
         fault, latency = pick_fault(prompt_raw)
@@ -262,8 +261,11 @@ def create_app(settings: Settings | None = None) -> Any:
         return {"status": "ok"}
 
     @app.get("/_dev/stats")
-    async def get_stats() -> Response:
-        return _json(200, stats.as_dict())
+    async def get_stats(timestamps: bool = True) -> Response:
+        view = stats.as_dict()
+        if not timestamps:  # long benchmarks collect millions of them
+            del view["timestamps"]
+        return _json(200, view)
 
     @app.post("/_dev/reset")
     async def reset() -> dict[str, str]:
