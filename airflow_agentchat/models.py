@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -26,7 +26,8 @@ from pydantic import (
     model_validator,
 )
 
-from airflow_agentchat.exceptions import InvalidRequestError
+if TYPE_CHECKING:
+    from airflow_agentchat.exceptions import InvalidRequestError
 
 #: Sent as ``model`` when neither the task nor the connection names one. DO agents ignore the field but the
 #: reference requires it; their own examples send a placeholder like this.
@@ -353,6 +354,9 @@ def invalid_request_from(error: ValidationError) -> InvalidRequestError:
 
     Input values are left out on purpose: they may hold prompt text users consider private.
     """
+    # Imported here so the dev server can validate with these models without importing Airflow.
+    from airflow_agentchat.exceptions import InvalidRequestError
+
     seen: dict[str, list[str]] = {}
     for item in error.errors(include_url=False, include_input=False):
         field = _loc(item["loc"])

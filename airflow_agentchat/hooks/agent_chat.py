@@ -404,7 +404,10 @@ class AgentChatHook(BaseHook):
         ``params`` are body fields of the reference (``temperature``, ``tools``, ``extra_body``, ...). With
         ``stream=True`` the answer is streamed and folded into one completion.
         """
-        request = self.build_request(messages, model=model, **params)
+        return self.send(self.build_request(messages, model=model, **params))
+
+    def send(self, request: ChatCompletionRequest) -> ChatCompletion:
+        """Send an already validated request (streamed and folded when ``request.stream``)."""
         started = time.perf_counter()
         if request.stream:
             from airflow_agentchat.streaming import ChunkFolder, iter_chunks
@@ -415,7 +418,10 @@ class AgentChatHook(BaseHook):
                     folder.add(chunk)
             return _with_meta(folder.result(), response, started)
         with self._open(request) as response:
-            content = self._read(response)
+            try:
+                content = response.read()
+            except httpx.TransportError as exc:
+                raise self._transport_error(exc) from None
         return self._parse(response, content, started)
 
     def stream_chat_completion(
@@ -427,20 +433,14 @@ class AgentChatHook(BaseHook):
     ) -> Iterator[ChatCompletionChunk]:
         """Stream a completion chunk by chunk. Retries happen only before the first chunk is delivered."""
         params["stream"] = True
-        request = self.build_request(messages, model=model, **params)
-        return self._stream(request)
+        return self.stream(self.build_request(messages, model=model, **params))
 
-    def _stream(self, request: ChatCompletionRequest) -> Iterator[ChatCompletionChunk]:
+    def stream(self, request: ChatCompletionRequest) -> Iterator[ChatCompletionChunk]:
+        """Stream an already validated request (``request.stream`` must be true)."""
         from airflow_agentchat.streaming import iter_chunks
 
         with self._open(request) as response:
             yield from iter_chunks(response, secret=self.settings.api_key)
-
-    def _read(self, response: httpx.Response) -> bytes:
-        try:
-            return response.read()
-        except httpx.TransportError as exc:
-            raise self._transport_error(exc) from None
 
     async def acreate_chat_completion(
         self,
@@ -451,11 +451,10 @@ class AgentChatHook(BaseHook):
     ) -> ChatCompletion:
         """Async twin of :meth:`create_chat_completion`."""
         await self._asettings()
-        request = self.build_request(messages, model=model, **params)
-        return await self.asend(request)
+        return await self.asend(self.build_request(messages, model=model, **params))
 
     async def asend(self, request: ChatCompletionRequest) -> ChatCompletion:
-        """Send an already validated request (the batch engine validates each item once, up front)."""
+        """Async twin of :meth:`send` (the batch engine validates each item once, then sends it)."""
         started = time.perf_counter()
         if request.stream:
             from airflow_agentchat.streaming import ChunkFolder, aiter_chunks
@@ -482,11 +481,11 @@ class AgentChatHook(BaseHook):
         """Async twin of :meth:`stream_chat_completion`."""
         await self._asettings()
         params["stream"] = True
-        request = self.build_request(messages, model=model, **params)
-        async for chunk in self._astream(request):
+        async for chunk in self.astream(self.build_request(messages, model=model, **params)):
             yield chunk
 
-    async def _astream(self, request: ChatCompletionRequest) -> AsyncIterator[ChatCompletionChunk]:
+    async def astream(self, request: ChatCompletionRequest) -> AsyncIterator[ChatCompletionChunk]:
+        """Async twin of :meth:`stream`."""
         from airflow_agentchat.streaming import aiter_chunks
 
         async with self._aopen(request) as response:

@@ -1,0 +1,73 @@
+"""``@task.agent_chat``: a Python function builds the prompt, the operator sends it.
+
+The function may return a prompt string, a list of messages, or a dict request body; its arguments can be
+XComs of upstream tasks, which is what makes completions chain with data tasks naturally.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from airflow.sdk.bases.decorator import DecoratedOperator, TaskDecorator, task_decorator_factory
+from airflow.sdk.definitions.context import context_merge
+
+from airflow_agentchat.operators.agent_chat import AgentChatCompletionOperator
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+
+class _AgentChatDecoratedOperator(DecoratedOperator, AgentChatCompletionOperator):
+    """Calls the decorated function at run time and sends what it returns."""
+
+    template_fields: Sequence[str] = (
+        *DecoratedOperator.template_fields,
+        *AgentChatCompletionOperator.template_fields,
+    )
+    template_fields_renderers: ClassVar[dict[str, str]] = {
+        **DecoratedOperator.template_fields_renderers,
+        **AgentChatCompletionOperator.template_fields_renderers,
+    }
+    custom_operator_name = "@task.agent_chat"
+
+    def __init__(
+        self,
+        *,
+        python_callable: Callable,
+        op_args: Collection[Any] | None = None,
+        op_kwargs: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(python_callable=python_callable, op_args=op_args, op_kwargs=op_kwargs, **kwargs)
+
+    def execute(self, context: Context) -> Any:
+        from airflow.sdk.bases.decorator import determine_kwargs
+
+        context_merge(context, self.op_kwargs)
+        result = self.python_callable(*self.op_args, **determine_kwargs(self.python_callable, self.op_args, context))
+        if isinstance(result, str):
+            self.prompt = result
+        elif isinstance(result, Mapping):
+            self.request = dict(result)
+        elif isinstance(result, Sequence):
+            self.messages = list(result)
+        else:
+            raise TypeError(
+                "@task.agent_chat functions return a prompt string, a list of messages or a request dict, "
+                f"not {type(result).__name__}"
+            )
+        return AgentChatCompletionOperator.execute(self, context)
+
+
+def agent_chat_task(python_callable: Callable | None = None, **kwargs: Any) -> TaskDecorator:
+    """Wrap a function that returns a prompt (or messages, or a request) into an agent chat completion task.
+
+    Takes every keyword of :class:`AgentChatCompletionOperator` (``system_prompt``, ``temperature``,
+    ``output``, ``agentchat_conn_id``, ...).
+    """
+    return task_decorator_factory(
+        python_callable=python_callable,
+        decorated_operator_class=_AgentChatDecoratedOperator,
+        **kwargs,
+    )

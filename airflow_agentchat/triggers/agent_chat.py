@@ -1,0 +1,60 @@
+"""Deferrable mode: the triggerer waits for the agent's answer, so a slow agent does not hold a worker slot.
+
+The trigger is serialized into the metadata DB, so its arguments hold only the connection id and the request
+body; the access key is read from the connection inside the triggerer. Events are plain JSON dicts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+
+class AgentChatCompletionTrigger(BaseTrigger):
+    """Send one validated request body from the triggerer and fire one event with the response or the error."""
+
+    def __init__(
+        self,
+        agentchat_conn_id: str,
+        body: dict[str, Any],
+        timeout: float | None = None,
+        max_retries: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.agentchat_conn_id = agentchat_conn_id
+        self.body = body
+        self.timeout = timeout
+        self.max_retries = max_retries
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "agentchat_conn_id": self.agentchat_conn_id,
+                "body": self.body,
+                "timeout": self.timeout,
+                "max_retries": self.max_retries,
+            },
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        from airflow_agentchat.exceptions import AgentChatError
+        from airflow_agentchat.hooks.agent_chat import AgentChatHook
+        from airflow_agentchat.models import ChatCompletionRequest
+
+        hook = AgentChatHook(self.agentchat_conn_id, timeout=self.timeout, max_retries=self.max_retries)
+        try:
+            await hook._asettings()
+            body = dict(self.body)
+            known = set(ChatCompletionRequest.model_fields)
+            extra = {key: body.pop(key) for key in list(body) if key not in known}
+            request = hook.build_request(body.pop("messages"), **body, extra_body=extra or None)
+            completion = await hook.asend(request)
+        except AgentChatError as exc:
+            yield TriggerEvent({"status": "error", "message": str(exc)})
+            return
+        finally:
+            await hook.aclose()
+        yield TriggerEvent({"status": "success", "response": completion.to_dict(), "meta": completion.meta})
