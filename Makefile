@@ -25,7 +25,7 @@ test: lint
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 demo: venv
-	$(PY) -m airflow_agentchat.demo
+	$(PY) -m airflow_agentchat.devserver.demo
 
 ui: venv
 	$(PY) -m airflow_agentchat.devserver.ui_launcher

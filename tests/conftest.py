@@ -18,11 +18,18 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="agentchat-airflow-home-"))
+# One dags folder holding the example DAGs and the tests' own DAGs (links, so edits show up at once).
+DAGS_FOLDER = AIRFLOW_HOME / "dags"
+DAGS_FOLDER.mkdir()
+for source in (ROOT / "dags", ROOT / "tests" / "dags"):
+    for entry in source.iterdir() if source.is_dir() else ():
+        if entry.name != "__pycache__" and not (DAGS_FOLDER / entry.name).exists():
+            (DAGS_FOLDER / entry.name).symlink_to(entry)
 os.environ.update(
     {
         "AIRFLOW_HOME": str(AIRFLOW_HOME),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
         "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
     }
@@ -77,3 +84,43 @@ def airflow_db() -> Path:
         [sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True, env=os.environ.copy()
     )
     return AIRFLOW_HOME
+
+
+@pytest.fixture(scope="session")
+def run_dag(airflow_db: Path, devserver) -> Callable[..., dict]:
+    """Run ``airflow dags test DAG_ID [DATE]`` against the dev server; return the run's XComs.
+
+    The result maps ``(task_id, map_index, key)`` to the value; ``result["_log"]`` holds the command's output
+    and ``result["_returncode"]`` its exit code. ``conn`` overrides ``agentchat_default``'s JSON.
+    """
+
+    def run(dag_id: str, logical_date: str | None = None, *, conn: dict | None = None, check: bool = True) -> dict:
+        env = os.environ.copy()
+        env["AIRFLOW_CONN_AGENTCHAT_DEFAULT"] = json.dumps(
+            conn or {"conn_type": "agentchat", "host": devserver.url, "password": CANARY_KEY}
+        )
+        env["AGENTCHAT_EXAMPLE_OUTPUT_DIR"] = str(AIRFLOW_HOME)
+        args = [sys.executable, "-m", "airflow", "dags", "test", dag_id]
+        if logical_date:
+            args.append(logical_date)
+        proc = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+        log = proc.stdout + proc.stderr
+        if check and proc.returncode:
+            raise AssertionError(f"airflow dags test {dag_id} failed ({proc.returncode}):\n{log[-8000:]}")
+        return {**dag_run_xcoms(dag_id), "_log": log, "_returncode": proc.returncode}
+
+    return run
+
+
+def dag_run_xcoms(dag_id: str) -> dict:
+    """XComs of the latest run of ``dag_id`` in the session's metadata DB."""
+    from airflow.models.dagrun import DagRun
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        run = session.query(DagRun).filter(DagRun.dag_id == dag_id).order_by(DagRun.id.desc()).first()
+        if run is None:
+            return {}
+        rows = session.query(XComModel).filter(XComModel.dag_id == dag_id, XComModel.run_id == run.run_id).all()
+        return {(r.task_id, r.map_index, r.key): r.value for r in rows}
