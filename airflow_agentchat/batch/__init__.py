@@ -1,0 +1,18 @@
+"""Batch prompting: many prompts through one agent connection, bounded, rate limited and resumable.
+
+The pieces, one job per module::
+
+    items.py   input forms (strings, message lists, {"id", "prompt"|"messages", ...}) -> BatchItem, stable ids
+    store.py   resumable JSONL results in object storage: rolling part files, torn-line tolerant, compose
+    runner.py  the async engine: N requests in flight through the hook, request/token limits, progress
+    shards.py  split a JSONL input into shard files for dynamic task mapping
+
+:class:`airflow_agentchat.operators.batch.AgentChatBatchOperator` wires them together. Nothing here builds
+URLs or headers: every request goes through :class:`~airflow_agentchat.hooks.agent_chat.AgentChatHook`.
+"""
+
+from __future__ import annotations
+
+from airflow_agentchat.batch.shards import split_jsonl
+
+__all__ = ["split_jsonl"]

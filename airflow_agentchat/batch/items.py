@@ -1,0 +1,273 @@
+"""Batch input: the forms an item may take, stable ids, and turning items into validated requests.
+
+An item is one of
+
+* a string: the user prompt;
+* a list of message objects: the conversation;
+* an object ``{"id"?, "prompt"?, "messages"?, "system_prompt"?, "context"?, "params"?, <body field>...}``:
+  ``prompt`` is appended to ``messages`` as the last user message; any body field of the reference
+  (``temperature``, ``max_tokens``, ``tools``, ``extra_body``, ...) at the top level or inside ``params``
+  overrides the operator's value for this item; ``context`` is copied to the output line untouched (for
+  joining results back to rows); any other key is an error, so a typo like ``temprature`` is caught.
+
+Items without an ``id`` get one derived from their content (:func:`stable_id`), so the same input gives the
+same ids on every run: that is what lets a retried task skip the items it already paid for. Two items with
+the same id are the same work; the second one is skipped and counted as a duplicate.
+
+Everything here runs once per item on the batch's hot path, so it avoids pydantic round trips: the only
+validation is the hook's ``build_request`` (which raises before any network call).
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from airflow_agentchat.exceptions import InvalidRequestError
+from airflow_agentchat.operators.request_parts import BODY_FIELDS, compose_messages
+
+#: Keys an item object may carry besides the request body fields.
+ITEM_KEYS = frozenset({"id", "prompt", "messages", "system_prompt", "context", "params"})
+_BODY = frozenset(BODY_FIELDS)
+
+
+def canonical_json(value: Any) -> str:
+    """Key-sorted compact JSON: the same value always gives the same text (the basis of stable ids)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def stable_id(value: Any) -> str:
+    """A 20-hex-digit id from an item's content (BLAKE2b-80 of its canonical JSON).
+
+    80 bits keep an accidental collision out of reach for any realistic batch (about 1 in 10^12 for a
+    billion items) while staying short enough to read in a log line.
+    """
+    return hashlib.blake2b(canonical_json(value).encode(), digest_size=10).hexdigest()
+
+
+@dataclass(slots=True)
+class Prepared:
+    """An item ready to send: its id, the validated request, and what to copy to its output line."""
+
+    id: str
+    request: Any  # ChatCompletionRequest; typed loosely to keep pydantic out of module import
+    context: Any = None
+    est_prompt_tokens: int = 0
+
+
+@dataclass(slots=True)
+class Rejected:
+    """An item that cannot be sent (bad shape, bad JSON, a field the reference rejects): recorded, not raised."""
+
+    id: str
+    error: dict[str, Any]
+    context: Any = None
+
+
+@dataclass
+class InputStats:
+    """Counted while items stream through :func:`prepare`."""
+
+    seen: int = 0
+    resumed: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    queued: int = 0
+    ids: set[str] = field(default_factory=set)
+
+
+class _BadLine(Exception):
+    """A JSONL line that is not JSON; carries the raw text so the id can be derived from it."""
+
+    def __init__(self, text: str, lineno: int, reason: str) -> None:
+        super().__init__(reason)
+        self.text = text
+        self.lineno = lineno
+
+
+def parse_prompts(value: Any) -> list[Any]:
+    """The ``prompts`` argument after templating: a list, or its JSON / Python-literal text.
+
+    A Jinja template like ``"{{ ti.xcom_pull('rows') }}"`` renders a list as Python repr unless the DAG
+    renders native objects, so both JSON and ``ast.literal_eval`` are tried.
+    """
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            value = json.loads(text)
+        except ValueError:
+            try:
+                value = ast.literal_eval(text)
+            except (ValueError, SyntaxError):
+                raise InvalidRequestError(
+                    [("prompts", "a string that is neither a JSON list nor a list literal")]
+                ) from None
+    if isinstance(value, Mapping) or not isinstance(value, Iterable) or isinstance(value, (str, bytes)):
+        raise InvalidRequestError([("prompts", f"must be a list of items, got {type(value).__name__}")])
+    return list(value)
+
+
+def iter_jsonl(path: Any) -> Iterator[Any]:
+    """Stream the values of a JSONL file (any ``ObjectStoragePath``); blank lines are skipped.
+
+    A line that is not JSON is yielded as a :class:`_BadLine` so it becomes a failed item, not a crash.
+    """
+    with path.open("rb") as handle:
+        for lineno, raw in enumerate(handle, start=1):
+            text = raw.decode("utf-8", errors="replace").strip()
+            if not text:
+                continue
+            try:
+                yield json.loads(text)
+            except ValueError as exc:
+                yield _BadLine(text, lineno, f"line {lineno} is not valid JSON: {exc}")
+
+
+def count_jsonl(path: Any) -> int:
+    """Non-blank lines of a JSONL file, read in 1 MiB blocks (for progress and ETA; cheap next to sending)."""
+    count = 0
+    carry = b""
+    with path.open("rb") as handle:
+        while block := handle.read(1 << 20):
+            lines = (carry + block).split(b"\n")
+            carry = lines.pop()
+            count += sum(1 for line in lines if line.strip())
+    return count + (1 if carry.strip() else 0)
+
+
+def _error(kind: str, message: str, errors: list[tuple[str, str]] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": kind, "message": message}
+    if errors:
+        out["errors"] = [list(pair) for pair in errors]
+    return out
+
+
+def prepare(
+    values: Iterable[Any],
+    *,
+    build_request: Callable[..., Any],
+    system_prompt: str | None,
+    shared: Mapping[str, Any],
+    skip: set[str] | frozenset[str] = frozenset(),
+    stats: InputStats | None = None,
+) -> Iterator[Prepared | Rejected]:
+    """Turn raw items into validated requests, lazily (one item in memory at a time).
+
+    ``shared`` holds the operator's body fields; an item's own fields win, and ``extra_body`` mappings are
+    merged. Ids in ``skip`` (already in the output) are passed over without building anything.
+    """
+    stats = stats if stats is not None else InputStats()
+    shared_extra = dict(shared.get("extra_body") or {})
+    for value in values:
+        stats.seen += 1
+        if isinstance(value, _BadLine):
+            item_id = stable_id(value.text)
+            if _first_time(item_id, stats, skip):
+                stats.rejected += 1
+                yield Rejected(item_id, _error("invalid_item", str(value)))
+            continue
+        try:
+            item_id, prompt, messages, item_system, overrides, context = _split(value)
+        except InvalidRequestError as exc:
+            item_id = _explicit_id(value) or stable_id(value)
+            if _first_time(item_id, stats, skip):
+                stats.rejected += 1
+                yield Rejected(item_id, _error("invalid_item", str(exc), exc.errors))
+            continue
+        if not _first_time(item_id, stats, skip):
+            continue
+        try:
+            params = dict(shared)
+            if overrides:
+                extra = {**shared_extra, **(overrides.pop("extra_body", None) or {})}
+                params.update(overrides)
+                if extra:
+                    params["extra_body"] = extra
+            built = compose_messages(
+                prompt=prompt,
+                system_prompt=system_prompt if item_system is None else item_system,
+                messages=messages,
+            )
+            request = build_request(built, **params)
+        except InvalidRequestError as exc:
+            stats.rejected += 1
+            yield Rejected(item_id, _error("invalid_request", str(exc), exc.errors), context)
+            continue
+        stats.queued += 1
+        yield Prepared(item_id, request, context, _estimate_tokens(built))
+
+
+def _first_time(item_id: str, stats: InputStats, skip: set[str] | frozenset[str]) -> bool:
+    """Record the id; False when it is a duplicate in this input or already done in the output."""
+    if item_id in stats.ids:
+        stats.duplicates += 1
+        return False
+    stats.ids.add(item_id)
+    if item_id in skip:
+        stats.resumed += 1
+        return False
+    return True
+
+
+def _explicit_id(value: Any) -> str | None:
+    if isinstance(value, Mapping) and isinstance(value.get("id"), (str, int)) and not isinstance(value["id"], bool):
+        return str(value["id"])
+    return None
+
+
+def _split(value: Any) -> tuple[str, str | None, list[Any] | None, str | None, dict[str, Any], Any]:
+    """(id, prompt, messages, system_prompt, body overrides, context) of one item, or InvalidRequestError."""
+    if isinstance(value, str):
+        return stable_id(value), value, None, None, {}, None
+    if isinstance(value, list):
+        return stable_id(value), None, value, None, {}, None
+    if not isinstance(value, Mapping):
+        raise InvalidRequestError(
+            [("item", f"must be a string, a message list or an object, not {type(value).__name__}")]
+        )
+    unknown = [key for key in value if key not in ITEM_KEYS and key not in _BODY]
+    if unknown:
+        allowed = "id, prompt, messages, system_prompt, context, params or a request body field"
+        raise InvalidRequestError([(key, f"unknown item key (allowed: {allowed})") for key in sorted(unknown)])
+    raw_id = value.get("id")
+    if raw_id is None:
+        item_id = stable_id(value)
+    elif isinstance(raw_id, (str, int)) and not isinstance(raw_id, bool) and str(raw_id):
+        item_id = str(raw_id)
+    else:
+        raise InvalidRequestError([("id", "must be a non-empty string or an integer")])
+    prompt = value.get("prompt")
+    messages = value.get("messages")
+    if prompt is None and messages is None:
+        raise InvalidRequestError([("prompt", "an item object needs 'prompt' or 'messages'")])
+    if prompt is not None and not isinstance(prompt, str):
+        raise InvalidRequestError([("prompt", "must be a string")])
+    if messages is not None and not isinstance(messages, list):
+        raise InvalidRequestError([("messages", "must be a list of message objects")])
+    system = value.get("system_prompt")
+    if system is not None and not isinstance(system, str):
+        raise InvalidRequestError([("system_prompt", "must be a string")])
+    overrides = {key: val for key, val in value.items() if key in _BODY}
+    params = value.get("params")
+    if params is not None:
+        if not isinstance(params, Mapping):
+            raise InvalidRequestError([("params", "must be an object of request body fields")])
+        bad = sorted(key for key in params if key not in _BODY)
+        if bad:
+            raise InvalidRequestError([(f"params.{key}", "not a request body field") for key in bad])
+        overrides = {**params, **overrides}
+    return item_id, prompt, messages, system, overrides, value.get("context")
+
+
+def _estimate_tokens(messages: list[dict[str, Any]]) -> int:
+    """Rough prompt size (4 characters a token) for the tokens-per-minute limiter, corrected by real usage."""
+    chars = 0
+    for message in messages:
+        content = message.get("content") if isinstance(message, Mapping) else None
+        if isinstance(content, str):
+            chars += len(content)
+    return chars // 4 + 4 * len(messages) + 1

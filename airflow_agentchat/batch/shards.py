@@ -1,0 +1,75 @@
+"""Split a JSONL input into shard files, one per mapped batch task.
+
+When one worker is not enough, a DAG fans out with dynamic task mapping::
+
+    shards = task(split_jsonl)(input_path="s3://bucket/prompts.jsonl", num_shards=8)
+    AgentChatBatchOperator.partial(task_id="ask", ...).expand(input_path=shards)
+
+The split is *deterministic* (contiguous runs of lines, same input -> same shards), so a retried split task
+rewrites identical shards and each mapped batch task can still resume from its own output.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+
+def split_jsonl(
+    input_path: str | Any,
+    output_dir: str | Any | None = None,
+    *,
+    num_shards: int | None = None,
+    shard_size: int | None = None,
+) -> list[str]:
+    """Split ``input_path`` (any ``ObjectStoragePath`` URI) into shards and return their URIs, in order.
+
+    :param input_path: the JSONL file; blank lines are dropped, every other line is copied as it is.
+    :param output_dir: where shards go; default ``<input_path>.shards/`` next to the input.
+    :param num_shards: how many shards (at most one per line); give this or ``shard_size``.
+    :param shard_size: lines per shard (the last one may be shorter).
+    :return: shard URIs (``<stem>-00000-of-00008.jsonl``, ...), ready for ``.expand(input_path=...)``.
+    """
+    from airflow_agentchat.batch.items import count_jsonl
+    from airflow_agentchat.batch.store import to_path
+
+    if (num_shards is None) == (shard_size is None):
+        raise ValueError("give exactly one of num_shards or shard_size")
+    if num_shards is not None and num_shards < 1:
+        raise ValueError("num_shards must be at least 1")
+    if shard_size is not None and shard_size < 1:
+        raise ValueError("shard_size must be at least 1")
+    source = to_path(input_path)
+    target = to_path(output_dir) if output_dir is not None else source.parent / f"{source.name}.shards"
+    lines = count_jsonl(source)
+    if shard_size is None:
+        shard_size = max(1, math.ceil(lines / num_shards)) if lines else 1
+    count = max(1, math.ceil(lines / shard_size))
+    if target.protocol in ("file", "local", ""):
+        target.mkdir(parents=True, exist_ok=True)
+    stem = source.name.removesuffix(".jsonl").removesuffix(".ndjson")
+    uris: list[str] = []
+    handle = None
+    written = shard_size  # forces the first shard to open
+    try:
+        with source.open("rb") as reader:
+            for raw in reader:
+                if not raw.strip():
+                    continue
+                if written >= shard_size:
+                    if handle is not None:
+                        handle.close()
+                    shard = target / f"{stem}-{len(uris):05d}-of-{count:05d}.jsonl"
+                    handle = shard.open("wb")
+                    uris.append(str(shard))
+                    written = 0
+                handle.write(raw if raw.endswith(b"\n") else raw + b"\n")
+                written += 1
+    finally:
+        if handle is not None:
+            handle.close()
+    if not uris:  # an empty input still gives one (empty) shard, so the mapped task runs and reports 0
+        shard = target / f"{stem}-00000-of-00001.jsonl"
+        shard.write_bytes(b"")
+        uris.append(str(shard))
+    return uris

@@ -1,0 +1,327 @@
+"""AgentChatBatchOperator: thousands of prompts per task, bounded, rate limited, resumable, shardable.
+
+Agent endpoints have no batch API, so this operator *is* the batch: it streams items from ``prompts`` or a
+JSONL ``input_path``, keeps ``max_concurrency`` requests in flight through the hook, writes one JSONL line
+per item to ``output_path`` as results arrive, and on an Airflow retry sends only what is missing. See
+``docs/batch.md`` for the input and output formats.
+
+Module import stays cheap (DAG files are parsed constantly): the engine, the models and the HTTP client are
+imported in ``execute``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from airflow.sdk import BaseOperator
+
+from airflow_agentchat.operators.request_parts import BODY_FIELDS, load_json, merge_request
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from airflow_agentchat.batch.runner import RateGate
+    from airflow_agentchat.hooks.agent_chat import AgentChatHook
+
+_JSON_FIELDS = ("tools", "metadata", "logit_bias", "extra_body", "stream_options", "tool_choice", "stop")
+
+
+class AgentChatBatchOperator(BaseOperator):
+    """Send many chat completion requests concurrently and write every result to a JSONL file.
+
+    Input (exactly one):
+
+    :param prompts: a list of items (templated; may be an upstream task's XCom, e.g. ``rows_task()``). An
+        item is a prompt string, a list of messages, or ``{"id", "prompt" | "messages", "system_prompt",
+        "context", "params", <body field>...}``; per-item body fields override the operator's.
+    :param input_path: a JSONL file of such items, one per line (templated; any ``ObjectStoragePath`` URI:
+        ``file://``, ``s3://``, ``gs://``...). Use this with ``.expand(input_path=shards)``.
+
+    Output:
+
+    :param output_path: where results go (templated URI). One line per item id: ``id``, ``status``
+        (``ok``/``error``), ``text``, ``finish_reason``, ``usage``, ``attempts``, ``latency_ms``,
+        ``request_id``, ``response`` or ``error``, and the item's ``context``. Default for ``input_path``:
+        ``<input stem>.results.jsonl`` beside the input (so each mapped shard gets its own output).
+        ``return_value`` is a small summary (counts, token usage, path, elapsed, throughput).
+
+    Throughput and limits:
+
+    :param max_concurrency: requests in flight (also the hook's connection pool size).
+    :param requests_per_minute: pace requests (retries included) to at most this many per minute; DO
+        documents 250 per agent.
+    :param tokens_per_minute: keep total tokens (estimated up front, corrected by real usage) under this.
+    :param max_failed_fraction: after writing everything, fail the task when more than this fraction of
+        the items in the output failed (default 0: any failure fails the task, and the retry resends them).
+    :param retry_failed: on a rerun, send again the items whose recorded result is a retryable error.
+    :param include_response: put the full response object on each line (turn off for smaller outputs).
+    :param flush_every: write a part after this many results ...
+    :param flush_interval: ... or after this many seconds, whichever comes first (the most a SIGKILL loses).
+    :param progress_interval: seconds between progress log lines.
+
+    Request (shared by every item, as on :class:`AgentChatCompletionOperator`): ``system_prompt``,
+    ``agentchat_conn_id``, ``timeout``, ``max_retries`` and the body fields of the reference (``model``,
+    ``temperature``, ``max_tokens``, ``tools``, DO extras, ``extra_body``...).
+    """
+
+    template_fields: Sequence[str] = (
+        "prompts",
+        "input_path",
+        "output_path",
+        "system_prompt",
+        "agentchat_conn_id",
+        *BODY_FIELDS,
+    )
+    template_fields_renderers: ClassVar[dict[str, str]] = {
+        "prompts": "json",
+        "tools": "json",
+        "extra_body": "json",
+        "metadata": "json",
+        "system_prompt": "md",
+    }
+    ui_color = "#dbe8fb"
+
+    def __init__(
+        self,
+        *,
+        prompts: Sequence[Any] | str | None = None,
+        input_path: str | None = None,
+        output_path: str | None = None,
+        system_prompt: str | None = None,
+        agentchat_conn_id: str = "agentchat_default",
+        max_concurrency: int = 32,
+        requests_per_minute: float | None = None,
+        tokens_per_minute: float | None = None,
+        max_failed_fraction: float = 0.0,
+        retry_failed: bool = True,
+        include_response: bool = True,
+        flush_every: int = 1000,
+        flush_interval: float = 5.0,
+        progress_interval: float = 5.0,
+        timeout: float | None = None,
+        max_retries: int | None = None,
+        model: str | None = None,
+        stream: bool | None = None,
+        stream_options: Mapping[str, Any] | None = None,
+        stop: str | Sequence[str] | None = None,
+        n: int | None = None,
+        max_completion_tokens: int | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        frequency_penalty: float | None = None,
+        presence_penalty: float | None = None,
+        logit_bias: Mapping[str, int] | None = None,
+        logprobs: bool | None = None,
+        top_logprobs: int | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: str | Mapping[str, Any] | None = None,
+        metadata: Mapping[str, str] | None = None,
+        reasoning_effort: str | None = None,
+        seed: int | None = None,
+        user: str | None = None,
+        include_retrieval_info: bool | None = None,
+        include_functions_info: bool | None = None,
+        include_guardrails_info: bool | None = None,
+        provide_citations: bool | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if max_concurrency < 1:
+            raise ValueError("max_concurrency must be at least 1")
+        if not 0.0 <= max_failed_fraction <= 1.0:
+            raise ValueError("max_failed_fraction must be between 0 and 1")
+        self.prompts = prompts
+        self.input_path = input_path
+        self.output_path = output_path
+        self.system_prompt = system_prompt
+        self.agentchat_conn_id = agentchat_conn_id
+        self.max_concurrency = max_concurrency
+        self.requests_per_minute = requests_per_minute
+        self.tokens_per_minute = tokens_per_minute
+        self.max_failed_fraction = max_failed_fraction
+        self.retry_failed = retry_failed
+        self.include_response = include_response
+        self.flush_every = flush_every
+        self.flush_interval = flush_interval
+        self.progress_interval = progress_interval
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.model = model
+        self.stream = stream
+        self.stream_options = stream_options
+        self.stop = stop
+        self.n = n
+        self.max_completion_tokens = max_completion_tokens
+        self.max_tokens = max_tokens
+        self.temperature = temperature
+        self.top_p = top_p
+        self.frequency_penalty = frequency_penalty
+        self.presence_penalty = presence_penalty
+        self.logit_bias = logit_bias
+        self.logprobs = logprobs
+        self.top_logprobs = top_logprobs
+        self.tools = tools
+        self.tool_choice = tool_choice
+        self.metadata = metadata
+        self.reasoning_effort = reasoning_effort
+        self.seed = seed
+        self.user = user
+        self.include_retrieval_info = include_retrieval_info
+        self.include_functions_info = include_functions_info
+        self.include_guardrails_info = include_guardrails_info
+        self.provide_citations = provide_citations
+        self.extra_body = extra_body
+        self._loop: Any = None
+        self._main: Any = None
+
+    @cached_property
+    def gate(self) -> RateGate:
+        """Request pacing and token budget; the hook calls it before every retry, too."""
+        from airflow_agentchat.batch.runner import RateGate
+
+        return RateGate(self.requests_per_minute, self.tokens_per_minute)
+
+    @cached_property
+    def hook(self) -> AgentChatHook:
+        from airflow_agentchat.hooks.agent_chat import AgentChatHook
+
+        return AgentChatHook(
+            self.agentchat_conn_id,
+            timeout=self.timeout,
+            max_retries=self.max_retries,
+            max_connections=self.max_concurrency,
+            async_sleep=self.gate.retry_sleep,
+        )
+
+    def shared_params(self) -> dict[str, Any]:
+        """The operator's body fields (rendered), as keyword arguments for ``hook.build_request``."""
+        explicit = {name: getattr(self, name) for name in BODY_FIELDS}
+        for name in _JSON_FIELDS:
+            value = explicit[name]
+            if isinstance(value, str) and value.lstrip().startswith(("{", "[")):
+                explicit[name] = load_json(name, value)
+        return merge_request(None, explicit)
+
+    def resolve_output_path(self) -> str:
+        if self.output_path:
+            return str(self.output_path)
+        if self.input_path:
+            text = str(self.input_path)
+            stem = text[: -len(".jsonl")] if text.endswith(".jsonl") else text
+            return f"{stem}.results.jsonl"
+        raise ValueError("output_path is required when prompts are given inline")
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        import time
+
+        from airflow_agentchat.batch.items import InputStats, count_jsonl, iter_jsonl, parse_prompts, prepare
+        from airflow_agentchat.batch.runner import BatchRunner, run_coroutine
+        from airflow_agentchat.batch.store import ResultStore, to_path
+        from airflow_agentchat.exceptions import AgentChatError
+
+        started = time.monotonic()
+        if (self.prompts is None) == (self.input_path is None):
+            raise ValueError("give exactly one of prompts or input_path")
+        store = ResultStore(
+            self.resolve_output_path(), flush_every=self.flush_every, flush_interval=self.flush_interval
+        )
+        scan = store.scan(retry_failed=self.retry_failed)
+        if scan.lines:
+            self.log.info(
+                "Resuming %s: %d ids already recorded (%d failed ones will be sent again), %d parts",
+                store.output,
+                len(scan.done) + scan.retrying,
+                scan.retrying,
+                scan.parts,
+            )
+        if self.prompts is not None:
+            values: Any = parse_prompts(self.prompts)
+            total = len(values)
+        else:
+            source = to_path(self.input_path)
+            total = count_jsonl(source)
+            values = iter_jsonl(source)
+
+        settings = self.hook.settings  # resolve the connection now, outside the event loop
+        shared = self.shared_params()
+        # Shared fields are checked once, so a bad temperature fails the task instead of every item.
+        self.hook.build_request([{"role": "user", "content": "check"}], **shared)
+        self.log.info(
+            "Batch of %d items to %s -> %s: max_concurrency=%d, requests_per_minute=%s, tokens_per_minute=%s",
+            total,
+            settings.base_url,
+            store.output,
+            self.max_concurrency,
+            self.requests_per_minute,
+            self.tokens_per_minute,
+        )
+        input_stats = InputStats()
+        work = prepare(
+            values,
+            build_request=self.hook.build_request,
+            system_prompt=self.system_prompt,
+            shared=shared,
+            skip=scan.done,
+            stats=input_stats,
+        )
+        runner = BatchRunner(
+            self.hook,
+            store,
+            max_concurrency=self.max_concurrency,
+            gate=self.gate,
+            include_response=self.include_response,
+            progress_interval=self.progress_interval,
+            log=self.log,
+            secret=settings.api_key,
+        )
+        run = run_coroutine(self._run(runner, work, total, len(scan.done)))
+        composed = store.compose()
+        elapsed = time.monotonic() - started
+        fraction = composed.failed / composed.total if composed.total else 0.0
+        summary: dict[str, Any] = {
+            "output_path": str(store.output),
+            "total": composed.total,
+            "succeeded": composed.succeeded,
+            "failed": composed.failed,
+            "failed_fraction": round(fraction, 6),
+            "error_types": composed.error_types,
+            "usage": composed.usage,
+            "sent": run.sent,
+            "attempts": run.attempts,
+            "run_usage": run.usage,
+            "resumed": input_stats.resumed,
+            "duplicates": input_stats.duplicates,
+            "invalid": input_stats.rejected,
+            "elapsed_s": round(elapsed, 3),
+            "items_per_s": round(run.sent / run.elapsed, 1) if run.elapsed > 0 else 0.0,
+        }
+        self.log.info("Batch summary: %s", summary)
+        if fraction > self.max_failed_fraction:
+            context["ti"].xcom_push(key="summary", value=summary)
+            raise AgentChatError(
+                f"{composed.failed} of {composed.total} items failed ({fraction:.1%}, more than "
+                f"max_failed_fraction={self.max_failed_fraction:.1%}); every result, errors included, is in "
+                f"{store.output}. Error types: {composed.error_types}."
+            )
+        return summary
+
+    async def _run(self, runner: Any, work: Any, total: int, resumed: int) -> Any:
+        import asyncio
+
+        self._loop = asyncio.get_running_loop()
+        self._main = asyncio.current_task()
+        try:
+            return await runner.run(work, total=total, resumed=resumed)
+        finally:
+            self._main = None
+            await self.hook.aclose()
+
+    def on_kill(self) -> None:
+        """Cancel the batch: requests in flight are dropped, results already received are flushed."""
+        loop, main = self._loop, self._main
+        if loop is not None and main is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(main.cancel)
