@@ -137,3 +137,18 @@ def test_body_fields_match_the_request_model():
 
     assert set(BODY_FIELDS) == set(ChatCompletionRequest.model_fields) - {"messages"}
     assert set(BODY_FIELDS) <= set(AgentChatCompletionOperator.template_fields)
+
+
+def test_importing_the_operator_stays_light():
+    """DAG parsing imports the operator: it must not pull in the models, the hook or an HTTP transport."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, airflow.sdk, airflow_agentchat.operators.agent_chat\n"
+        "heavy = [m for m in ('airflow_agentchat.models', 'airflow_agentchat.hooks.agent_chat', 'httpx_aiohttp',"
+        " 'httpx_sse', 'aiohttp') if m in sys.modules]\n"
+        "print(heavy)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "[]"
