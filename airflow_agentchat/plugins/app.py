@@ -1,0 +1,278 @@
+"""FastAPI app of the Agent Chat page, mounted by the Airflow API server under ``/agentchat``.
+
+Routes (all relative to the mount point)::
+
+    GET  /                                   the page (HTML; model output is rendered with textContent)
+    GET  /assets/{name}                      its script and style sheet
+    GET  /api/connections                    agentchat connections: id, endpoint, model, has_key (never the key)
+    GET  /api/schema                         JSON schema of ChatCompletionRequest (the form is generated from it)
+    POST /api/validate                       check a request and build its operator snippet; sends nothing
+    POST /api/connections/{connection_id}/chat
+                                             send it through AgentChatHook; NDJSON events when stream is on
+
+Security. Plugin routes get no authentication from Airflow by default, so every route here depends on the
+API server's own ``requires_access_connection``: the caller must be a signed-in Airflow user (JWT cookie of
+the UI, or a bearer token) with read access to connections; ``/chat`` also needs the rights Airflow asks for
+``POST /api/v2/connections/test`` (create + read on that connection), because it spends that connection's key.
+State-changing routes accept only ``application/json`` bodies from the same origin (a cross-site form cannot
+send JSON without a CORS preflight, which this app never grants), and every response is scrubbed of the
+connection's key before it leaves, on top of the hook's own redaction. The page carries a strict CSP
+(scripts and styles from this app only, framing by the Airflow UI only).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from importlib import resources
+from typing import Any
+from urllib.parse import urlsplit
+
+from fastapi import Depends, FastAPI, HTTPException, Request, status
+from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from airflow_agentchat.exceptions import AgentChatError, InvalidRequestError
+from airflow_agentchat.plugins.chat import (
+    completion_payload,
+    error_payload,
+    invalid_payload,
+    list_connections,
+    operator_snippet,
+)
+
+#: Fields shown in the main form; the advanced section lists every other field of the schema.
+COMMON_FIELDS = ("model", "temperature", "max_tokens", "stream", "tools")
+_ASSETS = {"app.js": "text/javascript", "app.css": "text/css"}
+_MAX_BODY = 1_000_000
+_UNPROCESSABLE = 422  # the constant was renamed across Starlette versions
+_SECURITY_HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
+_PAGE_HEADERS = {
+    **_SECURITY_HEADERS,
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+        "frame-ancestors 'self'; base-uri 'none'; form-action 'none'"
+    ),
+    "X-Frame-Options": "SAMEORIGIN",
+}
+
+
+def _read_access() -> Any:
+    from airflow.api_fastapi.core_api.security import requires_access_connection
+
+    return Depends(requires_access_connection(method="GET"))
+
+
+def _use_access() -> list[Any]:
+    """What Airflow itself requires to test a connection: create, plus read on that connection."""
+    from airflow.api_fastapi.core_api.security import requires_access_connection
+
+    return [Depends(requires_access_connection(method="GET")), Depends(requires_access_connection(method="POST"))]
+
+
+async def same_origin_json(request: Request) -> None:
+    """Refuse bodies a cross-site page could forge: only same-origin ``application/json`` is accepted."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "application/json":
+        raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, "Send the body as application/json.")
+    site = request.headers.get("sec-fetch-site")
+    if site and site not in ("same-origin", "none"):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, f"Cross-site request refused (sec-fetch-site: {site}).")
+    origin = request.headers.get("origin")
+    if origin is not None:
+        host = request.headers.get("x-forwarded-host") or request.headers.get("host") or ""
+        if origin == "null" or urlsplit(origin).netloc.lower() != host.split(",")[0].strip().lower():
+            raise HTTPException(status.HTTP_403_FORBIDDEN, "Cross-origin request refused.")
+
+
+def _json(payload: Any, status_code: int = 200, secret: str | None = None) -> Response:
+    text = json.dumps(payload, ensure_ascii=False, default=str)
+    if secret:
+        text = text.replace(secret, "***")
+    return Response(text, status_code=status_code, media_type="application/json", headers=_SECURITY_HEADERS)
+
+
+async def _read_body(request: Request) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(body, body["request"])``, parsed by hand after the auth dependencies ran.
+
+    FastAPI would parse a declared body *before* running dependencies, answering 422 to a caller who is not
+    even signed in; reading it here keeps "401 first" for every route.
+    """
+    raw = await request.body()
+    if len(raw) > _MAX_BODY:
+        raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, "Request body larger than 1 MB.")
+    try:
+        body = json.loads(raw or b"{}")
+    except ValueError as exc:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"Body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict) or not isinstance(body.get("request"), dict):
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, 'Body must be {"request": {...}}.')
+    return body, dict(body["request"])
+
+
+def _validate(request_body: dict[str, Any]) -> Any:
+    from airflow_agentchat.models import build_request
+
+    params = dict(request_body)
+    messages = params.pop("messages", None)
+    return build_request(messages, **params)
+
+
+def _snippet_source(validated: Any) -> dict[str, Any]:
+    return validated.model_dump(mode="json", exclude_unset=True, exclude_none=True)
+
+
+def _hook(connection_id: str) -> tuple[Any, str | None]:
+    """A hook whose connection settings are read and checked; 404 for an unknown connection id."""
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    from airflow_agentchat.hooks.agent_chat import AgentChatHook
+
+    hook = AgentChatHook(connection_id)
+    try:
+        settings = hook.settings
+    except AirflowNotFoundException:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"Connection {connection_id!r} is not defined.") from None
+    except AgentChatError as exc:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
+    return hook, settings.api_key
+
+
+def create_app() -> FastAPI:
+    """Build the app (called by :class:`~airflow_agentchat.plugins.agent_chat.LazyASGIApp` on first use)."""
+    read = _read_access()
+    app = FastAPI(
+        title="Agent Chat",
+        description="Try agent chat completion requests through Airflow connections.",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        dependencies=[read],  # no route of this app is reachable without a signed-in user
+    )
+    static = resources.files("airflow_agentchat.plugins") / "static"
+
+    @app.get("/", response_class=HTMLResponse)
+    def page(request: Request) -> Response:
+        if not request.url.path.endswith("/"):
+            return RedirectResponse(str(request.url.replace(path=request.url.path + "/")))
+        return HTMLResponse((static / "index.html").read_text("utf-8"), headers=_PAGE_HEADERS)
+
+    @app.get("/assets/{name}")
+    def asset(name: str) -> Response:
+        if name not in _ASSETS:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "No such asset.")
+        return Response((static / name).read_bytes(), media_type=_ASSETS[name], headers=_SECURITY_HEADERS)
+
+    @app.get("/api/connections")
+    def connections() -> Response:
+        return _json({"connections": list_connections()})
+
+    @app.get("/api/schema")
+    def schema() -> Response:
+        from airflow_agentchat.models import DEFAULT_MODEL, ChatCompletionRequest
+
+        return _json(
+            {
+                "schema": ChatCompletionRequest.model_json_schema(),
+                "common": list(COMMON_FIELDS),
+                "default_model": DEFAULT_MODEL,
+            }
+        )
+
+    @app.post("/api/validate", dependencies=[Depends(same_origin_json)])
+    async def validate(request: Request) -> Response:
+        body, request_body = await _read_body(request)
+        conn_id = body.get("conn_id") if isinstance(body.get("conn_id"), str) else None
+        try:
+            validated = _validate(request_body)
+        except InvalidRequestError as exc:
+            return _json(invalid_payload(exc), _UNPROCESSABLE)
+        return _json(
+            {
+                "ok": True,
+                "body": validated.to_body(),
+                "snippet": operator_snippet(str(conn_id or "agentchat_default"), _snippet_source(validated)),
+            }
+        )
+
+    @app.post("/api/connections/{connection_id}/chat", dependencies=[*_use_access(), Depends(same_origin_json)])
+    async def chat(connection_id: str, request: Request) -> Response:
+        _, request_body = await _read_body(request)
+        try:
+            validated = _validate(request_body)
+        except InvalidRequestError as exc:
+            return _json(invalid_payload(exc), _UNPROCESSABLE)
+        hook, secret = await run_in_threadpool(_hook, connection_id)
+        head = {
+            "request": validated.to_body(),
+            "snippet": operator_snippet(connection_id, _snippet_source(validated)),
+        }
+        params = dict(request_body)
+        messages = params.pop("messages")
+        if validated.stream:
+            return StreamingResponse(
+                _stream_events(hook, secret, messages, params, head),
+                media_type="application/x-ndjson",
+                headers={**_SECURITY_HEADERS, "X-Accel-Buffering": "no"},
+            )
+        started = time.perf_counter()
+        try:
+            completion = await run_in_threadpool(hook.create_chat_completion, messages, **params)
+        except InvalidRequestError as exc:
+            return _json(invalid_payload(exc), _UNPROCESSABLE, secret)
+        except AgentChatError as exc:
+            return _json({**error_payload(exc), **head}, status.HTTP_502_BAD_GATEWAY, secret)
+        finally:
+            hook.close()
+        payload = completion_payload(completion, latency_ms=(time.perf_counter() - started) * 1000)
+        return _json({**payload, **head}, secret=secret)
+
+    return app
+
+
+def _stream_events(
+    hook: Any, secret: str | None, messages: Any, params: dict[str, Any], head: dict[str, Any]
+) -> Iterator[bytes]:
+    """NDJSON events: ``start``, one ``delta`` per chunk with text, then ``result`` or ``error``.
+
+    A sync generator: Starlette runs it in its thread pool, so the hook's blocking client never stalls the
+    API server's event loop.
+    """
+    from airflow_agentchat.streaming import ChunkFolder
+
+    def line(event: dict[str, Any]) -> bytes:
+        text = json.dumps(event, ensure_ascii=False, default=str)
+        if secret:
+            text = text.replace(secret, "***")
+        return (text + "\n").encode()
+
+    yield line({"type": "start", **head})
+    folder = ChunkFolder()
+    started = time.perf_counter()
+    chunks = 0
+    try:
+        for chunk in hook.stream_chat_completion(messages, **params):
+            chunks += 1
+            folder.add(chunk)
+            event: dict[str, Any] = {"type": "delta", "text": chunk.text}
+            calls = [
+                c.model_dump(mode="json", exclude_none=True) for ch in chunk.choices for c in ch.delta.tool_calls or ()
+            ]
+            if calls:
+                event["tool_calls"] = calls
+            if chunk.text or calls:
+                yield line(event)
+        completion = folder.result()
+    except AgentChatError as exc:
+        yield line({"type": "error", **error_payload(exc), "chunks": chunks})
+        return
+    finally:
+        hook.close()
+    payload = completion_payload(completion, latency_ms=(time.perf_counter() - started) * 1000)
+    payload["meta"]["chunks"] = chunks
+    yield line({"type": "result", **payload})
