@@ -234,17 +234,17 @@ class AgentChatCompletionOperator(BaseOperator):
         latency_ms = completion.meta.get("latency_ms")
         if latency_ms is None and started is not None:
             latency_ms = round((time.perf_counter() - started) * 1000, 1)
+        meta = completion.meta
+        finish = ",".join(sorted({str(c.finish_reason) for c in completion.choices})) or "none"
         self.log.info(
-            "Agent chat completion: %s prompt + %s completion = %s tokens, %s ms, finish_reason=%s, choices=%d, "
-            "attempts=%s, request_id=%s",
+            "Agent chat completion: %s prompt + %s completion = %s tokens, %s ms, finish_reason=%s, choices=%d%s",
             usage.get("prompt_tokens", 0),
             usage.get("completion_tokens", 0),
             usage.get("total_tokens", 0),
             latency_ms,
-            ",".join(sorted({str(c.finish_reason) for c in completion.choices})) or None,
+            finish,
             len(completion.choices),
-            completion.meta.get("attempts"),
-            completion.meta.get("request_id"),
+            "".join(f", {key}={meta[key]}" for key in ("attempts", "request_id") if meta.get(key) is not None),
         )
         response = completion.to_dict()
         ti = context["ti"]
