@@ -55,10 +55,8 @@ def _report(dag_id: str, elapsed: float, server_url: str, home: Path) -> None:
         for name in totals:
             totals[name] += int(counts.get(name, 0))
         task, index = key
-        print(
-            f"  {task:<14}{'' if index < 0 else index:>4}  {_clip(answers.get(key, ''), 68):<70}"
-            f"{counts.get('prompt_tokens', 0):>7}{counts.get('completion_tokens', 0):>7}{counts.get('total_tokens', 0):>7}"
-        )
+        numbers = "".join(f"{counts.get(name, 0):>7}" for name in totals)
+        print(f"  {task:<14}{'' if index < 0 else index:>4}  {_clip(answers.get(key, ''), 68):<70}{numbers}")
     print(f"  {'':<88}{'─' * 21}")
     print(
         f"  {bold}{'token usage':<88}{totals['prompt_tokens']:>7}{totals['completion_tokens']:>7}"
