@@ -1,0 +1,336 @@
+"""The Connection Test button and the Agent Chat routes, against one real ``airflow api-server`` on 127.0.0.1.
+
+One API server for the module (start-up dominates the time), one dev server that requires the canary key, so
+a "good" connection really proves the key travels, and every response body is recorded to check at the end
+that the key never reached a client.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from airflow_agentchat.devserver.ui_launcher import AirflowApiServer, airflow_env, free_port, store_connection
+
+USERS = {
+    "admin": ("admin", "admin-pw-1"),
+    "op": ("op", "op-pw-1"),
+    "viewer": ("viewer", "viewer-pw-1"),  # may not use connections
+}
+BODIES: list[str] = []  # every response body of the module, checked for the key at the end
+
+
+class Server:
+    def __init__(self, api: AirflowApiServer, dev: Any) -> None:
+        self.api = api
+        self.dev = dev
+        self.tokens = {name: api.token(name, password) for name, (_, password) in USERS.items()}
+
+    def call(
+        self,
+        path: str,
+        body: Any = None,
+        *,
+        user: str | None = "admin",
+        token: str | None = None,
+        headers: dict[str, str] | None = None,
+        raw: bytes | None = None,
+        method: str | None = None,
+    ) -> tuple[int, dict[str, str], str]:
+        data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+        request = urllib.request.Request(self.api.url + path, data=data, method=method or ("POST" if data else "GET"))
+        if data is not None and raw is None:
+            request.add_header("Content-Type", "application/json")
+        token = token or (self.tokens[user] if user else None)
+        if token:
+            request.add_header("Authorization", f"Bearer {token}")
+        for key, value in (headers or {}).items():
+            request.add_header(key, value)
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                status, head, text = response.status, dict(response.headers), response.read().decode()
+        except urllib.error.HTTPError as exc:
+            status, head, text = exc.code, dict(exc.headers), exc.read().decode()
+        BODIES.append(text)
+        return status, head, text
+
+    def json(self, path: str, body: Any = None, **kwargs: Any) -> tuple[int, Any]:
+        status, _, text = self.call(path, body, **kwargs)
+        return status, json.loads(text)
+
+
+@pytest.fixture(scope="module")
+def server(airflow_db: Path, canary_key: str) -> Iterator[Server]:
+    from airflow_agentchat.devserver import DevServer
+
+    with DevServer(api_key=canary_key) as dev:
+        store_connection("agentchat_db", conn_type="agentchat", host=dev.url, password=canary_key, description="db")
+        closed = free_port()
+        env = airflow_env(airflow_db, USERS)
+        conns = {
+            "agentchat_env": {"host": dev.url, "password": canary_key, "extra": {"model": "env-model"}},
+            "agentchat_badkey": {"host": dev.url, "password": "sk-wrong-key-000"},
+            "agentchat_closed": {
+                "host": f"http://127.0.0.1:{closed}",
+                "password": canary_key,
+                "extra": {"max_retries": 0},
+            },
+            "agentchat_wrongpath": {"host": f"{dev.url}/not-an-agent", "password": canary_key},
+            "agentchat_tls": {"host": dev.url.replace("http://", "https://"), "password": canary_key},
+        }
+        for conn_id, conn in conns.items():
+            env[f"AIRFLOW_CONN_{conn_id.upper()}"] = json.dumps({"conn_type": "agentchat", **conn})
+        env["AIRFLOW_CONN_OTHER_HTTP"] = json.dumps({"conn_type": "http", "host": "example.com", "password": "p1234"})
+        with AirflowApiServer(env) as api:
+            yield Server(api, dev)
+
+
+# --------------------------------------------------------------------------------------- Connection Test
+
+
+def test_connection_test_endpoint_reports_success_with_latency_model_tokens(server: Server) -> None:
+    status, body = server.json("/api/v2/connections/test", {"connection_id": "agentchat_db", "conn_type": "agentchat"})
+    assert status == 200
+    assert body["status"] is True, body
+    message = body["message"]
+    assert message.startswith(f"Connected to {server.dev.url}/api/v1/chat/completions in ")
+    assert " ms: model agent answered, 2 prompt + 2 completion tokens." in message
+
+
+def test_connection_test_of_an_unsaved_form(server: Server, canary_key: str) -> None:
+    """What the UI's Test button sends for a connection being edited: the whole form, key included."""
+    form = {"connection_id": "new_conn", "conn_type": "agentchat", "host": server.dev.url, "password": canary_key}
+    status, body = server.json("/api/v2/connections/test", form)
+    assert (status, body["status"]) == (200, True), body
+
+
+@pytest.mark.parametrize(
+    ("conn_id", "expected"),
+    [
+        ("agentchat_badkey", "Access key rejected by http://127.0.0.1:"),
+        ("agentchat_closed", "(connection refused): is the endpoint up and the port right?"),
+        ("agentchat_wrongpath", "answered 404 (HTTP 404"),
+        ("agentchat_tls", "TLS failed for https://127.0.0.1:"),
+    ],
+)
+def test_connection_test_endpoint_names_the_reason(server: Server, conn_id: str, expected: str) -> None:
+    status, body = server.json("/api/v2/connections/test", {"connection_id": conn_id, "conn_type": "agentchat"})
+    assert status == 200
+    assert body["status"] is False
+    assert expected in body["message"], body["message"]
+
+
+def test_connection_test_rate_limited(server: Server) -> None:
+    server.dev.add_faults({"kind": "429", "times": 1})
+    status, body = server.json("/api/v2/connections/test", {"connection_id": "agentchat_env", "conn_type": "agentchat"})
+    assert (status, body["status"]) == (200, False)
+    assert "Rate limited by" in body["message"] and "rate_limit_exceeded" in body["message"]
+
+
+def test_connection_test_cli(server: Server) -> None:
+    """``airflow connections test ID`` runs the same hook method (it prints the message only on failure)."""
+    env = dict(server.api.env)
+    result = subprocess.run(
+        [sys.executable, "-m", "airflow", "connections", "test", "agentchat_badkey"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    output = result.stdout + result.stderr
+    BODIES.append(output)
+    assert "Connection failed!" in output, output[-2000:]
+    assert "Access key rejected by http://127.0.0.1:" in output
+
+
+# --------------------------------------------------------------------------------------- route security
+
+ROUTES = [
+    ("GET", "/agentchat/", None),
+    ("GET", "/agentchat/assets/app.js", None),
+    ("GET", "/agentchat/api/connections", None),
+    ("GET", "/agentchat/api/schema", None),
+    ("POST", "/agentchat/api/validate", {"request": {"messages": [{"role": "user", "content": "hi"}]}}),
+    (
+        "POST",
+        "/agentchat/api/connections/agentchat_db/chat",
+        {"request": {"messages": [{"role": "user", "content": "hi"}]}},
+    ),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body"), ROUTES)
+def test_routes_require_a_signed_in_user_with_connection_rights(
+    server: Server, method: str, path: str, body: Any
+) -> None:
+    before = server.dev.stats(timestamps=False)["total"]
+    status, _, _ = server.call(path, body, user=None, method=method)
+    assert status == 401
+    status, _, _ = server.call(path, body, token="not-a-jwt", method=method)
+    assert status in (401, 403)
+    status, _, text = server.call(path, body, user="viewer", method=method)
+    assert status == 403, text
+    assert server.dev.stats(timestamps=False)["total"] == before  # nothing was sent for them
+    for user in ("admin", "op"):
+        status, _, text = server.call(path, body, user=user, method=method)
+        assert status == 200, (user, text)
+
+
+def test_state_changing_routes_refuse_forgeable_bodies(server: Server) -> None:
+    path = "/agentchat/api/connections/agentchat_db/chat"
+    form = b"request=%7B%7D"
+    status, _, _ = server.call(path, raw=form, headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert status == 415
+    status, _, _ = server.call(path, raw=b"{}", headers={"Content-Type": "text/plain"})
+    assert status == 415
+    body = {"request": {"messages": [{"role": "user", "content": "hi"}]}}
+    status, _, _ = server.call(path, body, headers={"Origin": "https://evil.example"})
+    assert status == 403
+    status, _, _ = server.call(path, body, headers={"Sec-Fetch-Site": "cross-site"})
+    assert status == 403
+    same_origin = {"Origin": server.api.url, "Sec-Fetch-Site": "same-origin"}
+    status, _, _ = server.call(path, body, headers=same_origin)
+    assert status == 200
+
+
+def test_page_headers(server: Server) -> None:
+    status, headers, text = server.call("/agentchat/")
+    assert status == 200 and "Agent Chat" in text
+    headers = {k.lower(): v for k, v in headers.items()}
+    assert "script-src 'self'" in headers["content-security-policy"]
+    assert "frame-ancestors 'self'" in headers["content-security-policy"]
+    assert headers["x-content-type-options"] == "nosniff"
+
+
+def test_plugin_registers_nav_entry(server: Server) -> None:
+    status, body = server.json("/api/v2/plugins")
+    assert status == 200
+    (plugin,) = [p for p in body["plugins"] if p["name"] == "agentchat"]
+    assert plugin["fastapi_apps"][0]["url_prefix"] == "/agentchat"
+    (view,) = plugin["external_views"]
+    assert (view["name"], view["href"], view["destination"]) == ("Agent Chat", "/agentchat/", "nav")
+
+
+# --------------------------------------------------------------------------------------- page API
+
+
+def test_connections_list_db_and_env_without_secrets(server: Server, canary_key: str) -> None:
+    status, body = server.json("/agentchat/api/connections")
+    assert status == 200
+    conns = {c["conn_id"]: c for c in body["connections"]}
+    assert "other_http" not in conns  # only agentchat connections
+    assert conns["agentchat_db"]["source"] == "database"
+    assert conns["agentchat_env"] == {
+        "conn_id": "agentchat_env",
+        "source": "environment",
+        "endpoint": server.dev.url,
+        "description": "",
+        "model": "env-model",
+        "has_key": True,
+    }
+    assert set(conns["agentchat_db"]) == set(conns["agentchat_env"])  # no password, no extra
+
+
+def test_schema_is_the_request_models(server: Server) -> None:
+    from airflow_agentchat.models import ChatCompletionRequest
+
+    status, body = server.json("/agentchat/api/schema")
+    assert status == 200
+    assert body["schema"] == json.loads(json.dumps(ChatCompletionRequest.model_json_schema()))
+    assert set(body["common"]) <= set(body["schema"]["properties"])
+
+
+def test_chat_answers_with_usage_latency_and_snippet(server: Server) -> None:
+    request = {
+        "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello <b>agent</b>"}],
+        "temperature": 0.2,
+        "include_guardrails_info": True,
+    }
+    status, body = server.json("/agentchat/api/connections/agentchat_env/chat", {"request": request})
+    assert status == 200, body
+    assert body["ok"] is True
+    assert body["text"] == "Echo: Hello <b>agent</b>"
+    assert body["usage"] == {"prompt_tokens": 6, "completion_tokens": 3, "total_tokens": 9}
+    assert body["meta"]["latency_ms"] > 0 and body["meta"]["attempts"] == 1
+    assert body["model"] == "env-model"  # the connection's default model was sent
+    assert body["guardrails"] == {"triggered_guardrails": []}
+    assert body["raw"]["choices"][0]["message"]["content"] == body["text"]
+    snippet = body["snippet"]
+    assert "AgentChatCompletionOperator(" in snippet
+    assert "agentchat_conn_id='agentchat_env'" in snippet
+    assert "system_prompt='Be brief.'" in snippet and "prompt='Hello <b>agent</b>'" in snippet
+    assert "temperature=0.2" in snippet and "include_guardrails_info=True" in snippet
+    compile(snippet, "snippet", "exec")
+
+
+def test_chat_streams_ndjson_events(server: Server) -> None:
+    request = {
+        "messages": [{"role": "user", "content": "one two three"}],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    status, headers, text = server.call("/agentchat/api/connections/agentchat_db/chat", {"request": request})
+    assert status == 200
+    assert headers["content-type"].startswith("application/x-ndjson")
+    events = [json.loads(line) for line in text.splitlines()]
+    assert events[0]["type"] == "start" and "stream=True" in events[0]["snippet"]
+    deltas = [e["text"] for e in events if e["type"] == "delta"]
+    assert len(deltas) > 1 and "".join(deltas) == "Echo: one two three"
+    result = events[-1]
+    assert result["type"] == "result" and result["text"] == "Echo: one two three"
+    assert result["usage"] == {"prompt_tokens": 4, "completion_tokens": 4, "total_tokens": 8}
+
+
+def test_chat_tool_calls(server: Server) -> None:
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+    request = {"messages": [{"role": "user", "content": "weather?"}], "tools": tools}
+    status, body = server.json("/agentchat/api/connections/agentchat_db/chat", {"request": request})
+    assert status == 200 and body["finish_reason"] == "tool_calls"
+    assert body["tool_calls"][0]["function"]["name"] == "get_weather"
+
+
+def test_invalid_input_names_field_and_rule_without_sending(server: Server) -> None:
+    before = server.dev.stats(timestamps=False)["total"]
+    request = {"messages": [{"role": "robot", "content": "hi"}], "temperature": 5, "top_logprobs": 3}
+    status, body = server.json("/agentchat/api/connections/agentchat_db/chat", {"request": request})
+    assert status == 422
+    errors = {e["field"]: e["rule"] for e in body["errors"]}
+    assert "messages[0].role" in errors and "'user'" in errors["messages[0].role"]
+    assert errors["temperature"] == "Input should be less than or equal to 2"
+    status, body = server.json("/agentchat/api/validate", {"request": {"messages": [], "n": 0}})
+    assert status == 422
+    assert {e["field"] for e in body["errors"]} == {"messages", "n"}
+    assert server.dev.stats(timestamps=False)["total"] == before
+
+
+def test_upstream_errors_are_reported_without_the_key(server: Server, canary_key: str) -> None:
+    body_ = {"request": {"messages": [{"role": "user", "content": "hi"}]}}
+    status, body = server.json("/agentchat/api/connections/agentchat_badkey/chat", body_)
+    assert status == 502
+    assert body["error"]["kind"] == "AuthenticationError" and body["error"]["status"] == 401
+    status, body = server.json("/agentchat/api/connections/agentchat_closed/chat", body_)
+    assert status == 502 and body["error"]["kind"] == "AgentChatConnectionError"
+    status, body = server.json("/agentchat/api/connections/no_such_conn/chat", body_)
+    assert status == 404
+
+
+def test_key_echoed_by_the_agent_is_scrubbed(server: Server, canary_key: str) -> None:
+    """Even an answer that contains the key (an agent echoing it) never reaches the browser."""
+    request = {"messages": [{"role": "user", "content": f"say {canary_key}"}]}
+    status, body = server.json("/agentchat/api/connections/agentchat_db/chat", {"request": request})
+    assert status == 200 and body["text"] == "Echo: say ***"
+
+
+def test_key_never_in_any_response(server: Server, canary_key: str) -> None:
+    """Runs last in the module: the key is absent from every body this module received."""
+    assert len(BODIES) > 30
+    leaks = [body[:200] for body in BODIES if canary_key in body]
+    assert not leaks
