@@ -1,0 +1,83 @@
+"""Agent Chat pieces that need no API server: the plugin's import cost, the connection listing, the snippet."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from airflow_agentchat.plugins.chat import _env_connections, operator_snippet, public_endpoint
+
+
+def test_plugin_import_is_light_and_registers_app_and_view() -> None:
+    """Every Airflow process imports plugins; FastAPI routes, models and the hook must wait for a request."""
+    code = (
+        "import sys, airflow.plugins_manager, time; t = time.perf_counter();"
+        "from airflow_agentchat.plugins.agent_chat import AgentChatPlugin as P;"
+        "ms = (time.perf_counter() - t) * 1000;"
+        "heavy = [m for m in ('airflow_agentchat.plugins.app', 'airflow_agentchat.models',"
+        " 'airflow_agentchat.hooks.agent_chat') if m in sys.modules];"
+        "print(ms, heavy, P.fastapi_apps[0]['url_prefix'], P.external_views[0]['href'])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert float(out[0]) < 50, out
+    assert out[1:] == ["[]", "/agentchat", "/agentchat/"]
+
+
+def test_provider_info_plugin_class_imports() -> None:
+    """Airflow resolves ``plugin-class`` with ``import_string`` (dotted path, no colon)."""
+    from airflow.providers_manager import import_string  # exactly what the ProvidersManager calls
+
+    from airflow_agentchat.get_provider_info import get_provider_info
+    from airflow_agentchat.plugins.agent_chat import AgentChatPlugin
+
+    (plugin,) = get_provider_info()["plugins"]
+    assert import_string(plugin["plugin-class"]) is AgentChatPlugin
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [
+        ("https://user:sk-secret@agent.example/api/v1/", "https://agent.example/api/v1"),
+        ("agent.example", "https://agent.example"),
+        ("http://127.0.0.1:8088?key=sk-secret", "http://127.0.0.1:8088"),
+        ("", ""),
+    ],
+)
+def test_public_endpoint_never_carries_credentials(host: str, expected: str) -> None:
+    assert public_endpoint(host) == expected
+
+
+def test_env_connections_only_agentchat_and_no_secrets() -> None:
+    environ = {
+        "AIRFLOW_CONN_A": json.dumps(
+            {"conn_type": "agentchat", "host": "https://u:pw-1234@a.example", "password": "k"}
+        ),
+        "AIRFLOW_CONN_B": "agentchat://:sk-uri-key@b.example",
+        "AIRFLOW_CONN_C": json.dumps({"conn_type": "http", "host": "c.example"}),
+        "AIRFLOW_CONN_D": "{broken",
+        "OTHER": "x",
+    }
+    found = {c["conn_id"]: c for c in _env_connections(environ)}
+    assert set(found) == {"a", "b"}
+    assert found["a"]["endpoint"] == "https://a.example" and found["a"]["has_key"] is True
+    assert "sk-uri-key" not in json.dumps(found) and "pw-1234" not in json.dumps(found)
+
+
+def test_operator_snippet_general_conversation() -> None:
+    request = {
+        "messages": [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": "hello"},
+            {"role": "user", "content": "more"},
+        ],
+        "tools": [{"type": "function", "function": {"name": "f"}}],
+        "stop": ["\n\n"],
+        "extra_body": {"custom": True},
+    }
+    snippet = operator_snippet("my_conn", request)
+    namespace: dict[str, object] = {}
+    exec(snippet.split("\n", 2)[2].replace("AgentChatCompletionOperator(", "dict("), namespace)
+    assert namespace["ask_agent"] == {"task_id": "ask_agent", "agentchat_conn_id": "my_conn", **request}
