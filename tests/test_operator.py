@@ -152,3 +152,20 @@ def test_importing_the_operator_stays_light():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines()[-1] == "[]"
+
+
+def test_on_kill_aborts_the_request_in_flight(devserver, make_conn):
+    """A killed task must stop waiting at once (and not retry), not when the agent finally answers."""
+    import threading
+
+    from airflow_agentchat.exceptions import AgentChatConnectionError
+
+    conn_id = make_conn("kill", devserver.url)
+    operator = AgentChatCompletionOperator(
+        task_id="t", agentchat_conn_id=conn_id, prompt="slow [[latency:20000]]", max_retries=3
+    )
+    threading.Timer(0.5, operator.on_kill).start()
+    # Had the request survived, the answer would arrive after 20 s and execute would get past the request.
+    with pytest.raises(AgentChatConnectionError) as info:
+        operator.execute({})
+    assert info.value.attempts == 1  # cancelled requests are not retried

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
@@ -160,6 +161,7 @@ class AgentChatHook(BaseHook):
         self._async_client: httpx.AsyncClient | None = None
         self._async_loop: asyncio.AbstractEventLoop | None = None
         self._paused_until = 0.0  # time.monotonic() before which no request is sent (shared back-off)
+        self._cancelled = False
 
     # ---------------------------------------------------------------------------------------- connection
 
@@ -229,6 +231,26 @@ class AgentChatHook(BaseHook):
         if "client" in self.__dict__:
             self.__dict__.pop("client").close()
 
+    def cancel(self) -> None:
+        """Abort the sync requests in flight, from another thread or a signal handler (``on_kill``).
+
+        Closing an httpx client does not wake a thread blocked reading a socket, so this shuts the pool's
+        sockets down; the blocked read then fails at once with a connection error.
+        """
+        self._cancelled = True
+        if "client" not in self.__dict__:
+            return
+        pool = getattr(self.client._transport, "_pool", None)
+        for connection in list(getattr(pool, "connections", [])):
+            stream = getattr(getattr(connection, "_connection", None), "_network_stream", None)
+            sock = stream.get_extra_info("socket") if stream is not None else None
+            if sock is not None:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+        self.close()
+
     async def aclose(self) -> None:
         if self._async_client is not None:
             client, self._async_client = self._async_client, None
@@ -272,6 +294,8 @@ class AgentChatHook(BaseHook):
 
     def _next_delay(self, attempt: int, error: AgentChatError) -> float | None:
         """Delay before the next attempt, or ``None`` when the error is final or retries are spent."""
+        if self._cancelled:
+            return None
         retryable = isinstance(error, AgentChatConnectionError) or (isinstance(error, APIError) and error.retryable)
         if not retryable or attempt >= self.retry_policy.max_retries:
             return None

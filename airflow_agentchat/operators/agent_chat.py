@@ -262,4 +262,4 @@ class AgentChatCompletionOperator(BaseOperator):
     def on_kill(self) -> None:
         """Close the connection in flight, so a killed task stops waiting for (and paying for) the answer."""
         if "hook" in self.__dict__:
-            self.hook.close()
+            self.hook.cancel()
