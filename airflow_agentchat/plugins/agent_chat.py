@@ -69,10 +69,11 @@ def _base_path() -> str:
 def _icon(color: str, fill: str) -> str:
     """A chat-bubble icon as a data URL: no route to serve, nothing to authenticate.
 
-    Filled, so it stays visible on the highlighted (dark) background of the active nav item.
+    Filled and outlined in a contrasting colour, so it shows on the light nav and on the dark highlight of
+    the active item alike (an <img> cannot follow the nav's text colour the way built-in icons do).
     """
     svg = (
-        f"<svg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 24 24' fill='none' stroke='{color}' stroke-width='2' "
+        f"<svg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 24 24' fill='{fill}' stroke='{color}' stroke-width='2' "
         "stroke-linecap='round' stroke-linejoin='round'><path d='M21 12a8 8 0 0 1-11.6 7.1L4 20l1-4.6A8 8 0 1 1 21 "
         "12z'/><path d='M8.5 11h.01M12 11h.01M15.5 11h.01'/></svg>"
     )
@@ -96,7 +97,7 @@ class AgentChatPlugin(AirflowPlugin):
             "href": f"{_base_path()}{URL_PREFIX}/",
             "url_route": "agent-chat",
             "destination": "nav",
-            "icon": _icon("#4a5568", "#ffffff"),
+            "icon": _icon("#ffffff", "#4a5568"),
             "icon_dark_mode": _icon("#e2e8f0", "#2d3748"),
         }
     ]
