@@ -57,6 +57,7 @@ class Prepared:
     request: Any  # ChatCompletionRequest; typed loosely to keep pydantic out of module import
     context: Any = None
     est_prompt_tokens: int = 0
+    max_completion_tokens: int | None = None  # the request's own cap, if it sets one (bounds the estimate)
 
 
 @dataclass(slots=True)
@@ -198,7 +199,10 @@ def prepare(
             yield Rejected(item_id, _error("invalid_request", str(exc), exc.errors), context)
             continue
         stats.queued += 1
-        yield Prepared(item_id, request, context, _estimate_tokens(built))
+        cap = getattr(request, "max_tokens", None) or getattr(request, "max_completion_tokens", None)
+        if cap is not None:
+            cap *= getattr(request, "n", 1) or 1
+        yield Prepared(item_id, request, context, _estimate_tokens(built), cap)
 
 
 def _first_time(item_id: str, stats: InputStats, skip: set[str] | frozenset[str]) -> bool:

@@ -70,8 +70,10 @@ class RateGate:
     def active(self) -> bool:
         return self._requests is not None or self._tokens is not None
 
-    def estimate(self, prompt_tokens: int) -> int:
-        return int(prompt_tokens + self._mean_completion)
+    def estimate(self, prompt_tokens: int, max_completion: int | None = None) -> int:
+        """Tokens to reserve: the prompt plus the running mean of completions (capped by the request's max)."""
+        completion = self._mean_completion if max_completion is None else min(self._mean_completion, max_completion)
+        return int(prompt_tokens + completion + 0.999)
 
     async def acquire(self, estimate: int) -> None:
         """Wait for a request slot and ``estimate`` tokens of budget."""
@@ -202,7 +204,7 @@ class BatchRunner:
             while pause > 0:  # a 429 paused the hook: wait here, before taking a rate slot
                 await asyncio.sleep(pause)
                 pause = hook._paused_until - time.monotonic()
-            estimate = gate.estimate(entry.est_prompt_tokens)
+            estimate = gate.estimate(entry.est_prompt_tokens, entry.max_completion_tokens)
             await gate.acquire(estimate)
         stats = self.stats
         stats.sent += 1
