@@ -122,8 +122,12 @@ class TruncatedStreamError(StreamError):
 
 
 def redact(text: str, secret: str | None) -> str:
-    """Remove ``secret`` from ``text`` (a server may echo the key back in an error message)."""
-    if secret and secret in text:
+    """Remove ``secret`` from ``text`` (a server may echo the key back in an error message).
+
+    Secrets shorter than four characters are left alone, like Airflow's own masker does: replacing every "a"
+    would garble messages without protecting anything.
+    """
+    if secret and len(secret) >= 4 and secret in text:
         text = text.replace(secret, "***")
     return text
 

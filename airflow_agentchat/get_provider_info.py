@@ -89,5 +89,6 @@ def get_provider_info() -> dict[str, Any]:
         "task-decorators": [
             {"name": "agent_chat", "class-name": "airflow_agentchat.decorators.agent_chat.agent_chat_task"}
         ],
-        "plugins": [{"name": "agentchat", "plugin-class": "airflow_agentchat.plugins.agent_chat.AgentChatPlugin"}],
+        # The UI plugin is registered through the ``airflow.plugins`` entry point only: listing it here too
+        # makes Airflow load it twice when providers are discovered eagerly.
     }

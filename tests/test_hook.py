@@ -462,6 +462,12 @@ def test_host_is_normalised(make_conn, host, extra, expected):
     assert AgentChatHook(make_conn("norm", host, **extra)).settings.base_url == expected
 
 
+def test_user_info_in_the_host_is_refused_without_echoing_it(make_conn, canary_key):
+    with pytest.raises(AgentChatError, match="user info") as info:
+        AgentChatHook(make_conn("userinfo", f"https://me:{canary_key}@agent.example.com")).settings  # noqa: B018
+    assert canary_key not in str(info.value)
+
+
 def test_plain_http_to_a_remote_host_is_refused(make_conn):
     with pytest.raises(AgentChatError, match="clear text"):
         AgentChatHook(make_conn("insecure", "http://agent.example.com")).settings  # noqa: B018

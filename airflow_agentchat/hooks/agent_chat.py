@@ -86,6 +86,12 @@ class ConnectionSettings:
             scheme = conn.schema if conn.schema in ("http", "https") else "https"
             host = f"{scheme}://{host}"
         parts = urlsplit(host)
+        if parts.username is not None or parts.password is not None:
+            # The host would carry a credential into URLs, logs and error text; it belongs in the password.
+            raise AgentChatError(
+                f"Connection {conn.conn_id!r}: the host holds user info (user:key@...); put the agent access key "
+                "in the connection's password and only the endpoint URL in the host."
+            )
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise AgentChatError(f"Connection {conn.conn_id!r}: host {host!r} is not an http(s) URL.")
         netloc = parts.netloc
