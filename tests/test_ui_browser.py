@@ -8,6 +8,7 @@ snippet, and that an answer containing markup stays text. Screenshots go to ``te
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,7 +31,10 @@ CHROMIUM_ARGS = [
 OUTPUT = Path(__file__).resolve().parent.parent / "test-output" / "ui"
 PASSWORD = "browser-admin-pw"
 
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium (.ci/run installs it)")
+# CI installs chromium (.ci/run), so there a missing browser is a failure, not a skip.
+pytestmark = pytest.mark.skipif(
+    not Path(CHROMIUM).exists() and not os.environ.get("CI"), reason="needs Debian's chromium (.ci/run installs it)"
+)
 
 
 @pytest.fixture(scope="module")
