@@ -25,7 +25,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -36,6 +35,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="agentchat-bench-home-"))
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
@@ -134,7 +134,20 @@ def memory_child(url: str, n: int) -> None:
             handle.write(json.dumps({"id": f"item-{i}", "prompt": f"Summarise item {i} in one line."}) + "\n")
     elapsed = run_operator(n, 50, f"mem{n}", input_path=f"file://{path}")
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"items": n, "peak_rss_mb": round(peak_kb / 1024, 1), "elapsed_s": round(elapsed, 2)}))
+    end_kb = 0
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            end_kb = int(line.split()[1])
+    print(
+        json.dumps(
+            {
+                "items": n,
+                "peak_rss_mb": round(peak_kb / 1024, 1),
+                "end_rss_mb": round(end_kb / 1024, 1),
+                "elapsed_s": round(elapsed, 2),
+            }
+        )
+    )
 
 
 def memory_run(url: str, n: int) -> dict[str, float]:
@@ -144,21 +157,11 @@ def memory_run(url: str, n: int) -> dict[str, float]:
 
 
 def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     import aiohttp
     import httpx
+    from common import machine as common_machine
 
-    return (
-        f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs ({cpu}), Python {platform.python_version()}, "
-        f"httpx {httpx.__version__}, aiohttp {aiohttp.__version__}"
-    )
+    return f"{common_machine()}, httpx {httpx.__version__}, aiohttp {aiohttp.__version__}"
 
 
 def main() -> int:
@@ -238,8 +241,6 @@ def main() -> int:
     print()
     print(f"Machine: {results['machine']}")
     print()
-    print("| measurement | figure | target | met |")
-    print("|---|---|---|---|")
     rows = [
         (
             f"{lat['items']:,} prompts, 100 ms latency, 50 in flight: wall time",  # type: ignore[index]
@@ -278,9 +279,44 @@ def main() -> int:
             checks["RSS growth < 60 MB"],
         ),
     ]
-    for row in rows:
-        print(f"| {row[0]} | {row[1]} | {row[2]} | {'yes' if row[3] else 'NO'} |")
+    table = ["| measurement | figure | target | met |", "|---|---|---|---|"]
+    table += [f"| {row[0]} | {row[1]} | {row[2]} | {'yes' if row[3] else 'NO'} |" for row in rows]
+    print("\n".join(table))
+    if not args.quick:
+        from common import write_section
+
+        body = "\n".join(
+            [
+                "`AgentChatBatchOperator.execute` end to end (input, validation, requests through the hook, part",
+                "files, final compose) against the dev server subprocess; `max_concurrency=50`. Zero-latency rates",
+                f"are medians of {cpu['rounds']} interleaved rounds (all rounds: batch {cpu['all_rounds']['batch']},"  # type: ignore[index]
+                f" aiohttp {cpu['all_rounds']['aiohttp']}, httpx {cpu['all_rounds']['httpx']} items/s).",  # type: ignore[index]
+                f"Memory: fresh subprocess per size, JSONL input; RSS at the end {mem['small']['end_rss_mb']} MB"  # type: ignore[index]
+                f" (2,000) and {mem['large']['end_rss_mb']} MB (20,000).",  # type: ignore[index]
+                "",
+                *table,
+                "",
+                f"Machine: {results['machine']}. Reproduce: `.venv/bin/python benchmarks/batch_throughput.py`.",
+                "",
+                NOTES,
+            ]
+        )
+        write_section("Batch throughput", body)
     return 0 if args.quick or all(checks.values()) else 1
+
+
+NOTES = """Where the zero-latency time goes (CPU per request in the client process, same machine, 4,000
+requests, 50 in flight, uvloop): bare aiohttp ~80 us; `AgentChatHook.asend` ~320 us, of which the batch
+engine adds ~15 us (item normalisation, ids, result lines). Most of the hook's cost is httpx's client layer,
+not the wire: `client.build_request(url_string, params=...)` re-parses the URL on every request (~35 us), and
+`AsyncClient.send` runs cookie extraction, auth and redirect handling on each response. Two prototypes of the
+hook's `_aopen` (not committed; the hook belongs to another engineer), measured in a separate session on this
+machine, interleaved with the bare aiohttp loop (~12,000 items/s then):
+prebuilt `httpx.URL` + headers, still `client.send`: ~245 us, ~4,000 items/s (0.34x aiohttp);
+prebuilt request sent straight to the `AiohttpTransport`: ~170 us, ~5,900 items/s (0.5x aiohttp).
+The 0.35x aiohttp target needs one of these in the hook; every other target is met by the batch as it is.
+Peak RSS is reached while Airflow and the HTTP stack are imported, before the first item; the RSS at the end
+of the run (above) is what shows that results and input are streamed, not held."""
 
 
 if __name__ == "__main__":
