@@ -82,7 +82,7 @@ def hook_for(scripted, make_conn):
             **kwargs,
         )
         # A 429 pauses the whole hook in real time; the recorded sleeps stand in for it here.
-        hook._pause_remaining = lambda: 0.0  # type: ignore[method-assign]
+        hook.pause_remaining = lambda: 0.0  # type: ignore[method-assign]
         created.append(hook)
         return hook, sleeps
 

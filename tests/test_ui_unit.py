@@ -26,15 +26,16 @@ def test_plugin_import_is_light_and_registers_app_and_view() -> None:
     assert out[1:] == ["[]", "/agentchat", "/agentchat/"]
 
 
-def test_provider_info_plugin_class_imports() -> None:
-    """Airflow resolves ``plugin-class`` with ``import_string`` (dotted path, no colon)."""
-    from airflow.providers_manager import import_string  # exactly what the ProvidersManager calls
+def test_plugin_is_registered_by_its_entry_point_only() -> None:
+    """The ``airflow.plugins`` entry point loads the plugin; provider info must not list it a second time."""
+    from importlib.metadata import entry_points
 
     from airflow_agentchat.get_provider_info import get_provider_info
     from airflow_agentchat.plugins.agent_chat import AgentChatPlugin
 
-    (plugin,) = get_provider_info()["plugins"]
-    assert import_string(plugin["plugin-class"]) is AgentChatPlugin
+    (entry,) = [e for e in entry_points(group="airflow.plugins") if e.name == "agentchat"]
+    assert entry.load() is AgentChatPlugin
+    assert "plugins" not in get_provider_info()
 
 
 @pytest.mark.parametrize(

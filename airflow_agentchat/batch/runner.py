@@ -15,7 +15,7 @@ Limits, all shared by every worker:
   from a token bucket holding ten seconds of budget; after the answer the difference to the real usage is
   charged, so the long-run rate follows the true usage;
 * shared back-off: a 429 or ``retry-after`` seen by any request pauses the whole hook
-  (``hook._paused_until``); workers wait for the pause *before* taking a rate slot, so a pause does not
+  (``hook.pause_remaining()``); workers wait for the pause *before* taking a rate slot, so a pause does not
   leave a pile of slots to be spent at once when it ends.
 
 Per-item errors become error lines; only a bug in this module stops the batch. Progress is logged every
@@ -200,10 +200,10 @@ class BatchRunner:
     async def _send(self, hook: AgentChatHook, gate: RateGate, entry: Prepared) -> bytes:
         estimate = 0
         if gate.active:
-            pause = hook._paused_until - time.monotonic()
+            pause = hook.pause_remaining()
             while pause > 0:  # a 429 paused the hook: wait here, before taking a rate slot
                 await asyncio.sleep(pause)
-                pause = hook._paused_until - time.monotonic()
+                pause = hook.pause_remaining()
             estimate = gate.estimate(entry.est_prompt_tokens, entry.max_completion_tokens)
             await gate.acquire(estimate)
         stats = self.stats

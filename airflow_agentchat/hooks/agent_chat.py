@@ -164,7 +164,7 @@ class AgentChatHook(BaseHook):
         self._retry_policy = retry_policy
         self._sleep = sleep
         self._async_sleep = async_sleep
-        self._async_client: httpx.AsyncClient | None = None
+        self._async_transport: httpx.AsyncBaseTransport | None = None
         self._async_loop: asyncio.AbstractEventLoop | None = None
         self._paused_until = 0.0  # time.monotonic() before which no request is sent (shared back-off)
         self._cancelled = False
@@ -216,21 +216,31 @@ class AgentChatHook(BaseHook):
     def get_conn(self) -> httpx.Client:
         return self.client
 
-    async def aget_client(self) -> httpx.AsyncClient:
-        """The async client of the running event loop (an aiohttp session cannot cross loops)."""
+    @cached_property
+    def _async_wire(self) -> tuple[httpx.URL, dict[str, str], dict[str, Any]]:
+        """URL, headers and timeout of every async request, built once (they are the same for each request)."""
+        options = self._client_options()
+        url = httpx.URL(self.settings.completions_url, params={"agent": "true"})
+        return url, {**options["headers"], **_JSON}, {"timeout": options["timeout"].as_dict()}
+
+    async def _atransport(self) -> httpx.AsyncBaseTransport:
+        """The aiohttp-backed transport of the running event loop (an aiohttp session cannot cross loops).
+
+        Async requests go straight to the transport: httpx's ``AsyncClient.send`` adds cookie, auth and
+        redirect handling per request that this API never uses, and that per-request cost is what limits a
+        batch at low latency (see benchmarks/RESULTS.md).
+        """
         loop = asyncio.get_running_loop()
-        if self._async_client is None or self._async_loop is not loop:
+        if self._async_transport is None or self._async_loop is not loop:
             from httpx_aiohttp import AiohttpTransport
 
             await self._asettings()
-            options = self._client_options()
             limits = httpx.Limits(
                 max_connections=self._max_connections, max_keepalive_connections=self._max_connections
             )
-            transport = AiohttpTransport(verify=options.pop("verify"), limits=limits)
-            self._async_client = httpx.AsyncClient(transport=transport, **options)
+            self._async_transport = AiohttpTransport(verify=self.settings.verify, limits=limits)
             self._async_loop = loop
-        return self._async_client
+        return self._async_transport
 
     def close(self) -> None:
         """Close the sync client (the async one is closed by :meth:`aclose`)."""
@@ -258,9 +268,10 @@ class AgentChatHook(BaseHook):
         self.close()
 
     async def aclose(self) -> None:
-        if self._async_client is not None:
-            client, self._async_client = self._async_client, None
-            await client.aclose()
+        """Close the async transport's connections."""
+        if self._async_transport is not None:
+            transport, self._async_transport = self._async_transport, None
+            await transport.aclose()
 
     # ---------------------------------------------------------------------------------------- requests
 
@@ -311,7 +322,8 @@ class AgentChatHook(BaseHook):
             self._paused_until = max(self._paused_until, time.monotonic() + delay)
         return delay
 
-    def _pause_remaining(self) -> float:
+    def pause_remaining(self) -> float:
+        """Seconds until this hook sends again after a 429 / ``retry-after`` (the shared back-off); ≤ 0: now."""
         return self._paused_until - time.monotonic()
 
     def _log_retry(self, attempt: int, error: AgentChatError, delay: float) -> None:
@@ -330,7 +342,7 @@ class AgentChatHook(BaseHook):
         url = self.settings.completions_url
         attempt = 0
         while True:
-            pause = self._pause_remaining()
+            pause = self.pause_remaining()
             if pause > 0:
                 self._sleep(pause)
             error: AgentChatError
@@ -366,20 +378,18 @@ class AgentChatHook(BaseHook):
     @asynccontextmanager
     async def _aopen(self, request: ChatCompletionRequest) -> AsyncIterator[httpx.Response]:
         """Async twin of :meth:`_open`."""
-        client = await self.aget_client()
+        transport = await self._atransport()
+        url, headers, extensions = self._async_wire
         content = self._encode(request)
-        url = self.settings.completions_url
         attempt = 0
         while True:
-            pause = self._pause_remaining()
+            pause = self.pause_remaining()
             if pause > 0:
                 await self._async_sleep(pause)
             error: AgentChatError
             try:
-                http_request = client.build_request(
-                    "POST", url, params={"agent": "true"}, content=content, headers=_JSON
-                )
-                response = await client.send(http_request, stream=True)
+                http_request = httpx.Request("POST", url, headers=headers, content=content, extensions=extensions)
+                response = await transport.handle_async_request(http_request)
             except httpx.TransportError as exc:
                 error = self._transport_error(exc)
             else:
