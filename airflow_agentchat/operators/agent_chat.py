@@ -11,9 +11,8 @@ from collections.abc import Mapping, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from airflow.sdk import BaseOperator
-
-from airflow_agentchat.operators.request_parts import BODY_FIELDS, compose_messages, load_json, merge_request
+from airflow_agentchat.operators.base import AgentChatRequestOperator
+from airflow_agentchat.operators.request_parts import compose_messages, load_json
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -25,7 +24,7 @@ Output = Literal["text", "message", "response"]
 _OUTPUTS = ("text", "message", "response")
 
 
-class AgentChatCompletionOperator(BaseOperator):
+class AgentChatCompletionOperator(AgentChatRequestOperator):
     """Send one chat completion request through an ``agentchat`` connection and push the answer to XCom.
 
     The conversation is ``system_prompt`` + ``messages`` (or the ``request``'s messages) + ``prompt`` as the
@@ -56,14 +55,7 @@ class AgentChatCompletionOperator(BaseOperator):
     :class:`airflow_agentchat.models.ChatCompletionRequest` for each one's rules.
     """
 
-    template_fields: Sequence[str] = (
-        "prompt",
-        "system_prompt",
-        "messages",
-        "request",
-        "agentchat_conn_id",
-        *BODY_FIELDS,
-    )
+    template_fields: Sequence[str] = ("prompt", "messages", "request", *AgentChatRequestOperator.template_fields)
     template_ext: Sequence[str] = (".json", ".j2")
     template_fields_renderers: ClassVar[dict[str, str]] = {
         "messages": "json",
@@ -80,78 +72,20 @@ class AgentChatCompletionOperator(BaseOperator):
         self,
         *,
         prompt: str | None = None,
-        system_prompt: str | None = None,
         messages: Sequence[Mapping[str, Any]] | str | None = None,
         request: Mapping[str, Any] | str | None = None,
         output: Output = "text",
-        agentchat_conn_id: str = "agentchat_default",
         deferrable: bool = False,
-        timeout: float | None = None,
-        max_retries: int | None = None,
-        model: str | None = None,
-        stream: bool | None = None,
-        stream_options: Mapping[str, Any] | None = None,
-        stop: str | Sequence[str] | None = None,
-        n: int | None = None,
-        max_completion_tokens: int | None = None,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-        top_p: float | None = None,
-        frequency_penalty: float | None = None,
-        presence_penalty: float | None = None,
-        logit_bias: Mapping[str, int] | None = None,
-        logprobs: bool | None = None,
-        top_logprobs: int | None = None,
-        tools: Sequence[Mapping[str, Any]] | None = None,
-        tool_choice: str | Mapping[str, Any] | None = None,
-        metadata: Mapping[str, str] | None = None,
-        reasoning_effort: str | None = None,
-        seed: int | None = None,
-        user: str | None = None,
-        include_retrieval_info: bool | None = None,
-        include_functions_info: bool | None = None,
-        include_guardrails_info: bool | None = None,
-        provide_citations: bool | None = None,
-        extra_body: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         if output not in _OUTPUTS:
             raise ValueError(f"output must be one of {', '.join(_OUTPUTS)}, got {output!r}")
         self.prompt = prompt
-        self.system_prompt = system_prompt
         self.messages = messages
         self.request = request
         self.output_mode = output  # `output` is taken: BaseOperator.output is the XComArg
-        self.agentchat_conn_id = agentchat_conn_id
         self.deferrable = deferrable
-        self.timeout = timeout
-        self.max_retries = max_retries
-        self.model = model
-        self.stream = stream
-        self.stream_options = stream_options
-        self.stop = stop
-        self.n = n
-        self.max_completion_tokens = max_completion_tokens
-        self.max_tokens = max_tokens
-        self.temperature = temperature
-        self.top_p = top_p
-        self.frequency_penalty = frequency_penalty
-        self.presence_penalty = presence_penalty
-        self.logit_bias = logit_bias
-        self.logprobs = logprobs
-        self.top_logprobs = top_logprobs
-        self.tools = tools
-        self.tool_choice = tool_choice
-        self.metadata = metadata
-        self.reasoning_effort = reasoning_effort
-        self.seed = seed
-        self.user = user
-        self.include_retrieval_info = include_retrieval_info
-        self.include_functions_info = include_functions_info
-        self.include_guardrails_info = include_guardrails_info
-        self.provide_citations = provide_citations
-        self.extra_body = extra_body
 
     @cached_property
     def hook(self) -> AgentChatHook:
@@ -169,12 +103,7 @@ class AgentChatCompletionOperator(BaseOperator):
         messages = load_json("messages", self.messages)
         if messages is None and request is not None:
             messages = request.get("messages")
-        explicit = {name: getattr(self, name) for name in BODY_FIELDS}
-        for name in ("tools", "metadata", "logit_bias", "extra_body", "stream_options", "tool_choice"):
-            value = explicit[name]
-            if isinstance(value, str) and value.lstrip().startswith(("{", "[")):
-                explicit[name] = load_json(name, value)
-        params = merge_request(request, explicit)
+        params = self.body_params(request)
         return compose_messages(prompt=self.prompt, system_prompt=self.system_prompt, messages=messages), params
 
     def execute(self, context: Context) -> Any:

@@ -11,13 +11,11 @@ imported in ``execute``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from airflow.sdk import BaseOperator
-
-from airflow_agentchat.operators.request_parts import BODY_FIELDS, load_json, merge_request
+from airflow_agentchat.operators.base import AgentChatRequestOperator
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -25,10 +23,8 @@ if TYPE_CHECKING:
     from airflow_agentchat.batch.runner import RateGate
     from airflow_agentchat.hooks.agent_chat import AgentChatHook
 
-_JSON_FIELDS = ("tools", "metadata", "logit_bias", "extra_body", "stream_options", "tool_choice", "stop")
 
-
-class AgentChatBatchOperator(BaseOperator):
+class AgentChatBatchOperator(AgentChatRequestOperator):
     """Send many chat completion requests concurrently and write every result to a JSONL file.
 
     Input (exactly one):
@@ -66,14 +62,7 @@ class AgentChatBatchOperator(BaseOperator):
     ``temperature``, ``max_tokens``, ``tools``, DO extras, ``extra_body``...).
     """
 
-    template_fields: Sequence[str] = (
-        "prompts",
-        "input_path",
-        "output_path",
-        "system_prompt",
-        "agentchat_conn_id",
-        *BODY_FIELDS,
-    )
+    template_fields: Sequence[str] = ("prompts", "input_path", "output_path", *AgentChatRequestOperator.template_fields)
     template_fields_renderers: ClassVar[dict[str, str]] = {
         "prompts": "json",
         "tools": "json",
@@ -89,8 +78,6 @@ class AgentChatBatchOperator(BaseOperator):
         prompts: Sequence[Any] | str | None = None,
         input_path: str | None = None,
         output_path: str | None = None,
-        system_prompt: str | None = None,
-        agentchat_conn_id: str = "agentchat_default",
         max_concurrency: int = 32,
         requests_per_minute: float | None = None,
         tokens_per_minute: float | None = None,
@@ -100,33 +87,6 @@ class AgentChatBatchOperator(BaseOperator):
         flush_every: int = 1000,
         flush_interval: float = 5.0,
         progress_interval: float = 5.0,
-        timeout: float | None = None,
-        max_retries: int | None = None,
-        model: str | None = None,
-        stream: bool | None = None,
-        stream_options: Mapping[str, Any] | None = None,
-        stop: str | Sequence[str] | None = None,
-        n: int | None = None,
-        max_completion_tokens: int | None = None,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-        top_p: float | None = None,
-        frequency_penalty: float | None = None,
-        presence_penalty: float | None = None,
-        logit_bias: Mapping[str, int] | None = None,
-        logprobs: bool | None = None,
-        top_logprobs: int | None = None,
-        tools: Sequence[Mapping[str, Any]] | None = None,
-        tool_choice: str | Mapping[str, Any] | None = None,
-        metadata: Mapping[str, str] | None = None,
-        reasoning_effort: str | None = None,
-        seed: int | None = None,
-        user: str | None = None,
-        include_retrieval_info: bool | None = None,
-        include_functions_info: bool | None = None,
-        include_guardrails_info: bool | None = None,
-        provide_citations: bool | None = None,
-        extra_body: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -137,8 +97,6 @@ class AgentChatBatchOperator(BaseOperator):
         self.prompts = prompts
         self.input_path = input_path
         self.output_path = output_path
-        self.system_prompt = system_prompt
-        self.agentchat_conn_id = agentchat_conn_id
         self.max_concurrency = max_concurrency
         self.requests_per_minute = requests_per_minute
         self.tokens_per_minute = tokens_per_minute
@@ -148,33 +106,6 @@ class AgentChatBatchOperator(BaseOperator):
         self.flush_every = flush_every
         self.flush_interval = flush_interval
         self.progress_interval = progress_interval
-        self.timeout = timeout
-        self.max_retries = max_retries
-        self.model = model
-        self.stream = stream
-        self.stream_options = stream_options
-        self.stop = stop
-        self.n = n
-        self.max_completion_tokens = max_completion_tokens
-        self.max_tokens = max_tokens
-        self.temperature = temperature
-        self.top_p = top_p
-        self.frequency_penalty = frequency_penalty
-        self.presence_penalty = presence_penalty
-        self.logit_bias = logit_bias
-        self.logprobs = logprobs
-        self.top_logprobs = top_logprobs
-        self.tools = tools
-        self.tool_choice = tool_choice
-        self.metadata = metadata
-        self.reasoning_effort = reasoning_effort
-        self.seed = seed
-        self.user = user
-        self.include_retrieval_info = include_retrieval_info
-        self.include_functions_info = include_functions_info
-        self.include_guardrails_info = include_guardrails_info
-        self.provide_citations = provide_citations
-        self.extra_body = extra_body
         self._loop: Any = None
         self._main: Any = None
 
@@ -196,15 +127,6 @@ class AgentChatBatchOperator(BaseOperator):
             max_connections=self.max_concurrency,
             async_sleep=self.gate.retry_sleep,
         )
-
-    def shared_params(self) -> dict[str, Any]:
-        """The operator's body fields (rendered), as keyword arguments for ``hook.build_request``."""
-        explicit = {name: getattr(self, name) for name in BODY_FIELDS}
-        for name in _JSON_FIELDS:
-            value = explicit[name]
-            if isinstance(value, str) and value.lstrip().startswith(("{", "[")):
-                explicit[name] = load_json(name, value)
-        return merge_request(None, explicit)
 
     def resolve_output_path(self) -> str:
         if self.output_path:
@@ -247,7 +169,7 @@ class AgentChatBatchOperator(BaseOperator):
             values = iter_jsonl(source)
 
         settings = self.hook.settings  # resolve the connection now, outside the event loop
-        shared = self.shared_params()
+        shared = self.body_params()
         # Shared fields are checked once, so a bad temperature fails the task instead of every item.
         self.hook.build_request([{"role": "user", "content": "check"}], **shared)
         self.log.info(

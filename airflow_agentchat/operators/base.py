@@ -1,0 +1,86 @@
+"""What the single and the batch operator share: the connection, the system prompt and the body fields.
+
+Import-light like the operators themselves (no pydantic, no httpx): requests are validated in ``execute``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from airflow.sdk import BaseOperator
+
+from airflow_agentchat.operators.request_parts import BODY_FIELDS, load_json, merge_request
+
+#: Fields that may arrive as JSON text after templating (``"{{ ti.xcom_pull(...) | tojson }}"``).
+_JSON_FIELDS = ("tools", "metadata", "logit_bias", "extra_body", "stream_options", "tool_choice", "stop")
+
+
+class AgentChatRequestOperator(BaseOperator):
+    """Base of the agent chat operators: every body field of the reference as a templated keyword.
+
+    :param agentchat_conn_id: the ``agentchat`` connection (templated).
+    :param system_prompt: a system message put first (templated).
+    :param timeout: read timeout in seconds for this task (overrides the connection).
+    :param max_retries: retries for this task (overrides the connection).
+
+    The other keywords are the reference's body fields (``model``, ``temperature``, ``top_p``, ``n``,
+    ``stop``, ``max_tokens``, ``max_completion_tokens``, ``tools``, ``tool_choice``, ``metadata``, ...), the
+    DigitalOcean extras (``include_retrieval_info``, ``include_functions_info``, ``include_guardrails_info``,
+    ``provide_citations``) and ``extra_body``; :class:`airflow_agentchat.models.ChatCompletionRequest` holds
+    each one's description and rules.
+    """
+
+    template_fields: Sequence[str] = ("system_prompt", "agentchat_conn_id", *BODY_FIELDS)
+
+    def __init__(
+        self,
+        *,
+        agentchat_conn_id: str = "agentchat_default",
+        system_prompt: str | None = None,
+        timeout: float | None = None,
+        max_retries: int | None = None,
+        model: str | None = None,
+        stream: bool | None = None,
+        stream_options: Mapping[str, Any] | None = None,
+        stop: str | Sequence[str] | None = None,
+        n: int | None = None,
+        max_completion_tokens: int | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        frequency_penalty: float | None = None,
+        presence_penalty: float | None = None,
+        logit_bias: Mapping[str, int] | None = None,
+        logprobs: bool | None = None,
+        top_logprobs: int | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: str | Mapping[str, Any] | None = None,
+        metadata: Mapping[str, str] | None = None,
+        reasoning_effort: str | None = None,
+        seed: int | None = None,
+        user: str | None = None,
+        include_retrieval_info: bool | None = None,
+        include_functions_info: bool | None = None,
+        include_guardrails_info: bool | None = None,
+        provide_citations: bool | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        values = locals()
+        self.agentchat_conn_id = agentchat_conn_id
+        self.system_prompt = system_prompt
+        self.timeout = timeout
+        self.max_retries = max_retries
+        for name in BODY_FIELDS:
+            setattr(self, name, values[name])
+
+    def body_params(self, request: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The rendered body fields as ``hook.build_request`` keywords, over an optional request body."""
+        explicit = {name: getattr(self, name) for name in BODY_FIELDS}
+        for name in _JSON_FIELDS:
+            value = explicit[name]
+            if isinstance(value, str) and value.lstrip().startswith(("{", "[")):
+                explicit[name] = load_json(name, value)
+        return merge_request(request, explicit)
