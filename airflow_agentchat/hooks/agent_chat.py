@@ -326,7 +326,12 @@ class AgentChatHook(BaseHook):
         """Seconds until this hook sends again after a 429 / ``retry-after`` (the shared back-off); ≤ 0: now."""
         return self._paused_until - time.monotonic()
 
-    def _log_retry(self, attempt: int, error: AgentChatError, delay: float) -> None:
+    def _delay_or_raise(self, attempt: int, error: AgentChatError) -> float:
+        """Seconds to wait before the next attempt; raise ``error`` when it is final or retries are spent."""
+        delay = self._next_delay(attempt, error)
+        if delay is None:
+            error.attempts = attempt + 1
+            raise error
         self.log.warning(
             "Agent chat request failed (attempt %d/%d): %s; retrying in %.2fs",
             attempt + 1,
@@ -334,6 +339,7 @@ class AgentChatHook(BaseHook):
             error,
             delay,
         )
+        return delay
 
     @contextmanager
     def _open(self, request: ChatCompletionRequest) -> Iterator[httpx.Response]:
@@ -367,12 +373,7 @@ class AgentChatHook(BaseHook):
                     error = self._transport_error(exc)
                 finally:
                     response.close()
-            delay = self._next_delay(attempt, error)
-            if delay is None:
-                error.attempts = attempt + 1
-                raise error
-            self._log_retry(attempt, error, delay)
-            self._sleep(delay)
+            self._sleep(self._delay_or_raise(attempt, error))
             attempt += 1
 
     @asynccontextmanager
@@ -406,12 +407,7 @@ class AgentChatHook(BaseHook):
                     error = self._transport_error(exc)
                 finally:
                     await response.aclose()
-            delay = self._next_delay(attempt, error)
-            if delay is None:
-                error.attempts = attempt + 1
-                raise error
-            self._log_retry(attempt, error, delay)
-            await self._async_sleep(delay)
+            await self._async_sleep(self._delay_or_raise(attempt, error))
             attempt += 1
 
     def _parse(self, response: httpx.Response, content: bytes, started: float) -> ChatCompletion:
