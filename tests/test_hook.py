@@ -529,3 +529,21 @@ def test_test_connection_closed_port_and_unknown_host(make_conn):
     assert not ok and "connection refused" in message
     ok, message = AgentChatHook(make_conn("nohost", "https://no-such-host.invalid")).test_connection()
     assert not ok and "resolve" in message
+
+
+def test_environment_proxy_is_applied_unless_no_proxy(make_conn, monkeypatch):
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    monkeypatch.setenv("NO_PROXY", "bypass.example.com")
+    assert AgentChatHook(make_conn("proxied", "https://agent.example.com"))._proxy == "http://proxy.internal:3128"
+    assert AgentChatHook(make_conn("bypassed", "https://bypass.example.com"))._proxy is None
+
+
+def test_requests_really_go_through_the_proxy_sync_and_async(make_conn, scripted, monkeypatch):
+    monkeypatch.setenv("HTTP_PROXY", scripted.url)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    hook = AgentChatHook(make_conn("viaproxy", "http://127.0.0.1:9"), max_retries=0)
+    scripted.script(OK, OK)
+    assert hook.create_chat_completion(USER).text == "hi there"
+    assert asyncio.run(hook.acreate_chat_completion(USER)).text == "hi there"
+    assert [r.path for r in scripted.requests] == ["http://127.0.0.1:9/api/v1/chat/completions?agent=true"] * 2

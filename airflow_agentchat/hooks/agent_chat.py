@@ -209,27 +209,49 @@ class AgentChatHook(BaseHook):
         }
 
     @cached_property
+    def _transport(self) -> httpx.HTTPTransport:
+        """Pooled keep-alive sync transport, created on first use; sync requests are sent straight to it."""
+        return httpx.HTTPTransport(verify=self.settings.verify, proxy=self._proxy)
+
+    @cached_property
+    def _proxy(self) -> str | None:
+        """The ``HTTPS_PROXY`` / ``HTTP_PROXY`` that applies to the endpoint (``NO_PROXY`` honoured).
+
+        The hook sends to transports directly, so it applies the environment's proxy itself, as
+        ``httpx.Client(trust_env=True)`` would.
+        """
+        from urllib.request import getproxies_environment, proxy_bypass_environment
+
+        parts = urlsplit(self.settings.base_url)
+        proxies = getproxies_environment()
+        if not proxies.get(parts.scheme) or proxy_bypass_environment(parts.hostname or "", proxies):
+            return None
+        return proxies[parts.scheme]
+
+    @cached_property
     def client(self) -> httpx.Client:
-        """Pooled keep-alive sync client, created on first use."""
-        return httpx.Client(**self._client_options())
+        """An ``httpx.Client`` on the hook's transport and headers, for callers who want the raw client."""
+        options = self._client_options()
+        del options["verify"]
+        return httpx.Client(transport=self._transport, **options)
 
     def get_conn(self) -> httpx.Client:
         return self.client
 
     @cached_property
-    def _async_wire(self) -> tuple[httpx.URL, dict[str, str], dict[str, Any]]:
-        """URL, headers and timeout of every async request, built once (they are the same for each request)."""
+    def _wire(self) -> tuple[httpx.URL, dict[str, str], dict[str, Any]]:
+        """URL, headers and timeout of every request, built once (they are the same for each request).
+
+        Requests go straight to the transport: ``Client.send`` adds cookie, auth and redirect handling per
+        request that this API never uses, and that cost is what limits a batch at low latency (see
+        benchmarks/RESULTS.md).
+        """
         options = self._client_options()
         url = httpx.URL(self.settings.completions_url, params={"agent": "true"})
         return url, {**options["headers"], **_JSON}, {"timeout": options["timeout"].as_dict()}
 
     async def _atransport(self) -> httpx.AsyncBaseTransport:
-        """The aiohttp-backed transport of the running event loop (an aiohttp session cannot cross loops).
-
-        Async requests go straight to the transport: httpx's ``AsyncClient.send`` adds cookie, auth and
-        redirect handling per request that this API never uses, and that per-request cost is what limits a
-        batch at low latency (see benchmarks/RESULTS.md).
-        """
+        """The aiohttp-backed transport of the running event loop (an aiohttp session cannot cross loops)."""
         loop = asyncio.get_running_loop()
         if self._async_transport is None or self._async_loop is not loop:
             from httpx_aiohttp import AiohttpTransport
@@ -238,14 +260,16 @@ class AgentChatHook(BaseHook):
             limits = httpx.Limits(
                 max_connections=self._max_connections, max_keepalive_connections=self._max_connections
             )
-            self._async_transport = AiohttpTransport(verify=self.settings.verify, limits=limits)
+            proxy = httpx.Proxy(self._proxy) if self._proxy else None
+            self._async_transport = AiohttpTransport(verify=self.settings.verify, limits=limits, proxy=proxy)
             self._async_loop = loop
         return self._async_transport
 
     def close(self) -> None:
-        """Close the sync client (the async one is closed by :meth:`aclose`)."""
-        if "client" in self.__dict__:
-            self.__dict__.pop("client").close()
+        """Close the sync connections (the async ones are closed by :meth:`aclose`)."""
+        self.__dict__.pop("client", None)
+        if "_transport" in self.__dict__:
+            self.__dict__.pop("_transport").close()
 
     def cancel(self) -> None:
         """Abort the sync requests in flight, from another thread or a signal handler (``on_kill``).
@@ -254,9 +278,9 @@ class AgentChatHook(BaseHook):
         sockets down; the blocked read then fails at once with a connection error.
         """
         self._cancelled = True
-        if "client" not in self.__dict__:
+        if "_transport" not in self.__dict__:
             return
-        pool = getattr(self.client._transport, "_pool", None)
+        pool = getattr(self._transport, "_pool", None)
         for connection in list(getattr(pool, "connections", [])):
             stream = getattr(getattr(connection, "_connection", None), "_network_stream", None)
             sock = stream.get_extra_info("socket") if stream is not None else None
@@ -344,8 +368,8 @@ class AgentChatHook(BaseHook):
     @contextmanager
     def _open(self, request: ChatCompletionRequest) -> Iterator[httpx.Response]:
         """Send with retries; yield the first successful (2xx) response, body not yet read."""
+        url, headers, extensions = self._wire
         content = self._encode(request)
-        url = self.settings.completions_url
         attempt = 0
         while True:
             pause = self.pause_remaining()
@@ -353,10 +377,8 @@ class AgentChatHook(BaseHook):
                 self._sleep(pause)
             error: AgentChatError
             try:
-                http_request = self.client.build_request(
-                    "POST", url, params={"agent": "true"}, content=content, headers=_JSON
-                )
-                response = self.client.send(http_request, stream=True)
+                http_request = httpx.Request("POST", url, headers=headers, content=content, extensions=extensions)
+                response = self._transport.handle_request(http_request)
             except httpx.TransportError as exc:
                 error = self._transport_error(exc)
             else:
@@ -380,7 +402,7 @@ class AgentChatHook(BaseHook):
     async def _aopen(self, request: ChatCompletionRequest) -> AsyncIterator[httpx.Response]:
         """Async twin of :meth:`_open`."""
         transport = await self._atransport()
-        url, headers, extensions = self._async_wire
+        url, headers, extensions = self._wire
         content = self._encode(request)
         attempt = 0
         while True:
