@@ -105,8 +105,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"`airflow dags test {args.dag}` failed (exit {result.returncode}).")
             return result.returncode
         _report(args.dag, elapsed, server.url, home)
-    if not args.keep:
+    if args.keep:
+        print(f'Kept {home}: AIRFLOW_HOME="{home}" airflow tasks states-for-dag-run / dags list-runs work there.')
+    else:
         shutil.rmtree(home, ignore_errors=True)
+        print("The throw-away AIRFLOW_HOME is gone; keep it with: python -m airflow_agentchat.devserver.demo --keep")
     return 0
 
 
