@@ -317,6 +317,24 @@ def test_tokens_per_minute_budget_is_respected(conn, server, tmp_path):
             assert (j - i + 1) * per_item <= tpm / 6 + tpm / 60 * (stamps[j] - start) + per_item, (i, j)
 
 
+def test_kill_while_settling_the_token_budget_keeps_every_paid_answer(conn, server, tmp_path):
+    """Answers far above their token estimate make workers wait to settle; a kill then must not lose them."""
+    import threading
+
+    from airflow_agentchat.batch.store import ResultStore
+
+    words = " ".join(f"w{i}" for i in range(150))  # ~150 prompt + ~150 completion tokens per item
+    op = make_op(tmp_path, prompts=[f"{i} {words}" for i in range(4)], max_concurrency=4, tokens_per_minute=600)
+    killer = threading.Timer(2.0, op.on_kill)
+    killer.start()
+    with pytest.raises(BaseException):  # noqa: B017 - cancelled: CancelledError or an AgentChatError
+        op.execute({"ti": _TI()})
+    killer.join()
+    answered = server.stats()["by_status"].get("200", 0)
+    assert answered >= 1
+    assert len(ResultStore(f"file://{tmp_path}/out.jsonl").scan().done) == answered
+
+
 # ------------------------------------------------------------------------------------------------ shards
 
 

@@ -192,12 +192,12 @@ class BatchRunner:
                 stats.rejected += 1
                 store.record(entry.id, self._error_line(entry.id, entry.error, 0, 0.0, entry.context))
             else:
-                line = await self._send(hook, gate, entry)
-                store.record(entry.id, line)
+                await self._send(hook, gate, entry)
             if store.due() and self._writing is None:
                 self._writing = asyncio.create_task(self._write(store.take()))
 
-    async def _send(self, hook: AgentChatHook, gate: RateGate, entry: Prepared) -> bytes:
+    async def _send(self, hook: AgentChatHook, gate: RateGate, entry: Prepared) -> None:
+        """Send one item and record its line; a paid answer is recorded before anything else can wait."""
         estimate = 0
         if gate.active:
             pause = hook.pause_remaining()
@@ -218,7 +218,9 @@ class BatchRunner:
             attempts = getattr(exc, "attempts", 0) or 1
             stats.attempts += attempts
             latency = round((time.perf_counter() - started) * 1000, 1)
-            return self._error_line(entry.id, self._describe(exc), attempts, latency, entry.context)
+            line = self._error_line(entry.id, self._describe(exc), attempts, latency, entry.context)
+            self.store.record(entry.id, line)
+            return
         stats.succeeded += 1
         meta = completion.meta
         usage = completion.usage_dict()
@@ -229,8 +231,6 @@ class BatchRunner:
                 totals[key] += value
         attempts = meta.get("attempts", 1)
         stats.attempts += attempts
-        if gate.active:
-            await gate.settle(estimate, usage)
         record: dict[str, Any] = {
             "id": entry.id,
             "status": "ok",
@@ -245,7 +245,11 @@ class BatchRunner:
             record["context"] = entry.context
         if self.include_response:
             record["response"] = completion.to_dict()
-        return _dumps(record).encode()
+        # Record first: settling the token budget may wait, and a kill during that wait must not lose (and
+        # later pay again for) an answer already received.
+        self.store.record(entry.id, _dumps(record).encode())
+        if gate.active:
+            await gate.settle(estimate, usage)
 
     def _describe(self, exc: BaseException) -> dict[str, Any]:
         error: dict[str, Any] = {"type": _error_type(exc), "message": redact(str(exc), self._secret)}
@@ -271,10 +275,13 @@ class BatchRunner:
     async def _write(self, lines: list[bytes]) -> None:
         try:
             await asyncio.to_thread(self.store.write_part, lines)
-        except BaseException:
-            # Put the lines back so the final flush retries them, then let the batch fail loudly.
+        except BaseException as exc:
+            # Put the lines back so the next (or the final, synchronous) flush writes them; the final flush
+            # raises if storage is still failing, so nothing is lost silently.
             self.store._buffer[:0] = lines
-            raise
+            if not isinstance(exc, Exception):
+                raise
+            self.log.warning("Writing a result part failed (%s); will retry with the next flush", exc)
         finally:
             self._writing = None
 
