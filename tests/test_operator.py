@@ -169,3 +169,18 @@ def test_on_kill_aborts_the_request_in_flight(devserver, make_conn):
     with pytest.raises(AgentChatConnectionError) as info:
         operator.execute({})
     assert info.value.attempts == 1  # cancelled requests are not retried
+
+
+def test_on_kill_during_a_retry_wait_sends_nothing_more(scripted, make_conn):
+    """Killed while waiting out a retry-after: no further (paid) request, and the task fails."""
+    import threading
+
+    from airflow_agentchat.exceptions import AgentChatConnectionError
+
+    ok = (200, {}, b'{"choices": [{"message": {"content": "late"}, "finish_reason": "stop"}]}')
+    scripted.script((503, {"retry-after": "30"}, b"busy"), ok)
+    operator = AgentChatCompletionOperator(task_id="t", agentchat_conn_id=make_conn("kill2", scripted.url), prompt="x")
+    threading.Timer(0.5, operator.on_kill).start()
+    with pytest.raises(AgentChatConnectionError, match="cancelled"):
+        operator.execute({})
+    assert len(scripted.requests) == 1

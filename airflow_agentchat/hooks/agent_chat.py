@@ -16,6 +16,7 @@ import asyncio
 import ipaddress
 import json
 import socket
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
@@ -136,7 +137,8 @@ class AgentChatHook(BaseHook):
     :param max_retries: retries of 408/409/429/5xx and connection errors; overrides the connection.
     :param max_connections: pool size of the async client (the batch operator sets it to its concurrency).
     :param retry_policy: back-off rule; tests inject one with a fixed jitter.
-    :param sleep: ``time.sleep`` replacement for the sync retry loop (tests record the delays).
+    :param sleep: replaces the sync retry loop's wait (tests record the delays); by default the wait ends
+        early when :meth:`cancel` is called.
     :param async_sleep: ``asyncio.sleep`` replacement for the async retry loop.
     """
 
@@ -153,7 +155,7 @@ class AgentChatHook(BaseHook):
         max_retries: int | None = None,
         max_connections: int = 100,
         retry_policy: RetryPolicy | None = None,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], object] | None = None,
         async_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         super().__init__()
@@ -162,12 +164,13 @@ class AgentChatHook(BaseHook):
         self._max_retries = max_retries
         self._max_connections = max_connections
         self._retry_policy = retry_policy
-        self._sleep = sleep
+        self._cancel_event = threading.Event()
+        # Back-off sleeps wait on the cancel event, so on_kill ends a retry wait at once.
+        self._sleep = sleep or self._cancel_event.wait
         self._async_sleep = async_sleep
         self._async_transport: httpx.AsyncBaseTransport | None = None
         self._async_loop: asyncio.AbstractEventLoop | None = None
         self._paused_until = 0.0  # time.monotonic() before which no request is sent (shared back-off)
-        self._cancelled = False
 
     # ---------------------------------------------------------------------------------------- connection
 
@@ -277,7 +280,7 @@ class AgentChatHook(BaseHook):
         Closing an httpx client does not wake a thread blocked reading a socket, so this shuts the pool's
         sockets down; the blocked read then fails at once with a connection error.
         """
-        self._cancelled = True
+        self._cancel_event.set()
         if "_transport" not in self.__dict__:
             return
         pool = getattr(self._transport, "_pool", None)
@@ -335,7 +338,7 @@ class AgentChatHook(BaseHook):
 
     def _next_delay(self, attempt: int, error: AgentChatError) -> float | None:
         """Delay before the next attempt, or ``None`` when the error is final or retries are spent."""
-        if self._cancelled:
+        if self._cancel_event.is_set():
             return None
         retryable = isinstance(error, AgentChatConnectionError) or (isinstance(error, APIError) and error.retryable)
         if not retryable or attempt >= self.retry_policy.max_retries:
@@ -375,6 +378,10 @@ class AgentChatHook(BaseHook):
             pause = self.pause_remaining()
             if pause > 0:
                 self._sleep(pause)
+            if self._cancel_event.is_set():
+                cancelled = AgentChatConnectionError("Request cancelled: the task was killed")
+                cancelled.attempts = attempt
+                raise cancelled
             error: AgentChatError
             try:
                 http_request = httpx.Request("POST", url, headers=headers, content=content, extensions=extensions)
