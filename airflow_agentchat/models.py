@@ -418,6 +418,32 @@ class AssistantMessage(BaseModel):
     tool_calls: list[ResponseToolCall] | None = None
 
 
+def as_request_message(message: Mapping[str, Any]) -> dict[str, Any]:
+    """An assistant message from a response, cut down to what a request message may carry.
+
+    Responses keep unknown keys (``annotations``, a tool call's ``index``, ...), but request messages are
+    strict, so a message sent back in a tool round trip is reduced to the fields the reference names.
+    """
+    out: dict[str, Any] = {"role": message.get("role") or "assistant", "content": message.get("content")}
+    for key in ("refusal", "reasoning_content"):
+        if message.get(key) is not None:
+            out[key] = message[key]
+    calls = message.get("tool_calls")
+    if calls:
+        out["tool_calls"] = [
+            {
+                "id": call.get("id"),
+                "type": call.get("type") or "function",
+                "function": {
+                    "name": (call.get("function") or {}).get("name"),
+                    "arguments": (call.get("function") or {}).get("arguments") or "",
+                },
+            }
+            for call in calls
+        ]
+    return out
+
+
 class TopLogprob(BaseModel):
     model_config = _LENIENT
     token: str

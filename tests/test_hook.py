@@ -332,6 +332,15 @@ def test_rate_limited_request_waits_what_the_server_asks(hook_for, scripted, hea
     assert len(scripted.requests) == 2
 
 
+def test_reset_headers_only_delay_a_429(hook_for, scripted):
+    """OpenAI-style servers send x-ratelimit-reset-* on every response; a 500 must not wait for the window."""
+    hook, sleeps = hook_for()
+    reset = {"x-ratelimit-reset-tokens": "6m0s"}
+    scripted.script((500, reset, b""), (429, reset, b""), OK)
+    hook.create_chat_completion(USER)
+    assert sleeps.delays == [0.5, 120.0]  # back-off for the 500; the reset (capped at max_wait) for the 429
+
+
 def test_backoff_is_exponential_and_capped_for_5xx_and_408_409(hook_for, scripted):
     hook, sleeps = hook_for(max_retries=4)
     scripted.script((500, {}, b""), (503, {}, b""), (408, {}, b""), (409, {}, b""), OK)
@@ -454,6 +463,10 @@ def test_async_twins(hook_for, scripted):
         ("agent-x.agents.do-ai.run", {}, "https://agent-x.agents.do-ai.run"),
         ("https://agent-x.agents.do-ai.run/api/v1/chat/completions", {}, "https://agent-x.agents.do-ai.run"),
         ("https://agent-x.agents.do-ai.run/", {}, "https://agent-x.agents.do-ai.run"),
+        ("https://agent-x.agents.do-ai.run/api/v1/", {}, "https://agent-x.agents.do-ai.run"),
+        ("https://agent-x.agents.do-ai.run/api/v1/chat/completions/", {}, "https://agent-x.agents.do-ai.run"),
+        ("https://gw.example.com/team-a/", {}, "https://gw.example.com/team-a"),
+        ("http://10.0.0.5:80", {"allow_insecure_http": "true"}, "http://10.0.0.5:80"),
         ("http://localhost:8080", {}, "http://localhost:8080"),
         ("http://10.0.0.5:80", {"allow_insecure_http": True}, "http://10.0.0.5:80"),
     ],
@@ -468,9 +481,24 @@ def test_user_info_in_the_host_is_refused_without_echoing_it(make_conn, canary_k
     assert canary_key not in str(info.value)
 
 
-def test_plain_http_to_a_remote_host_is_refused(make_conn):
+@pytest.mark.parametrize("allow", [None, False, "false", "0", "no"])
+def test_plain_http_to_a_remote_host_is_refused(make_conn, allow):
+    extra = {} if allow is None else {"allow_insecure_http": allow}
     with pytest.raises(AgentChatError, match="clear text"):
-        AgentChatHook(make_conn("insecure", "http://agent.example.com")).settings  # noqa: B018
+        AgentChatHook(make_conn("insecure", "http://agent.example.com", **extra)).settings  # noqa: B018
+
+
+@pytest.mark.parametrize(
+    ("extra", "verify"),
+    [
+        ({}, True),
+        ({"verify": "true"}, True),
+        ({"verify": "false"}, False),
+        ({"verify": False, "ca_bundle": "/etc/ca.pem"}, "/etc/ca.pem"),
+    ],
+)
+def test_verify_extra_accepts_text_booleans(make_conn, extra, verify):
+    assert AgentChatHook(make_conn("tls", "https://agent.example.com", **extra)).settings.verify == verify
 
 
 # ------------------------------------------------------------------------------------------ secrets
@@ -547,3 +575,35 @@ def test_requests_really_go_through_the_proxy_sync_and_async(make_conn, scripted
     assert hook.create_chat_completion(USER).text == "hi there"
     assert asyncio.run(hook.acreate_chat_completion(USER)).text == "hi there"
     assert [r.path for r in scripted.requests] == ["http://127.0.0.1:9/api/v1/chat/completions?agent=true"] * 2
+
+
+def test_a_response_message_with_unknown_keys_can_be_sent_back(hook_for, scripted):
+    """Tool round trips send the assistant message back; response-only keys must not break the request."""
+    from airflow_agentchat.models import ChatCompletion, as_request_message
+
+    response = ChatCompletion.model_validate(
+        {
+            "choices": [
+                {
+                    "message": {
+                        "role": "assistant",
+                        "content": None,
+                        "annotations": [],
+                        "tool_calls": [
+                            {"index": 0, "id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+                        ],
+                    },
+                    "finish_reason": "tool_calls",
+                }
+            ]
+        }
+    )
+    message = as_request_message(response.to_dict()["choices"][0]["message"])
+    hook, _ = hook_for()
+    request = hook.build_request(
+        [{"role": "user", "content": "q"}, message, {"role": "tool", "tool_call_id": "c1", "content": "42"}]
+    )
+    assert request.to_body()["messages"][1] == {
+        "role": "assistant",
+        "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}],
+    }

@@ -41,6 +41,11 @@ def test_request_dict_with_prompt_appended(cases):
     assert rv(cases, "request_dict", "response")["model"] == "dict-model"
 
 
+def test_only_messages_and_request_name_files(cases):
+    """A prompt ending in .json is text, and a stop sequence that looks like JSON stays a string."""
+    assert rv(cases, "text_like_a_file") == "Echo: Describe the fields of orders.json for ops"
+
+
 def test_n_two_returns_a_list(cases):
     assert rv(cases, "n_two") == ["Echo: twice", "Echo 1: twice"]
 

@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     )
 
 COMPLETIONS_PATH = "/api/v1/chat/completions"
-_PASTED_SUFFIXES = ("/api/v1/chat/completions", "/api/v1/chat", "/api/v1", "/")
+_PASTED_SUFFIXES = ("/api/v1/chat/completions", "/api/v1/chat", "/api/v1")
 _USER_AGENT = "airflow-agentchat/0.1"
 
 
@@ -98,18 +98,16 @@ class ConnectionSettings:
         netloc = parts.netloc
         if conn.port and not parts.port:
             netloc = f"{netloc}:{conn.port}"
-        path = parts.path
+        path = parts.path.rstrip("/")
         for suffix in _PASTED_SUFFIXES:
             if path.endswith(suffix):
                 path = path[: -len(suffix)]
-        if parts.scheme == "http" and not _is_loopback(parts.hostname) and not extra.get("allow_insecure_http"):
+        if parts.scheme == "http" and not _is_loopback(parts.hostname) and not _as_bool(extra, "allow_insecure_http"):
             raise AgentChatError(
                 f"Connection {conn.conn_id!r}: plain http to {parts.hostname} would send the access key in "
                 "clear text; use https, or set extra allow_insecure_http=true to accept that."
             )
-        verify: bool | str = extra.get("ca_bundle") or extra.get("verify", True)
-        if verify in ("false", "False", "0"):
-            verify = False
+        verify: bool | str = extra.get("ca_bundle") or _as_bool(extra, "verify", default=True)
         return cls(
             base_url=f"{parts.scheme}://{netloc}{path}",
             api_key=conn.password or None,
@@ -118,6 +116,21 @@ class ConnectionSettings:
             model=extra.get("model") or None,
             verify=verify,
         )
+
+
+def _as_bool(extra: Mapping[str, Any], key: str, *, default: bool = False) -> bool:
+    """Read a boolean extra that may arrive as text (``--conn-extra`` and env JSON often quote them)."""
+    value = extra.get(key)
+    if value is None or value == "":
+        return default
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes", "on"):
+        return True
+    if text in ("false", "0", "no", "off"):
+        return False
+    raise AgentChatError(f"Connection extra {key!r} must be true or false, got {value!r}")
 
 
 def _is_loopback(hostname: str) -> bool:
@@ -327,7 +340,7 @@ class AgentChatHook(BaseHook):
             response.headers,
             content,
             secret=self.settings.api_key,
-            retry_after=retry_after_from_headers(response.headers),
+            retry_after=retry_after_from_headers(response.headers, rate_limited=response.status_code == 429),
         )
 
     def _transport_error(self, exc: httpx.TransportError) -> AgentChatConnectionError:

@@ -45,11 +45,15 @@ def _parse_duration(value: str, now: float) -> float | None:
         return None
 
 
-def retry_after_from_headers(headers: Mapping[str, str], now: float | None = None) -> float | None:
+def retry_after_from_headers(
+    headers: Mapping[str, str], now: float | None = None, *, rate_limited: bool = True
+) -> float | None:
     """The delay the server asks for, in seconds, or ``None`` when it names none.
 
-    ``retry-after-ms`` is the most precise and wins; then ``retry-after``; then the longest of the reset
-    headers (a request must wait for every limit it would hit).
+    ``retry-after-ms`` is the most precise and wins; then ``retry-after``; then, for a 429 only
+    (``rate_limited``), the longest of the reset headers (a request must wait for every limit it would hit).
+    OpenAI-style servers send reset headers on every response, where they describe the quota window, not
+    a reason to wait after a 500.
     """
     now = time.time() if now is None else now
     value = headers.get("retry-after-ms")
@@ -63,6 +67,8 @@ def retry_after_from_headers(headers: Mapping[str, str], now: float | None = Non
         seconds = _parse_duration(value, now)
         if seconds is not None:
             return max(0.0, seconds)
+    if not rate_limited:
+        return None
     resets = [_parse_duration(headers[name], now) for name in _RESET_HEADERS if name in headers]
     known = [seconds for seconds in resets if seconds is not None]
     return max(0.0, max(known)) if known else None

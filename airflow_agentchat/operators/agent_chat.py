@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 Output = Literal["text", "message", "response"]
 _OUTPUTS = ("text", "message", "response")
+_FILE_FIELDS = ("messages", "request")  # the fields that may name a .json / .j2 template file
 
 
 class AgentChatCompletionOperator(AgentChatRequestOperator):
@@ -86,6 +87,29 @@ class AgentChatCompletionOperator(AgentChatRequestOperator):
         self.request = request
         self.output_mode = output  # `output` is taken: BaseOperator.output is the XComArg
         self.deferrable = deferrable
+
+    def resolve_template_files(self) -> None:
+        """Only ``messages`` and ``request`` name template files: a prompt ending in ".json" is text."""
+        for field in _FILE_FIELDS:
+            value = getattr(self, field, None)
+            if isinstance(value, str) and value.endswith(tuple(self.template_ext)):
+                env = self.get_template_env()
+                try:
+                    setattr(self, field, env.loader.get_source(env, value)[0])  # type: ignore[union-attr]
+                except Exception:
+                    self.log.exception("Failed to resolve template file %r of %s", value, field)
+        self.prepare_template()
+
+    def render_template(self, content: Any, context: Any, jinja_env: Any = None, seen_oids: Any = None) -> Any:
+        """Render like Airflow does, except that only ``messages`` / ``request`` values load files."""
+        if (
+            isinstance(content, str)
+            and content.endswith(tuple(self.template_ext))
+            and all(content is not getattr(self, field, None) for field in _FILE_FIELDS)
+        ):
+            jinja_env = jinja_env or self.get_template_env()
+            return self._render(jinja_env.from_string(content), context)
+        return super().render_template(content, context, jinja_env, seen_oids)
 
     @cached_property
     def hook(self) -> AgentChatHook:
@@ -183,7 +207,10 @@ class AgentChatCompletionOperator(AgentChatRequestOperator):
             return response
         choices = sorted(response.get("choices", []), key=lambda c: c.get("index", 0))
         if self.output_mode == "message":
-            values = [choice.get("message", {}) for choice in choices]
+            from airflow_agentchat.models import as_request_message
+
+            # Ready to send back (tool round trips): only the fields a request message may carry.
+            values = [as_request_message(choice.get("message", {})) for choice in choices]
         else:
             values = [choice.get("message", {}).get("content") for choice in choices]
         return values if len(values) > 1 else (values[0] if values else None)

@@ -12,8 +12,9 @@ from airflow.sdk import BaseOperator
 
 from airflow_agentchat.operators.request_parts import BODY_FIELDS, load_json, merge_request
 
-#: Fields that may arrive as JSON text after templating (``"{{ ti.xcom_pull(...) | tojson }}"``).
-_JSON_FIELDS = ("tools", "metadata", "logit_bias", "extra_body", "stream_options", "tool_choice", "stop")
+#: Fields that may arrive as JSON text after templating (``"{{ ti.xcom_pull(...) | tojson }}"``). ``stop`` is
+#: not one of them: a stop sequence like ``"[/INST]"`` is text.
+_JSON_FIELDS = ("tools", "metadata", "logit_bias", "extra_body", "stream_options", "tool_choice")
 
 
 class AgentChatRequestOperator(BaseOperator):

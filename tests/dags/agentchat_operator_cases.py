@@ -31,6 +31,9 @@ with DAG(
         prompt="and a follow-up",
     )
     AgentChatCompletionOperator(task_id="n_two", prompt="twice", n=2)
+    AgentChatCompletionOperator(
+        task_id="text_like_a_file", prompt="Describe the fields of orders.json for {{ params.team }}", stop="[/INST]"
+    )
     AgentChatCompletionOperator(task_id="output_message", prompt="message please", output="message")
     AgentChatCompletionOperator(task_id="output_response", prompt="response please", output="response")
     AgentChatCompletionOperator(
