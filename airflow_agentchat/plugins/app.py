@@ -83,6 +83,9 @@ async def same_origin_json(request: Request) -> None:
     site = request.headers.get("sec-fetch-site")
     if site and site not in ("same-origin", "none"):
         raise HTTPException(status.HTTP_403_FORBIDDEN, f"Cross-site request refused (sec-fetch-site: {site}).")
+    if site == "same-origin":
+        # The browser vouches for it; comparing Origin with Host would refuse reverse proxies that rewrite Host.
+        return
     origin = request.headers.get("origin")
     if origin is not None:
         host = request.headers.get("x-forwarded-host") or request.headers.get("host") or ""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import pprint
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -185,10 +185,3 @@ def operator_snippet(conn_id: str, request: Mapping[str, Any]) -> str:
         lines.append(f"    {key}={_literal(value, 4)},")
     lines.append(")")
     return "\n".join(lines) + "\n"
-
-
-def redact_all(texts: Iterable[str], secret: str | None) -> list[str]:
-    """Scrub ``secret`` from each text (last line of defence; the hook already keeps it out of errors)."""
-    if not secret:
-        return list(texts)
-    return [text.replace(secret, "***") for text in texts]
