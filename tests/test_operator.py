@@ -189,3 +189,9 @@ def test_on_kill_during_a_retry_wait_sends_nothing_more(scripted, make_conn):
     with pytest.raises(AgentChatConnectionError, match="cancelled"):
         operator.execute({})
     assert len(scripted.requests) == 1
+
+
+def test_deferrable_follows_the_default_deferrable_setting(monkeypatch):
+    monkeypatch.setenv("AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE", "True")
+    assert AgentChatCompletionOperator(task_id="a", prompt="x").deferrable is True
+    assert AgentChatCompletionOperator(task_id="b", prompt="x", deferrable=False).deferrable is False

@@ -44,7 +44,8 @@ class AgentChatCompletionOperator(AgentChatRequestOperator):
     :param request: a whole request body (templated; dict or ``.json``/``.j2`` file).
     :param output: what ``return_value`` holds: ``"text"``, ``"message"`` or ``"response"``.
     :param stream: stream the answer and log it as it arrives (buffered into readable lines).
-    :param deferrable: wait for the answer in the triggerer instead of holding a worker slot.
+    :param deferrable: wait for the answer in the triggerer instead of holding a worker slot (default:
+        ``[operators] default_deferrable``). Streaming requests always run in the worker.
     :param agentchat_conn_id: the ``agentchat`` connection (templated).
     :param timeout: read timeout in seconds for this task (overrides the connection).
     :param max_retries: retries for this task (overrides the connection).
@@ -76,7 +77,7 @@ class AgentChatCompletionOperator(AgentChatRequestOperator):
         messages: Sequence[Mapping[str, Any]] | str | None = None,
         request: Mapping[str, Any] | str | None = None,
         output: Output = "text",
-        deferrable: bool = False,
+        deferrable: bool | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -86,6 +87,10 @@ class AgentChatCompletionOperator(AgentChatRequestOperator):
         self.messages = messages
         self.request = request
         self.output_mode = output  # `output` is taken: BaseOperator.output is the XComArg
+        if deferrable is None:
+            from airflow.sdk.configuration import conf
+
+            deferrable = conf.getboolean("operators", "default_deferrable", fallback=False)
         self.deferrable = deferrable
 
     def resolve_template_files(self) -> None:
