@@ -349,21 +349,26 @@ def _loc(loc: Sequence[int | str]) -> str:
     return out or "request"
 
 
-def invalid_request_from(error: ValidationError) -> InvalidRequestError:
-    """Turn pydantic's error list into one ``field: rule`` pair per problem, without input values.
+def field_errors(error: ValidationError) -> list[tuple[str, str]]:
+    """Pydantic's error list as one ``(field, rule)`` pair per field, without input values.
 
     Input values are left out on purpose: they may hold prompt text users consider private.
     """
-    # Imported here so the dev server can validate with these models without importing Airflow.
-    from airflow_agentchat.exceptions import InvalidRequestError
-
     seen: dict[str, list[str]] = {}
     for item in error.errors(include_url=False, include_input=False):
         field = _loc(item["loc"])
         msg = item["msg"].removeprefix("Value error, ")
         if msg not in seen.setdefault(field, []):
             seen[field].append(msg)
-    return InvalidRequestError([(field, " or ".join(msgs)) for field, msgs in seen.items()])
+    return [(field, " or ".join(msgs)) for field, msgs in seen.items()]
+
+
+def invalid_request_from(error: ValidationError) -> InvalidRequestError:
+    """The provider's error for a request that broke a rule (see :func:`field_errors`)."""
+    # Imported here so the dev server can validate with these models without importing Airflow.
+    from airflow_agentchat.exceptions import InvalidRequestError
+
+    return InvalidRequestError(field_errors(error))
 
 
 def build_request(messages: Sequence[ChatMessage | Mapping[str, Any]] | None, **params: Any) -> ChatCompletionRequest:

@@ -42,15 +42,13 @@ class AgentChatCompletionTrigger(BaseTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         from airflow_agentchat.exceptions import AgentChatError
         from airflow_agentchat.hooks.agent_chat import AgentChatHook
-        from airflow_agentchat.models import ChatCompletionRequest
+        from airflow_agentchat.operators.request_parts import merge_request
 
         hook = AgentChatHook(self.agentchat_conn_id, timeout=self.timeout, max_retries=self.max_retries)
         try:
             await hook._asettings()
-            body = dict(self.body)
-            known = set(ChatCompletionRequest.model_fields)
-            extra = {key: body.pop(key) for key in list(body) if key not in known}
-            request = hook.build_request(body.pop("messages"), **body, extra_body=extra or None)
+            # The body is the wire form (extras merged in); merge_request moves unknown keys back to extra_body.
+            request = hook.build_request(self.body.get("messages"), **merge_request(self.body, {}))
             completion = await hook.asend(request)
         except AgentChatError as exc:
             yield TriggerEvent({"status": "error", "message": str(exc)})
