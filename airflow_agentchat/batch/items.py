@@ -48,7 +48,8 @@ def stable_id(value: Any) -> str:
     80 bits keep an accidental collision out of reach for any realistic batch (about 1 in 10^12 for a
     billion items) while staying short enough to read in a log line.
     """
-    return hashlib.blake2b(canonical_json(value).encode(), digest_size=10).hexdigest()
+    # surrogatepass: an item holding a lone surrogate still gets its id, then fails validation as an item
+    return hashlib.blake2b(canonical_json(value).encode("utf-8", "surrogatepass"), digest_size=10).hexdigest()
 
 
 @dataclass(slots=True)

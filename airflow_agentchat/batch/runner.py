@@ -43,7 +43,13 @@ if TYPE_CHECKING:
     from airflow_agentchat.batch.store import ResultStore
     from airflow_agentchat.hooks.agent_chat import AgentChatHook
 
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
+def _line(record: dict[str, Any]) -> bytes:
+    """One output line. A lone surrogate (from an item's context or an error message) cannot be UTF-8: it is
+    written as its JSON escape (``\\ud800``), which reads back as the same string."""
+    return _encoder.encode(record).encode("utf-8", "backslashreplace")
 
 
 class RateGate:
@@ -235,7 +241,8 @@ class BatchRunner:
             raise
         except Exception as exc:  # a per-item failure is recorded, never raised
             stats.failed += 1
-            attempts = getattr(exc, "attempts", 0) or 1
+            # a request that cannot even be encoded never left this process
+            attempts = 0 if isinstance(exc, UnicodeError) else getattr(exc, "attempts", 0) or 1
             stats.attempts += attempts
             latency = round((time.perf_counter() - started) * 1000, 1)
             line = self._error_line(entry.id, self._describe(exc), attempts, latency, entry.context)
@@ -267,7 +274,7 @@ class BatchRunner:
             record["response"] = completion.to_dict()
         # Record first: settling the token budget may wait, and a kill during that wait must not lose (and
         # later pay again for) an answer already received.
-        self._record(entry.id, _dumps(record).encode())
+        self._record(entry.id, _line(record))
         if gate.active:
             await gate.settle(estimate, usage)
 
@@ -290,7 +297,7 @@ class BatchRunner:
         }
         if context is not None:
             record["context"] = context
-        return _dumps(record).encode()
+        return _line(record)
 
     async def _write(self, lines: list[bytes]) -> None:
         try:
@@ -309,7 +316,8 @@ class BatchRunner:
 
     async def _tick(self) -> None:
         """Time-based flushes (a slow, rate-limited batch still saves its work), lease renewal, progress lines."""
-        step = max(0.05, min(1.0, self.store.flush_interval / 2, self.progress_interval))
+        # a quarter of the flush interval: no result waits much longer than flush_interval to be written
+        step = max(0.05, min(1.0, self.store.flush_interval / 4, self.progress_interval))
         now = time.monotonic()
         next_log = now + self.progress_interval
         beat = self.store.lease.interval
@@ -357,6 +365,7 @@ class BatchRunner:
 
 _ERROR_TYPES = {
     "InvalidRequestError": "invalid_request",
+    "UnicodeError": "invalid_request",  # e.g. a lone surrogate: the same item fails the same way every time
     "AgentChatConnectionError": "connection_error",
     "AuthenticationError": "authentication_error",
     "NotFoundError": "not_found",
