@@ -45,7 +45,8 @@ class FaultServer:
     answered: list[tuple[float, str]] = field(default_factory=list)  # successful answers written
     pauses: list[tuple[float, float]] = field(default_factory=list)  # (time a 429 was sent, retry-after)
     injected: Counter = field(default_factory=Counter)  # fault kind -> times injected
-    hold_after: int | None = None  # once this many answers went out, hold every request until release()
+    hold_after: int | None = None  # once this many answers went out, hold requests until release() ...
+    hold_prefix: str = ""  # ... whose prompt starts with this
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -157,7 +158,12 @@ class FaultServer:
         if fault is not None:
             with self._lock:
                 self.injected[fault] += 1
-        if self.hold_after is not None and len(self.answered) >= self.hold_after and self._released is not None:
+        held = (
+            self.hold_after is not None
+            and len(self.answered) >= self.hold_after
+            and prompt.startswith(self.hold_prefix)
+        )
+        if held and self._released is not None:
             await self._released.wait()
         if self.latency:
             await asyncio.sleep(self.latency)

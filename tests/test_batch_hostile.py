@@ -177,7 +177,8 @@ def test_sigkill_with_default_settings_loses_only_answers_in_flight(airflow_db, 
 
 
 def test_second_task_on_the_same_output_is_refused_before_sending(airflow_db, faults, tmp_path):
-    faults.hold_after = 40  # writer_a gets 40 answers, then its requests hang until writer_b has been refused
+    # writer_a gets 40 answers, then its requests hang until writer_b has been refused
+    faults.hold_after, faults.hold_prefix = 40, "writer a"
     n = 240
     a = [f"writer a item {i}" for i in range(n)]
     b = [f"writer b item {i}" for i in range(n)]
