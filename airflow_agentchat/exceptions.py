@@ -10,9 +10,12 @@ says what went wrong and therefore what a caller can do about it::
     │   ├── AuthenticationError         401 / 403: the access key is wrong or lacks rights
     │   ├── NotFoundError               404: the endpoint URL does not serve chat completions
     │   ├── RateLimitError              429 (``insufficient_quota`` is final, the rest are retried)
-    │   └── ServerError                 5xx
+    │   ├── ServerError                 5xx
+    │   └── InvalidResponseError        a 2xx whose body is not a chat completion
     └── StreamError                     a stream broke: an error event, bad JSON, or it ended early
         └── TruncatedStreamError        the stream ended without ``[DONE]`` or a finish reason
+
+``retryable`` says whether sending the same request again may succeed; the hook's retry loop asks nothing else.
 
 Messages never contain the access key: the hook builds them from status, code, message and request id only,
 and :func:`redact` scrubs the key from anything taken from the outside before it becomes a message.
@@ -32,10 +35,12 @@ _MAX_MESSAGE = 500
 class AgentChatError(AirflowException):
     """Base class of every error this provider raises.
 
-    ``attempts`` is how many times the hook sent the request before giving up (0: nothing was sent).
+    ``attempts`` is how many times the hook sent the request before giving up (0: nothing was sent), counting
+    every request the server could have seen. ``retryable``: sending the same request again may succeed.
     """
 
     attempts: int = 0
+    retryable: bool = False
 
 
 class InvalidRequestError(AgentChatError, ValueError):
@@ -52,7 +57,9 @@ class InvalidRequestError(AgentChatError, ValueError):
 
 
 class AgentChatConnectionError(AgentChatError):
-    """The server could not be reached or the connection broke before an answer arrived."""
+    """The server could not be reached, or the connection broke or timed out before the answer was complete."""
+
+    retryable = True
 
 
 class APIError(AgentChatError):
@@ -113,12 +120,31 @@ class ServerError(APIError):
     """5xx from the server or a proxy in front of it."""
 
 
+class InvalidResponseError(APIError):
+    """A 2xx whose body is not a chat completion (a proxy's page, a cut or garbled body): retried."""
+
+    @property
+    def retryable(self) -> bool:
+        return True
+
+
 class StreamError(AgentChatError):
-    """A streamed response broke after it started; it is never retried once an event was delivered."""
+    """A streamed response broke after it started.
+
+    A break, a timeout or data that is not a chunk is ``retryable``; an error event is the server's answer
+    and is not. The hook retries only while no chunk was delivered to the caller.
+    """
+
+    def __init__(self, message: str, *, retryable: bool = False):
+        super().__init__(message)
+        self.retryable = retryable
 
 
 class TruncatedStreamError(StreamError):
     """The stream ended without ``data: [DONE]`` and without a finish reason on every choice."""
+
+    def __init__(self, message: str):
+        super().__init__(message, retryable=True)
 
 
 def redact(text: str, secret: str | None) -> str:
