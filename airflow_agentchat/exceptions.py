@@ -17,8 +17,9 @@ says what went wrong and therefore what a caller can do about it::
 
 ``retryable`` says whether sending the same request again may succeed; the hook's retry loop asks nothing else.
 
-Messages never contain the access key: the hook builds them from status, code, message and request id only,
-and :func:`redact` scrubs the key from anything taken from the outside before it becomes a message.
+No error carries the access key: every string taken from a response (message, code, type, param, request id,
+the text of an error event or of a transport error) goes through :func:`redact` when the error is built, so
+the key cannot reach ``str``, ``repr``, an attribute, a log line or an output file even when a server echoes it.
 """
 
 from __future__ import annotations
@@ -98,7 +99,7 @@ class APIError(AgentChatError):
 
     @property
     def retryable(self) -> bool:
-        """Whether sending the same request again may succeed (DESIGN: 408, 409, 429, 5xx)."""
+        """Whether sending the same request again may succeed: 408, 409, 429 (not ``insufficient_quota``), 5xx."""
         if self.status == 429:
             return self.code != "insufficient_quota"
         return self.status in (408, 409) or self.status >= 500
@@ -158,6 +159,11 @@ def redact(text: str, secret: str | None) -> str:
     return text
 
 
+def redact_optional(text: str | None, secret: str | None) -> str | None:
+    """:func:`redact` for a field that may be absent."""
+    return None if text is None else redact(text, secret)
+
+
 def _first_str(*values: Any) -> str | None:
     for value in values:
         if isinstance(value, str) and value:
@@ -168,7 +174,7 @@ def _first_str(*values: Any) -> str | None:
 
 
 def _describe(body: Any) -> tuple[str | None, str | None, str | None, str | None, str | None]:
-    """(message, code, type, param, request_id) from any of the error shapes in DESIGN.md."""
+    """(message, code, type, param, request_id) from any of the error shapes agent endpoints and proxies send."""
     if not isinstance(body, Mapping):
         return None, None, None, None, None
     request_id = _first_str(body.get("request_id"))
@@ -238,13 +244,14 @@ def error_from_response(
         cls = ServerError
     else:
         cls = APIError
+    # Redact before cutting, so a key that straddles the cut cannot leak in part.
     return cls(
         status,
         redact(message, secret)[:_MAX_MESSAGE],
-        code=code,
-        error_type=error_type,
-        param=param,
-        request_id=request_id,
+        code=redact_optional(code, secret),
+        error_type=redact_optional(error_type, secret),
+        param=redact_optional(param, secret),
+        request_id=redact_optional(request_id, secret),
         retry_after=retry_after,
     )
 

@@ -760,7 +760,7 @@ def test_verify_extra_accepts_text_booleans(make_conn, extra, verify):
 # ------------------------------------------------------------------------------------------ secrets
 
 
-def test_canary_key_never_in_logs_or_exceptions(hook_for, scripted, canary_key, caplog):
+def test_canary_key_never_in_logs_or_exceptions(hook_for, scripted, canary_key, caplog, capfd):
     caplog.set_level(logging.DEBUG)
     hook, _ = hook_for(max_retries=1)
     echo = json.dumps({"error": {"message": f"key {canary_key} is not valid", "code": "invalid_api_key"}}).encode()
@@ -775,9 +775,79 @@ def test_canary_key_never_in_logs_or_exceptions(hook_for, scripted, canary_key, 
             texts += [str(exc), repr(exc), repr(hook.settings)]
     assert len(texts) == 6
     assert "invalid_api_key" in texts[0]
-    joined = "\n".join(texts) + caplog.text
+    logged = caplog.text + "".join(capfd.readouterr())  # the hook logs through structlog to the output
+    assert "retrying in" in logged
+    joined = "\n".join(texts) + logged
     assert canary_key not in joined
     assert "***" in texts[0]
+
+
+def _echo_everywhere(key: str) -> bytes:
+    error = {"message": f"key {key} rejected", "code": key, "type": key, "param": key, "request_id": key}
+    return json.dumps({"error": error, "request_id": key}).encode()
+
+
+def _echo_cases(key: str) -> dict[str, tuple[list, dict]]:
+    """Replies that echo the key in every field a server can put it in; the first one of each is retried."""
+    header = {"x-request-id": key, "request-id": key}
+    return {
+        "error object and header": ([(503, header, _echo_everywhere(key)), (400, header, _echo_everywhere(key))], {}),
+        "id/message shape and header": (
+            [
+                (503, header, json.dumps({"id": key, "message": key}).encode()),
+                (401, header, b'{"id": "%s"}' % key.encode()),
+            ],
+            {},
+        ),
+        "proxy HTML page and header": (
+            [(502, header, f"<html><title>{key}</title></html>".encode())] * 2,
+            {},
+        ),
+        "text body and header": ([(500, header, key.encode())] * 2, {}),
+        "malformed 200 and header": ([(200, header, f"oops {key}".encode())] * 2, {}),
+        "stream error event": (
+            [(503, header, b""), (200, {**header, **SSE_HEADERS}, sse(json.loads(_echo_everywhere(key))))],
+            {"stream": True},
+        ),
+        "stream error event with event type": (
+            [(503, header, b""), (200, SSE_HEADERS, [b"event: error\ndata: " + _echo_everywhere(key) + b"\n\n"])],
+            {"stream": True},
+        ),
+        "stream data that is not a chunk": ([(200, header, sse(f"{key} {key}".encode()))] * 2, {"stream": True}),
+    }
+
+
+def _texts_of(exc: BaseException) -> list[str]:
+    """Everything an error shows: str, repr, args and every attribute (public or not)."""
+    texts = [str(exc), repr(exc), *map(repr, exc.args)]
+    texts += [f"{name}={value!r}" for name, value in vars(exc).items()]
+    texts += [repr(getattr(exc, name, None)) for name in ("message", "code", "error_type", "param", "request_id")]
+    return texts
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("case", list(_echo_cases("k")), ids=list(_echo_cases("k")))
+def test_key_echoed_in_every_error_field_never_leaks(hook_for, scripted, canary_key, caplog, capfd, mode, case):
+    # INFO: httpcore's own DEBUG trace prints raw response headers (Airflow's secret masker covers task logs).
+    caplog.set_level(logging.INFO)
+    replies, params = _echo_cases(canary_key)[case]
+    hook, _ = hook_for(max_retries=1)
+    scripted.script(*replies)
+    with pytest.raises(AgentChatError) as info:
+        complete(hook, mode, **params)
+    assert info.value.attempts == len(scripted.requests) == 2  # the first reply was retried
+    logged = caplog.text + "".join(capfd.readouterr())  # the hook's retry warning goes through structlog
+    assert "retrying in" in logged
+    leaks = [text for text in [*_texts_of(info.value), *logged.splitlines()] if canary_key in text]
+    assert leaks == []
+    assert "***" in str(info.value)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_key_echoed_in_the_request_id_of_an_answer_is_not_kept(hook_for, scripted, canary_key, mode):
+    hook, _ = hook_for()
+    scripted.script((200, {"x-request-id": f"req-{canary_key}"}, OK_BODY))
+    assert complete(hook, mode).meta["request_id"] == "req-***"
 
 
 # ------------------------------------------------------------------------------------------ test_connection

@@ -38,6 +38,7 @@ from airflow_agentchat.exceptions import (
     RateLimitError,
     error_from_response,
     redact,
+    redact_optional,
 )
 from airflow_agentchat.hooks.retry import RetryPolicy, retry_after_from_headers
 
@@ -490,7 +491,7 @@ class AgentChatHook(BaseHook):
         raise InvalidResponseError(
             response.status_code,
             f"Response is not a chat completion ({problem})",
-            request_id=response.headers.get("x-request-id"),
+            request_id=redact_optional(response.headers.get("x-request-id"), self.settings.api_key),
         )
 
     def _reader(self, started: float) -> Callable[[httpx.Response], ChatCompletion]:
@@ -679,7 +680,7 @@ def _with_meta(
     completion._meta = {
         "attempts": response.extensions.get("agentchat_attempts", 1),
         "latency_ms": round((time.perf_counter() - started) * 1000, 1),
-        "request_id": response.headers.get("x-request-id"),
+        "request_id": redact_optional(response.headers.get("x-request-id"), secret),
     }
     return completion
 
