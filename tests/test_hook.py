@@ -628,8 +628,8 @@ def test_attempts_on_success_equal_what_the_server_counted(hook_for, scripted, m
 # ------------------------------------------------------------------------------------------ shared pause
 
 
-def _pause_responder(pauses: dict[str, float], late: float):
-    """First sight of a prompt: ``pauses`` says its 429's retry-after (the "late" one answers after ``late`` s)."""
+def _pause_responder(pauses: dict[str, float], release: threading.Event):
+    """First sight of a prompt: ``pauses`` says its 429's retry-after; "late" answers once ``release`` is set."""
     seen: set[str] = set()
     lock = threading.Lock()
 
@@ -641,7 +641,9 @@ def _pause_responder(pauses: dict[str, float], late: float):
         if not first or prompt not in pauses:
             return OK
         reply = (429, {"retry-after": str(pauses[prompt])}, b'{"error": {"message": "slow down"}}')
-        return Delay(late, reply) if prompt == "late" else reply
+        if prompt == "late":
+            release.wait(10)
+        return reply
 
     return respond
 
@@ -661,7 +663,8 @@ def test_shared_pause_is_rechecked_after_sleeping_sync(scripted, make_conn):
     hook = AgentChatHook(make_conn("pause-sync", scripted.url), retry_policy=RetryPolicy(jitter=lambda: 1))
     pauses = {"first": 0.4, "late": 1.2}
     scripted.script()
-    scripted.responder = _pause_responder(pauses, late=0.2)
+    release = threading.Event()
+    scripted.responder = _pause_responder(pauses, release)
     results: dict[str, str | None] = {}
 
     def send(prompt: str) -> None:
@@ -669,7 +672,7 @@ def test_shared_pause_is_rechecked_after_sleeping_sync(scripted, make_conn):
 
     late = threading.Thread(target=send, args=("late",))
     late.start()
-    while len(scripted.requests) < 1:  # "late" is at the server; its 429 comes 0.2 s later
+    while len(scripted.requests) < 1:  # "late" is at the server; its 429 waits for release
         time.sleep(0.005)
     first = threading.Thread(target=send, args=("first",))
     first.start()
@@ -677,6 +680,8 @@ def test_shared_pause_is_rechecked_after_sleeping_sync(scripted, make_conn):
         time.sleep(0.005)
     follower = threading.Thread(target=send, args=("follower",))
     follower.start()  # starts sleeping the 0.4 s pause, before "late" extends it
+    time.sleep(0.05)
+    release.set()
     for thread in (late, first, follower):
         thread.join()
     hook.close()
@@ -688,7 +693,8 @@ def test_shared_pause_is_rechecked_after_sleeping_async(scripted, make_conn):
     hook = AgentChatHook(make_conn("pause-async", scripted.url), retry_policy=RetryPolicy(jitter=lambda: 1))
     pauses = {"first": 0.4, "late": 1.2}
     scripted.script()
-    scripted.responder = _pause_responder(pauses, late=0.2)
+    release = threading.Event()
+    scripted.responder = _pause_responder(pauses, release)
 
     async def send(prompt: str) -> str | None:
         return (await hook.acreate_chat_completion([{"role": "user", "content": prompt}])).text
@@ -701,6 +707,8 @@ def test_shared_pause_is_rechecked_after_sleeping_async(scripted, make_conn):
         while hook.pause_remaining() <= 0:
             await asyncio.sleep(0.005)
         follower = asyncio.create_task(send("follower"))
+        await asyncio.sleep(0.05)
+        release.set()
         try:
             return await asyncio.gather(late, first, follower)
         finally:
