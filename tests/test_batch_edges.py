@@ -222,3 +222,11 @@ def test_a_lone_surrogate_is_a_final_invalid_request(server, tmp_path):
     assert summary["failed"] == 1
     again = run(tmp_path, prompts=items)  # final: a rerun does not try it again
     assert again["sent"] == 0
+
+
+def test_bad_shared_fields_fail_before_touching_the_output(server, tmp_path):
+    from airflow_agentchat.exceptions import InvalidRequestError
+
+    with pytest.raises(InvalidRequestError, match="temperature"):
+        run(tmp_path, prompts=["x"], temperature=9)
+    assert list(tmp_path.iterdir()) == [] and sum(server.counts.values()) == 0

@@ -380,9 +380,17 @@ class ResultStore:
         self.write_part(self.take())
 
     def close(self) -> None:
+        """Close this run's append-mode part; a run that recorded nothing leaves no empty part behind."""
         if self._handle is not None:
             handle, self._handle = self._handle, None
+            empty = handle.tell() == 0
             handle.close()
+            if empty:
+                try:
+                    os.unlink(handle.name)
+                    os.rmdir(self.parts_dir.path)
+                except OSError:
+                    pass  # the folder holds other parts (or someone else's files): leave it
 
     # ----------------------------------------------------------------------------------------- compose
 

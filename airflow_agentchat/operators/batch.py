@@ -146,6 +146,9 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         started = time.monotonic()
         if (self.prompts is None) == (self.input_path is None):
             raise ValueError("give exactly one of prompts or input_path")
+        shared = self.body_params()
+        # Shared fields are checked once, before anything else: a bad temperature fails the task, not every item.
+        self.hook.build_request([{"role": "user", "content": "check"}], **shared)
         ti = context.get("ti")
         owner = {key: getattr(ti, key, None) for key in ("dag_id", "task_id", "run_id", "map_index", "try_number")}
         store = ResultStore(
@@ -153,11 +156,11 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         )
         store.open()  # before anything is paid for: the output is writable and no other live run holds it
         try:
-            return self._execute(context, store, started)
+            return self._execute(context, store, shared, started)
         finally:
             store.release()
 
-    def _execute(self, context: Context, store: Any, started: float) -> dict[str, Any]:
+    def _execute(self, context: Context, store: Any, shared: dict[str, Any], started: float) -> dict[str, Any]:
         import time
 
         from airflow_agentchat.batch.items import InputStats, count_jsonl, iter_jsonl, parse_prompts, prepare
@@ -183,9 +186,6 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
             values = iter_jsonl(source)
 
         settings = self.hook.settings  # resolve the connection now, outside the event loop
-        shared = self.body_params()
-        # Shared fields are checked once, so a bad temperature fails the task instead of every item.
-        self.hook.build_request([{"role": "user", "content": "check"}], **shared)
         self.log.info(
             "Batch of %d items to %s -> %s: max_concurrency=%d, requests_per_minute=%s, tokens_per_minute=%s",
             total,
