@@ -347,7 +347,12 @@ on every response), which held the batch at 0.26x of bare aiohttp. The hook now 
 and hands each request straight to the `httpx-aiohttp` transport (~170 us), which is what lifts the batch to the
 figure above; the batch engine itself adds ~15 us per item (item normalisation, ids, result lines).
 Peak RSS is reached while Airflow and the HTTP stack are imported, before the first item; the RSS at the end
-of the run (above) is what shows that results and input are streamed, not held."""
+of the run (above) is what shows that results and input are streamed, not held.
+Durability: on `file://` every result is appended to the run's part as it arrives and handed to the OS once per
+event-loop turn (one `write` for the whole burst), so a kill loses only the answers in flight; the "durability"
+row compares that with object-store mode (a new part a second) in the same rounds: no measurable cost.
+This run shared its 2 cores with other test jobs (load average ~5), so absolute rates are about half those of a
+quiet machine; the ratios, measured in interleaved rounds, are what the targets judge."""
 
 
 if __name__ == "__main__":
