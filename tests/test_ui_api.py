@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from airflow_agentchat.devserver.ui_launcher import AirflowApiServer, airflow_env, free_port, store_connection
+from dev.ui import AirflowApiServer, airflow_env, free_port, store_connection
 
 USERS = {
     "admin": ("admin", "admin-pw-1"),
@@ -105,8 +105,43 @@ def test_connection_test_endpoint_reports_success_with_latency_model_tokens(serv
     assert " ms: model agent answered, 2 prompt + 2 completion tokens." in message
 
 
-def test_connection_test_of_an_unsaved_form(server: Server, canary_key: str) -> None:
-    """What the UI's Test button sends for a connection being edited: the whole form, key included."""
+def test_connection_list_test_button_body(server: Server) -> None:
+    """Exactly what Airflow 3.3's Test button in the connection list posts for a stored connection.
+
+    The stored port is NULL; the UI sends ``"port": Number(null)``, i.e. 0, and the masked password. Airflow
+    alone answers 400 "The host or port to test differs from the stored connection"; the plugin's middleware
+    drops the port 0, so the stored key is used and the test really reaches the dev server.
+    """
+    status, stored = server.json("/api/v2/connections/agentchat_db")
+    assert status == 200 and stored["port"] is None and stored["password"] == "***"
+    listed = {
+        "conn_type": "agentchat",
+        "connection_id": "agentchat_db",
+        "description": stored["description"],
+        "extra": "{}",
+        "host": stored["host"],
+        "login": "",
+        "password": stored["password"],
+        "port": 0,
+        "schema": "",
+    }
+    before = server.dev.stats(timestamps=False)["total"]
+    status, body = server.json("/api/v2/connections/test", listed)
+    assert (status, body.get("status")) == (200, True), body
+    assert body["message"].startswith(f"Connected to {server.dev.url}/api/v1/chat/completions in ")
+    assert server.dev.stats(timestamps=False)["total"] == before + 1
+
+
+def test_connection_test_with_another_port_still_needs_credentials(server: Server) -> None:
+    """Only port 0 is dropped: a real other port is another destination, and Airflow's rule still applies."""
+    body = {"conn_type": "agentchat", "connection_id": "agentchat_db", "host": server.dev.url, "port": 9}
+    body["password"] = "***"
+    status, answer = server.json("/api/v2/connections/test", body)
+    assert status == 400 and "differs from the stored connection" in answer["detail"]
+
+
+def test_connection_test_of_an_unsaved_connection(server: Server, canary_key: str) -> None:
+    """A connection that is not stored, sent whole (key included), as API clients do."""
     form = {"connection_id": "new_conn", "conn_type": "agentchat", "host": server.dev.url, "password": canary_key}
     status, body = server.json("/api/v2/connections/test", form)
     assert (status, body["status"]) == (200, True), body

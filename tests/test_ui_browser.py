@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from airflow_agentchat.devserver.ui_launcher import AirflowApiServer, airflow_env, store_connection
+from dev.ui import AirflowApiServer, airflow_env, store_connection
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [

@@ -82,3 +82,21 @@ def test_operator_snippet_general_conversation() -> None:
     namespace: dict[str, object] = {}
     exec(snippet.split("\n", 2)[2].replace("AgentChatCompletionOperator(", "dict("), namespace)
     assert namespace["ask_agent"] == {"task_id": "ask_agent", "agentchat_conn_id": "my_conn", **request}
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ({"conn_type": "agentchat", "connection_id": "a", "port": 0}, {"conn_type": "agentchat", "connection_id": "a"}),
+        ({"conn_type": "agentchat", "connection_id": "a", "port": 443}, None),  # a real port is another endpoint
+        ({"conn_type": "agentchat", "connection_id": "a", "port": False}, None),
+        ({"conn_type": "agentchat", "connection_id": "a"}, None),
+        ({"conn_type": "http", "connection_id": "h", "port": 0}, None),  # other providers' connections untouched
+    ],
+)
+def test_connection_test_body_loses_only_the_ui_port_zero(body: dict, expected: dict | None) -> None:
+    from airflow_agentchat.plugins.connection_test import without_port_zero
+
+    fixed = without_port_zero(json.dumps(body).encode())
+    assert (None if fixed is None else json.loads(fixed)) == expected
+    assert without_port_zero(b"{not json") is None

@@ -5,7 +5,9 @@ Registered through the ``airflow.plugins`` entry point. It adds
 * a FastAPI app mounted by the API server under :data:`URL_PREFIX` (page, assets and a small JSON API, see
   :mod:`airflow_agentchat.plugins.app`), every route behind the API server's own authentication and the
   user's rights on connections;
-* a nav entry (``external_views``) that shows that page inside the Airflow UI.
+* a nav entry (``external_views``) that shows that page inside the Airflow UI;
+* a root middleware that lets the connection list's Test button work on ``agentchat`` connections (see
+  :mod:`airflow_agentchat.plugins.connection_test`).
 
 Plugins are imported by every Airflow process (scheduler, DAG processor, workers), not only by the API server,
 so this module imports nothing heavy: the FastAPI app is built on its first request by :class:`LazyASGIApp`.
@@ -18,6 +20,8 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from airflow.plugins_manager import AirflowPlugin
+
+from airflow_agentchat.plugins.connection_test import PortZeroTestMiddleware
 
 #: Where the API server mounts the app; the page is ``{URL_PREFIX}/``.
 URL_PREFIX = "/agentchat"
@@ -90,6 +94,9 @@ class AgentChatPlugin(AirflowPlugin):
             "app": LazyASGIApp("airflow_agentchat.plugins.app:create_app"),
             "url_prefix": URL_PREFIX,
         }
+    ]
+    fastapi_root_middlewares = [
+        {"name": "agentchat-connection-test", "middleware": PortZeroTestMiddleware, "args": [], "kwargs": {}}
     ]
     external_views = [
         {
