@@ -322,6 +322,20 @@ def test_chat_streams_ndjson_events(server: Server) -> None:
     result = events[-1]
     assert result["type"] == "result" and result["text"] == "Echo: one two three"
     assert result["usage"] == {"prompt_tokens": 4, "completion_tokens": 4, "total_tokens": 8}
+    (opened,) = [e for e in events if e["type"] == "open"]  # before the first delta, shown while streaming
+    assert events.index(opened) < min(i for i, e in enumerate(events) if e["type"] == "delta")
+    assert opened["attempts"] == 1 and opened["request_id"].startswith("req_")
+    assert (result["meta"]["attempts"], result["meta"]["request_id"]) == (1, opened["request_id"])
+
+
+def test_streamed_answer_reports_retries(server: Server) -> None:
+    """A rate limit before the stream starts is retried; the page learns how many attempts it took."""
+    server.dev.add_faults({"kind": "429", "times": 1, "retry_after": 0})
+    request = {"messages": [{"role": "user", "content": "retry me"}], "stream": True}
+    status, _, text = server.call("/agentchat/api/connections/agentchat_db/chat", {"request": request})
+    result = json.loads(text.splitlines()[-1])
+    assert status == 200 and result["type"] == "result", text[-500:]
+    assert result["meta"]["attempts"] == 2 and result["text"] == "Echo: retry me"
 
 
 def test_chat_tool_calls(server: Server) -> None:
