@@ -100,3 +100,25 @@ def test_connection_test_body_loses_only_the_ui_port_zero(body: dict, expected: 
     fixed = without_port_zero(json.dumps(body).encode())
     assert (None if fixed is None else json.loads(fixed)) == expected
     assert without_port_zero(b"{not json") is None
+
+
+def test_operator_snippet_nests_long_literals_by_four_spaces() -> None:
+    """A ``tools=`` list too long for one line is laid out one item per line, each level 4 spaces deeper."""
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "description": "Current weather for a city, in degrees Celsius",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+            },
+        }
+    ]
+    snippet = operator_snippet("c", {"messages": [{"role": "user", "content": "weather?"}], "tools": tools})
+    body = snippet.split("(\n", 1)[1].rsplit(")", 1)[0]
+    indents = [len(line) - len(line.lstrip(" ")) for line in body.splitlines()]
+    assert all(n % 4 == 0 for n in indents), snippet
+    assert max(indents) >= 16 and max(len(line) for line in snippet.splitlines()) <= 100, snippet
+    namespace: dict[str, object] = {}
+    exec(snippet.split("\n", 2)[2].replace("AgentChatCompletionOperator(", "dict("), namespace)
+    assert namespace["ask_agent"]["tools"] == tools
