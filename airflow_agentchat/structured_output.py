@@ -273,9 +273,9 @@ class OutputSpec:
                 instance = self.model.model_validate(value)
             except ValidationError as exc:
                 errors = exc.errors(include_url=False, include_input=False, include_context=False)
-                return None, [(json_path(e["loc"]), e["msg"]) for e in errors]
+                return None, sorted((json_path(e["loc"]), e["msg"]) for e in errors)
             return instance.model_dump(mode="json"), []
-        errors = sorted((_schema_error(e) for e in self._validator.iter_errors(value)), key=lambda pair: pair[0])
+        errors = sorted(_schema_error(e) for e in self._validator.iter_errors(value))  # by path, as for a model
         return (None, errors) if errors else (value, [])
 
     def _validated(self, value: Any, raw: str, source: str) -> Outcome:

@@ -115,7 +115,9 @@ class AgentChatCompletionOperator(AgentChatRequestOperator):
         self.messages = messages
         self.request = request
         self.output_mode = output  # `output` is taken: BaseOperator.output is the XComArg
-        self.output_schema = output_schema
+        # A model class stays out of template_fields: Airflow "renders" a callable by calling it.
+        self.output_model = output_schema if isinstance(output_schema, type) else None
+        self.output_schema = None if self.output_model is not None else output_schema
         self.output_strategy = output_strategy
         self.output_retries = output_retries
         if deferrable is None:
@@ -168,13 +170,11 @@ class AgentChatCompletionOperator(AgentChatRequestOperator):
 
     def output_spec(self) -> OutputSpec | None:
         """The checked output schema (None without one); raises ``InvalidRequestError`` before any request."""
-        if self.output_schema is None:
+        if self.output_model is None and self.output_schema is None:
             return None
         from airflow_agentchat.structured_output import OutputSpec
 
-        schema = self.output_schema
-        if not isinstance(schema, type):
-            schema = load_json("output_schema", schema)
+        schema = self.output_model or load_json("output_schema", self.output_schema)
         return OutputSpec.build(schema, strategy=self.output_strategy, retries=self.output_retries)
 
     def prepare(self) -> tuple[list[dict[str, Any]], dict[str, Any], OutputSpec | None]:
