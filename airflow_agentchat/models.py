@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PrivateAttr,
@@ -36,6 +37,23 @@ DEFAULT_MODEL = "agent"
 Role = Literal["developer", "system", "user", "assistant", "tool"]
 ReasoningEffort = Literal["none", "minimal", "low", "medium", "high", "xhigh"]
 FunctionName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+
+
+def _text_bool(value: Any) -> Any:
+    """A real boolean, or the exact texts ``"true"`` / ``"false"`` that a rendered template produces.
+
+    Pydantic's lax mode would also take ``"yes"``, ``"on"``, ``1`` or ``"t"``: a value like ``logprobs: "yes"``
+    is more likely a mistake than a wish, so it is refused.
+    """
+    if isinstance(value, bool):
+        return value
+    if value in ("true", "false"):
+        return value == "true"
+    raise ValueError('must be true or false (a boolean, or the text "true" / "false")')
+
+
+#: The booleans of the request: strict, except for the two texts templating gives.
+TextBool = Annotated[bool, BeforeValidator(_text_bool)]
 
 _STRICT = ConfigDict(extra="forbid", populate_by_name=True)
 _LENIENT = ConfigDict(extra="allow", populate_by_name=True)
@@ -114,7 +132,7 @@ class FunctionDefinition(BaseModel):
     parameters: dict[str, Any] | None = Field(
         None, description="The parameters the function accepts, described as a JSON Schema object."
     )
-    strict: bool | None = None
+    strict: TextBool | None = None
 
 
 class Tool(BaseModel):
@@ -142,7 +160,7 @@ class StreamOptions(BaseModel):
     """Options for a streamed response. Only set this when you set stream to true."""
 
     model_config = _STRICT
-    include_usage: bool | None = Field(
+    include_usage: TextBool | None = Field(
         None,
         description="If set, an additional chunk will be streamed before the data [DONE] message. The usage "
         "field on this chunk shows the token usage statistics for the entire request, and the choices field "
@@ -172,7 +190,7 @@ class ChatCompletionRequest(BaseModel):
         DEFAULT_MODEL,
         min_length=1,
     )
-    stream: bool = _field(
+    stream: TextBool = _field(
         "If set to true, the model response data will be streamed to the client as it is generated using "
         "server-sent events.",
         False,
@@ -234,7 +252,7 @@ class ChatCompletionRequest(BaseModel):
         "value from -100 to 100. Values between -1 and 1 should decrease or increase likelihood of selection; "
         "values like -100 or 100 should result in a ban or exclusive selection of the relevant token."
     )
-    logprobs: bool | None = _field(
+    logprobs: TextBool | None = _field(
         "Whether to return log probabilities of the output tokens or not. If true, returns the log "
         "probabilities of each output token returned in the content of message. Default false."
     )
@@ -272,16 +290,16 @@ class ChatCompletionRequest(BaseModel):
     user: str | None = _field(
         "A unique identifier representing your end-user, which can help DigitalOcean to monitor and detect abuse."
     )
-    include_retrieval_info: bool | None = _field(
+    include_retrieval_info: TextBool | None = _field(
         "DigitalOcean agents: include the knowledge-base documents retrieved for the answer (`retrieval`)."
     )
-    include_functions_info: bool | None = _field(
+    include_functions_info: TextBool | None = _field(
         "DigitalOcean agents: include the functions the agent called (`functions`)."
     )
-    include_guardrails_info: bool | None = _field(
+    include_guardrails_info: TextBool | None = _field(
         "DigitalOcean agents: include the guardrails that triggered (`guardrails`)."
     )
-    provide_citations: bool | None = _field("DigitalOcean agents: include citations for the answer.")
+    provide_citations: TextBool | None = _field("DigitalOcean agents: include citations for the answer.")
     extra_body: dict[str, Any] | None = _field(
         "Further body fields the reference does not name; merged into the JSON body as they are."
     )
@@ -376,9 +394,45 @@ def build_request(messages: Sequence[ChatMessage | Mapping[str, Any]] | None, **
     data = {key: value for key, value in params.items() if value is not None}
     data["messages"] = [m.model_dump(exclude_none=True) if isinstance(m, BaseModel) else m for m in (messages or [])]
     try:
-        return ChatCompletionRequest.model_validate(data)
+        request = ChatCompletionRequest.model_validate(data)
     except ValidationError as exc:
         raise invalid_request_from(exc) from None
+    unencodable = _unencodable_text(data)
+    if unencodable is not None:
+        from airflow_agentchat.exceptions import InvalidRequestError
+
+        raise InvalidRequestError(
+            [(unencodable or "request", "holds a lone surrogate (e.g. \\ud800): not valid Unicode, cannot be sent")]
+        )
+    return request
+
+
+def _unencodable_text(value: Any, path: str = "") -> str | None:
+    """The dotted path of the first string that cannot be encoded as UTF-8 (a lone surrogate), or ``None``.
+
+    Pydantic accepts such strings, and the JSON encoder only fails when the body is encoded, with a
+    ``UnicodeEncodeError`` that names no field. ASCII text, by far the most common, is checked in C.
+    """
+    if isinstance(value, str):
+        if value.isascii():
+            return None
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return path
+        return None
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            found = _unencodable_text(key, path) if isinstance(key, str) else None
+            found = found if found is not None else _unencodable_text(item, f"{path}.{key}" if path else str(key))
+            if found is not None:
+                return found
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            found = _unencodable_text(item, f"{path}[{index}]")
+            if found is not None:
+                return found
+    return None
 
 
 # -------------------------------------------------------------------------------------------------- response

@@ -120,6 +120,13 @@ def test_the_key_stays_out_of_logs_xcom_and_rendered_fields(cases, canary_key, a
         ({}, "messages"),
         ({"prompt": "x", "tools": '[{"type": "function", "function": {"name": "bad name"}}]'}, "tools[0]"),
         ({"prompt": "x", "top_logprobs": 3}, "top_logprobs"),
+        # A typo in request= is refused like the same typo as a keyword (it used to travel as extra_body).
+        ({"prompt": "x", "request": {"temprature": 0.2}}, "request.temprature"),
+        ({"prompt": "x", "request": {"extra_body": "oops"}}, "request.extra_body"),
+        ({"prompt": "x", "extra_body": "[1]"}, "extra_body"),
+        ({"prompt": "x", "logprobs": "yes"}, "logprobs"),
+        ({"prompt": "lone \ud800 surrogate"}, "messages[0].content"),
+        ({"prompt": "x", "metadata": {"k": "\udfff"}}, "metadata.k"),
     ],
 )
 def test_invalid_input_fails_before_any_request(scripted, make_conn, kwargs, field):
@@ -130,6 +137,20 @@ def test_invalid_input_fails_before_any_request(scripted, make_conn, kwargs, fie
     with pytest.raises(InvalidRequestError, match=field.replace("[", r"\[")):
         operator.execute({})
     assert scripted.requests == []
+
+
+def test_a_typo_in_request_gets_a_suggestion():
+    operator = AgentChatCompletionOperator(task_id="t", prompt="x", request={"temprature": 0.2})
+    with pytest.raises(InvalidRequestError, match="did you mean 'temperature'"):
+        operator.build_body()
+
+
+@pytest.mark.parametrize("text", ["true", "false"])
+def test_templated_boolean_text_is_accepted(text):
+    from airflow_agentchat.models import build_request
+
+    request = build_request([{"role": "user", "content": "x"}], logprobs=text, provide_citations=text)
+    assert request.logprobs is (text == "true") and request.to_body()["provide_citations"] is (text == "true")
 
 
 def test_unknown_output_mode_is_refused_at_parse_time():

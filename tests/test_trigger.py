@@ -7,7 +7,12 @@ import json
 
 from airflow_agentchat.triggers.agent_chat import AgentChatCompletionTrigger
 
-BODY = {"model": "agent", "messages": [{"role": "user", "content": "hi"}], "temperature": 0.1, "vendor_x": 1}
+BODY = {
+    "model": "agent",
+    "messages": [{"role": "user", "content": "hi"}],
+    "temperature": 0.1,
+    "extra_body": {"vendor_x": 1},
+}
 
 
 def run_trigger(trigger: AgentChatCompletionTrigger) -> list[dict]:

@@ -194,7 +194,7 @@ class AgentChatCompletionOperator(AgentChatRequestOperator):
             self.defer(
                 trigger=AgentChatCompletionTrigger(
                     agentchat_conn_id=self.agentchat_conn_id,
-                    body=request.to_body(),
+                    body=request.model_dump(mode="json", exclude_unset=True),
                     timeout=self.timeout,
                     max_retries=self.max_retries,
                 ),

@@ -48,7 +48,7 @@ def load_json(field: str, value: Any) -> Any:
     if isinstance(value, str):
         try:
             return json.loads(value)
-        except ValueError as exc:
+        except json.JSONDecodeError as exc:
             raise InvalidRequestError([(field, f"not valid JSON ({exc.msg} at line {exc.lineno})")]) from None
     return value
 
@@ -77,17 +77,35 @@ def compose_messages(
 def merge_request(request: Mapping[str, Any] | None, overrides: Mapping[str, Any]) -> dict[str, Any]:
     """A request body as the reference shows it, with explicitly given keyword fields taking precedence.
 
-    Keys of ``request`` the reference does not name move into ``extra_body`` so that a body tried elsewhere
-    drops in unchanged.
+    A key of ``request`` that the reference does not name is refused (a typo like ``temprature`` would
+    otherwise be sent and silently ignored by the agent); fields of other servers belong in ``extra_body``.
     """
     body = dict(request or {})
     body.pop("messages", None)
-    extra = dict(body.pop("extra_body", None) or {})
-    for key in list(body):
-        if key not in BODY_FIELDS:
-            extra[key] = body.pop(key)
+    unknown = [key for key in body if key not in BODY_FIELDS]
+    if unknown:
+        raise InvalidRequestError([(f"request.{key}", _unknown_field_rule(key)) for key in unknown])
+    extra = {
+        **_mapping("request.extra_body", body.pop("extra_body", None)),
+        **_mapping("extra_body", overrides.get("extra_body")),
+    }
     body.update({key: value for key, value in overrides.items() if value is not None and key != "extra_body"})
-    extra.update(overrides.get("extra_body") or {})
     if extra:
         body["extra_body"] = extra
     return body
+
+
+def _mapping(field: str, value: Any) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise InvalidRequestError([(field, f"must be an object of extra body fields, got {type(value).__name__}")])
+    return value
+
+
+def _unknown_field_rule(key: str) -> str:
+    from difflib import get_close_matches
+
+    guess = get_close_matches(str(key), BODY_FIELDS, n=1)
+    hint = f"did you mean {guess[0]!r}? " if guess else ""
+    return f"not a body field of the reference; {hint}put fields the reference does not name in extra_body"

@@ -1,7 +1,9 @@
 """Deferrable mode: the triggerer waits for the agent's answer, so a slow agent does not hold a worker slot.
 
-The trigger is serialized into the metadata DB, so its arguments hold only the connection id and the request
-body; the access key is read from the connection inside the triggerer. Events are plain JSON dicts.
+The trigger is serialized into the metadata DB, so its arguments hold only the connection id and the validated
+request as JSON (``request.model_dump(mode="json", exclude_unset=True)``: ``extra_body`` stays apart, so one
+validation restores it); the access key is read from the connection inside the triggerer. Events are plain
+JSON dicts.
 """
 
 from __future__ import annotations
@@ -13,7 +15,10 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 
 class AgentChatCompletionTrigger(BaseTrigger):
-    """Send one validated request body from the triggerer and fire one event with the response or the error."""
+    """Send one validated request from the triggerer and fire one event with the response or the error.
+
+    :param body: the request as ``ChatCompletionRequest.model_dump(mode="json", exclude_unset=True)`` gives it.
+    """
 
     def __init__(
         self,
@@ -42,13 +47,12 @@ class AgentChatCompletionTrigger(BaseTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         from airflow_agentchat.exceptions import AgentChatError
         from airflow_agentchat.hooks.agent_chat import AgentChatHook
-        from airflow_agentchat.operators.request_parts import merge_request
+        from airflow_agentchat.models import build_request
 
         hook = AgentChatHook(self.agentchat_conn_id, timeout=self.timeout, max_retries=self.max_retries)
         try:
             await hook._asettings()
-            # The body is the wire form (extras merged in); merge_request moves unknown keys back to extra_body.
-            request = hook.build_request(self.body.get("messages"), **merge_request(self.body, {}))
+            request = build_request(**self.body)
             completion = await hook.asend(request)
         except AgentChatError as exc:
             yield TriggerEvent({"status": "error", "message": str(exc)})
