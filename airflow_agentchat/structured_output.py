@@ -321,6 +321,43 @@ class OutputSpec:
         return [assistant, {"role": "user", "content": f"Your answer is not valid:\n{errors}\n{ask}"}]
 
 
+def message_of(completion: Any) -> dict[str, Any]:
+    """The first choice's assistant message of a ``ChatCompletion`` as the dict :meth:`OutputSpec.parse` reads.
+
+    Built from attributes, not ``model_dump``: the batch calls this once per answer.
+    """
+    message = completion.choices[0].message if completion.choices else None
+    if message is None:
+        return {}
+    out: dict[str, Any] = {"role": "assistant", "content": message.content}
+    if message.tool_calls:
+        out["tool_calls"] = [
+            {"id": c.id, "type": "function", "function": {"name": c.function.name, "arguments": c.function.arguments}}
+            for c in message.tool_calls
+        ]
+    return out
+
+
+def result_fields(spec: OutputSpec, completion: Any, secret: str | None = None) -> dict[str, Any]:
+    """What a batch result line gets for one answer: ``{"output": value}``, or the ``invalid_output`` error.
+
+    The error keeps the paths and messages and what the agent answered (``raw``, the key redacted), so an
+    invalid row can be inspected, and it is sent again on a rerun with ``retry_failed``.
+    """
+    outcome = spec.parse(message_of(completion))
+    if outcome.ok:
+        return {"output": outcome.value}
+    return {
+        "status": "error",
+        "error": {
+            "type": "invalid_output",
+            "message": f"the answer does not match the output schema: {outcome.describe(5)}",
+            "errors": [list(pair) for pair in outcome.errors],
+        },
+        "raw": redact(outcome.raw, secret) if outcome.raw else outcome.raw,
+    }
+
+
 def _schema_error(error: Any) -> tuple[str, str]:
     """A jsonschema error as ``(path, message)``; a missing property is named in the path, as pydantic does."""
     path = list(error.absolute_path)

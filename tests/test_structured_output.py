@@ -316,3 +316,74 @@ def test_exhausted_retries_fail_the_task(cases):
     assert ("exhausted", -1, "return_value") not in cases
     assert "does not match the output schema after 2 round(s)" in cases["_log"]
     assert cases[("exhausted", -1, "usage")]["total_tokens"] > 0  # what was paid for is still reported
+
+
+# ---------------------------------------------------------------------------------------------- batch
+
+
+@pytest.fixture()
+def batch(devserver, make_conn, tmp_path):
+    from airflow_agentchat.operators.batch import AgentChatBatchOperator
+
+    devserver.reset()
+    conn = make_conn("so_batch", devserver.url)
+
+    def go(**kwargs) -> tuple[dict, list[dict]]:
+        kwargs.setdefault("output_path", f"file://{tmp_path}/out.jsonl")
+        kwargs.setdefault("max_failed_fraction", 1.0)
+        operator = AgentChatBatchOperator(task_id="b", agentchat_conn_id=conn, **kwargs)
+        summary = operator.execute({"ti": TI()})
+        lines = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+        return summary, sorted(lines, key=lambda line: line["context"]["n"])
+
+    return go
+
+
+PROMPTS = [
+    {"prompt": f"Ticket {n}: cannot log in{' [[fault:invalid_output]]' if n % 4 == 0 else ''}", "context": {"n": n}}
+    for n in range(12)
+]
+
+
+@pytest.mark.parametrize("strategy", ["tool", "json", "auto"])
+def test_batch_lines_carry_the_validated_output_and_invalid_ones_are_counted(batch, devserver, strategy):
+    summary, lines = batch(prompts=PROMPTS, output_schema=Label, output_strategy=strategy)
+    for line in lines:
+        if line["context"]["n"] % 4:
+            assert line["status"] == "ok"
+            assert Label.model_validate(line["output"]).model_dump(mode="json") == line["output"]
+        else:
+            assert line["status"] == "error" and "output" not in line
+            assert line["error"]["type"] == "invalid_output"
+            assert {path for path, _ in line["error"]["errors"]} == {"category", "urgency", "due"}
+            assert json.loads(line["raw"])["category"] == "not-one-of-the-allowed-values"
+            assert line["usage"]["total_tokens"] > 0  # paid for, so counted
+    assert summary["invalid_output"] == summary["failed"] == 3 and summary["succeeded"] == 9
+    assert summary["error_types"] == {"invalid_output": 3}
+    assert summary["usage"]["total_tokens"] == sum(line["usage"]["total_tokens"] for line in lines)
+    assert devserver.stats(timestamps=False)["total"] == 12  # one request per item: no repair rounds in a batch
+
+
+def test_invalid_output_counts_towards_max_failed_fraction(batch):
+    from airflow_agentchat.exceptions import AgentChatError
+
+    with pytest.raises(AgentChatError, match="3 of 12 items failed"):
+        batch(prompts=PROMPTS, output_schema=LABEL_SCHEMA, max_failed_fraction=0.2)
+
+
+def test_a_rerun_sends_invalid_output_items_again_only_with_retry_failed(batch, devserver):
+    batch(prompts=PROMPTS, output_schema=Label)
+    assert devserver.stats(timestamps=False)["total"] == 12
+    summary, _ = batch(prompts=PROMPTS, output_schema=Label, retry_failed=False)
+    assert summary["sent"] == 0 and devserver.stats(timestamps=False)["total"] == 12
+    summary, lines = batch(prompts=PROMPTS, output_schema=Label, retry_failed=True)
+    assert summary["sent"] == 3 and devserver.stats(timestamps=False)["total"] == 15
+    assert len(lines) == 12 and summary["invalid_output"] == 3
+
+
+def test_a_batch_refuses_a_bad_schema_before_any_request(batch, devserver):
+    with pytest.raises(InvalidRequestError, match="output_schema"):
+        batch(prompts=PROMPTS, output_schema={"type": "string"})
+    with pytest.raises(InvalidRequestError, match="tool_choice"):
+        batch(prompts=PROMPTS, output_schema=Label, tool_choice="none")
+    assert devserver.stats(timestamps=False)["total"] == 0

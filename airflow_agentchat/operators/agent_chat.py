@@ -239,12 +239,12 @@ class AgentChatCompletionOperator(AgentChatRequestOperator):
         started: float | None,
     ) -> Any:
         """Validate the answer; send the errors back until it is valid or ``output_retries`` are spent."""
-        from airflow_agentchat.structured_output import add_usage
+        from airflow_agentchat.structured_output import add_usage, message_of
 
         usage = add_usage({}, completion.usage_dict())
         rounds = 1
         while True:
-            message = completion.to_dict()["choices"][0]["message"] if completion.choices else {}
+            message = message_of(completion)
             outcome = spec.parse(message)
             if outcome.ok:
                 break
