@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -227,6 +227,31 @@ class OutputSpec:
             params["tools"] = [*tools, self.tool]
             params["tool_choice"] = self.tool_choice
         return messages, params
+
+    def builder(self, build_request: Callable[..., Any]) -> Callable[..., Any]:
+        """``build_request`` for many items (the batch): the schema is added to each, checked once.
+
+        With the tool strategies the tool and ``tool_choice`` are the same for every item, so they are
+        validated once and attached to each item's validated request (``model_copy``), instead of walking the
+        whole schema again per item. Items with tools or ``tool_choice`` of their own take the full path.
+        """
+
+        def full(messages: list[dict[str, Any]], **params: Any) -> Any:
+            messages, params = self.apply(messages, params)
+            return build_request(messages, **params)
+
+        if self.strategy == "json":
+            return full
+        messages, params = self.apply([{"role": "user", "content": "-"}], {})
+        shared = build_request(messages, **params)
+        attach = {"tools": shared.tools, "tool_choice": shared.tool_choice}
+
+        def fast(messages: list[dict[str, Any]], **params: Any) -> Any:
+            if params.get("tools") or params.get("tool_choice") is not None or (params.get("n") or 1) != 1:
+                return full(messages, **params)
+            return build_request(messages, **params).model_copy(update=attach)
+
+        return fast
 
     # ------------------------------------------------------------------------------------------ answers
 

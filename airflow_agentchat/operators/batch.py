@@ -264,13 +264,7 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         spec = OutputSpec.build(
             self.output_model or load_json("output_schema", self.output_schema), strategy=self.output_strategy
         )
-        build = self.hook.build_request
-
-        def build_request(messages: Any, **params: Any) -> Any:
-            messages, params = spec.apply(messages, params)
-            return build(messages, **params)
-
-        return spec, build_request
+        return spec, spec.builder(self.hook.build_request)
 
     async def _run(self, runner: Any, work: Any, total: int, resumed: int) -> Any:
         import asyncio
