@@ -338,6 +338,8 @@ class OutputSpec:
             assistant["content"] = ""
         if self.strategy == "json":
             ask = "Reply again with only one JSON object that fixes these errors."
+        elif self.strategy == "tool":
+            ask = f"Give the answer by calling {self.name}."
         else:
             ask = (
                 f"Give the answer by calling {self.name}, or reply with only one JSON object valid against this "

@@ -114,7 +114,16 @@ def test_tool_strategy_does_not_take_text_and_asks_for_the_call(run, scripted):
     repair = sent(scripted, 1)["messages"]
     assert repair[-2] == {"role": "assistant", "content": json.dumps(GOOD)}
     assert repair[-1]["role"] == "user" and "did not call final_result" in repair[-1]["content"]
+    assert "JSON Schema" not in repair[-1]["content"]  # text is never accepted by "tool": ask for the call only
     assert ti.xcom["usage"]["total_tokens"] == 30
+
+
+def test_auto_repairs_a_prose_answer_by_asking_for_the_call_or_json_with_the_schema(run, scripted):
+    value, _ = run(reply("It is probably a login problem."), reply(json.dumps(GOOD)), output_schema=Label)
+    assert value == GOOD
+    ask = sent(scripted, 1)["messages"][-1]["content"]
+    assert "holds no JSON object" in ask and "final_result" in ask
+    assert json.loads(ask[ask.index("JSON Schema:") + len("JSON Schema:") :]) == LABEL_SCHEMA
 
 
 # ---------------------------------------------------------------------------------------------- repair
