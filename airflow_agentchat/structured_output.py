@@ -108,6 +108,15 @@ class Outcome:
     def ok(self) -> bool:
         return not self.errors
 
+    def redacted(self, secret: str | None) -> Outcome:
+        """A copy safe to log, raise or store: the key removed from the answer and from every error message.
+
+        jsonschema quotes the offending value in its messages, so an agent echoing the key would leak it.
+        """
+        errors = [(path, truncate(redact(msg, secret), 300)) for path, msg in self.errors]
+        raw = redact(self.raw, secret) if self.raw else self.raw
+        return Outcome(value=self.value, errors=errors, raw=raw, source=self.source)
+
     def describe(self, limit: int = 10) -> str:
         """``path: message; path: message`` (the first ``limit`` errors)."""
         shown = "; ".join(f"{path}: {msg}" for path, msg in self.errors[:limit])
@@ -287,7 +296,8 @@ class OutputSpec:
         self, outcome: Outcome, rounds: int, usage: dict[str, Any], secret: str | None
     ) -> OutputValidationError:
         """The error a task fails with when the last round was still invalid."""
-        return OutputValidationError(outcome.errors, truncate(redact(outcome.raw or "", secret) or None), rounds, usage)
+        safe = outcome.redacted(secret)
+        return OutputValidationError(safe.errors, truncate(safe.raw), rounds, usage)
 
     def validate(self, value: Any) -> tuple[Any, list[tuple[str, str]]]:
         """``(JSON-compatible value, [])`` when valid, else ``(None, [(path, message), ...])``."""
@@ -374,6 +384,7 @@ def result_fields(spec: OutputSpec, completion: Any, secret: str | None = None) 
     outcome = spec.parse(message_of(completion))
     if outcome.ok:
         return {"output": outcome.value}
+    outcome = outcome.redacted(secret)
     return {
         "status": "error",
         "error": {
@@ -381,7 +392,7 @@ def result_fields(spec: OutputSpec, completion: Any, secret: str | None = None) 
             "message": f"the answer does not match the output schema: {outcome.describe(5)}",
             "errors": [list(pair) for pair in outcome.errors],
         },
-        "raw": redact(outcome.raw, secret) if outcome.raw else outcome.raw,
+        "raw": outcome.raw,
     }
 
 

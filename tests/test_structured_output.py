@@ -396,3 +396,36 @@ def test_a_batch_refuses_a_bad_schema_before_any_request(batch, devserver):
     with pytest.raises(InvalidRequestError, match="tool_choice"):
         batch(prompts=PROMPTS, output_schema=Label, tool_choice="none")
     assert devserver.stats(timestamps=False)["total"] == 0
+
+
+def test_errors_quoting_the_answer_are_redacted_too(run, scripted, canary_key, capfd):
+    """jsonschema quotes the offending value in its message: an echoed key must not reach the error or the log."""
+    echoed = {**GOOD, "category": f"key {canary_key}"}
+    with pytest.raises(OutputValidationError) as info:
+        run(reply(args=echoed), reply(args=echoed), output_schema=LABEL_SCHEMA, output_retries=1)
+    assert canary_key not in str(info.value) and canary_key not in repr(info.value.errors)
+    assert "category" in str(info.value)
+    logged = "".join(capfd.readouterr())
+    assert canary_key not in logged and "does not match the output schema" in logged
+
+
+def test_batch_lines_never_hold_an_echoed_key(scripted, make_conn, tmp_path, canary_key):
+    from airflow_agentchat.operators.batch import AgentChatBatchOperator
+
+    scripted.script()
+    scripted.default = reply(args={**GOOD, "category": f"key {canary_key}"})
+    try:
+        summary = AgentChatBatchOperator(
+            task_id="b",
+            agentchat_conn_id=make_conn("so_batch_key", scripted.url),
+            prompts=["one", "two"],
+            output_path=f"file://{tmp_path}/out.jsonl",
+            output_schema=LABEL_SCHEMA,
+            include_response=False,
+            max_failed_fraction=1.0,
+        ).execute({"ti": TI()})
+    finally:
+        scripted.default = None
+    text = (tmp_path / "out.jsonl").read_text()
+    assert summary["invalid_output"] == 2 and "category" in text and "***" in text
+    assert canary_key not in text

@@ -254,7 +254,7 @@ class AgentChatCompletionOperator(AgentChatRequestOperator):
             self.log.warning(
                 "Answer %d does not match the output schema (%s); sending the errors back (repair %d of %d)",
                 rounds,
-                outcome.describe(3),
+                outcome.redacted(self.hook.settings.api_key).describe(3),
                 rounds,
                 spec.retries,
             )
