@@ -113,7 +113,7 @@ class Outcome:
 
         jsonschema quotes the offending value in its messages, so an agent echoing the key would leak it.
         """
-        errors = [(path, truncate(redact(msg, secret), 300)) for path, msg in self.errors]
+        errors = [(redact(path, secret), truncate(redact(msg, secret), 300)) for path, msg in self.errors]
         raw = redact(self.raw, secret) if self.raw else self.raw
         return Outcome(value=self.value, errors=errors, raw=raw, source=self.source)
 
