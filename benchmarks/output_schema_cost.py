@@ -73,6 +73,54 @@ def run(n: int, schema: Any, tag: str) -> tuple[float, float]:
     return n / wall, cpu / n * 1e6
 
 
+def client_work(schema: Any, n: int = 5000) -> tuple[float, float, float]:
+    """Per-item client CPU without the network (µs): building the request, reading the answer, validating.
+
+    The same steps the batch takes per item, timed in this process on a dev-server answer, so the figure
+    separates our own cost from the dev server's and from the machine's load.
+    """
+    import json
+    import timeit
+
+    from airflow_agentchat.devserver import responses as wire
+    from airflow_agentchat.devserver.answers import make_choices, prompt_tokens
+    from airflow_agentchat.models import ChatCompletion, build_request
+    from airflow_agentchat.structured_output import OutputSpec, result_fields
+
+    spec = OutputSpec.build(schema) if schema is not None else None
+    build = spec.builder(build_request) if spec else build_request
+    encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+    messages = [{"role": "user", "content": "Ticket 1: the export drops a column."}]
+
+    def request() -> dict:
+        body = build(messages).to_body()
+        encode(body)
+        return body
+
+    body = json.loads(encode(request()))
+    choices = make_choices(body, "Ticket 1: the export drops a column.")
+    usage = wire.usage(prompt_tokens(body["messages"]), choices)
+    answer = encode(wire.completion("id", 0, "agent", body, choices, usage)).encode()
+    completion = ChatCompletion.model_validate_json(answer)
+
+    def response() -> None:
+        parsed = ChatCompletion.model_validate_json(answer)
+        line = {
+            "id": "x",
+            "status": "ok",
+            "text": parsed.text,
+            "usage": parsed.usage_dict(),
+            "response": parsed.to_dict(),
+        }
+        if spec is not None:
+            line.update(result_fields(spec, parsed))
+        encode(line)
+
+    per = [min(timeit.repeat(f, number=n, repeat=3)) / n * 1e6 for f in (request, response)]
+    check = min(timeit.repeat(lambda: result_fields(spec, completion), number=n, repeat=3)) / n * 1e6 if spec else 0.0
+    return per[0], per[1], check
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
@@ -94,6 +142,7 @@ def main() -> int:
                 cpus[name].append(cpu)
                 print(f"round {r}: {name}: {rate:.0f} items/s, {cpu:.0f} µs CPU/item", flush=True)
 
+    work = {name: client_work(schema) for name, schema in VARIANTS.items()}
     base = statistics.median(rates["none"])
     base_cpu = statistics.median(cpus["none"])
     rows, failures = [], []
@@ -105,6 +154,11 @@ def main() -> int:
         extra = "" if name == "none" else f" (+{cpu - base_cpu:.0f})"
         met = "" if name == "none" else ("yes" if ratio >= TARGET else "NO")
         rows.append(f"| {name} | {rate:.0f} | {ratio:.3f}x | {cpu:.0f}{extra} | {met} |")
+    work_rows = []
+    for name, (req, resp, check) in work.items():
+        total = req + resp
+        extra = "" if name == "none" else f" (+{total - sum(work['none'][:2]):.0f})"
+        work_rows.append(f"| {name} | {req:.1f} | {resp:.1f} | {check:.1f} | {total:.1f}{extra} |")
     verdict = "PASS" if not failures else "FAIL: " + "; ".join(failures)
     print(verdict)
     all_rounds = ", ".join(f"{k} {[round(v) for v in vals]}" for k, vals in rates.items())
@@ -122,7 +176,17 @@ another process and also does more work with a schema: it builds the arguments f
 |---|---|---|---|---|
 {chr(10).join(rows)}
 
-Verdict: {verdict}. Machine: {machine()}. Reproduce: `.venv/bin/python benchmarks/output_schema_cost.py`.
+Where the client's extra time goes, per item, without the network (best of 3 x 5,000 in this process; "check"
+is `result_fields` alone, the validation itself; the rest of the difference is carrying the schema: the tool
+serialized into every request body, and the tool call parsed from every answer):
+
+| output_schema | request µs | answer + line µs | check µs | total µs |
+|---|---|---|---|---|
+{chr(10).join(work_rows)}
+
+Verdict: {verdict}. Load average during the run: {os.getloadavg()[0]:.1f} (other jobs shared the 2 cores;
+all figures move with it; the ratios are what to compare). Machine: {machine()}. Reproduce:
+`.venv/bin/python benchmarks/output_schema_cost.py`.
 """,
     )
     return 0 if not failures else 1
