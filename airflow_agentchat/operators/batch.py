@@ -58,12 +58,26 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         loses there. On local files every result is appended as it arrives and these do not apply.
     :param progress_interval: seconds between progress log lines.
 
+    Typed results (see ``docs/output-schemas.md``):
+
+    :param output_schema: a pydantic model class or a JSON Schema dict (templated): each ok line gets
+        ``"output"``, the validated value; an answer that does not match becomes an ``invalid_output`` error
+        line (with ``raw``, what the agent answered), counted in the summary and sent again on a rerun with
+        ``retry_failed``. No repair rounds in a batch: one request per item and attempt.
+    :param output_strategy: ``"auto"`` (default), ``"tool"`` or ``"json"``, as on the completion operator.
+
     Request (shared by every item, as on :class:`AgentChatCompletionOperator`): ``system_prompt``,
     ``agentchat_conn_id``, ``timeout``, ``max_retries`` and the body fields of the reference (``model``,
     ``temperature``, ``max_tokens``, ``tools``, DO extras, ``extra_body``...).
     """
 
-    template_fields: Sequence[str] = ("prompts", "input_path", "output_path", *AgentChatRequestOperator.template_fields)
+    template_fields: Sequence[str] = (
+        "prompts",
+        "input_path",
+        "output_path",
+        "output_schema",
+        *AgentChatRequestOperator.template_fields,
+    )
     template_fields_renderers: ClassVar[dict[str, str]] = {
         "prompts": "json",
         "tools": "json",
@@ -88,6 +102,8 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         flush_every: int = 1000,
         flush_interval: float = 1.0,
         progress_interval: float = 5.0,
+        output_schema: Any = None,
+        output_strategy: str = "auto",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -107,6 +123,10 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         self.flush_every = flush_every
         self.flush_interval = flush_interval
         self.progress_interval = progress_interval
+        # A model class stays out of template_fields: Airflow "renders" a callable by calling it.
+        self.output_model = output_schema if isinstance(output_schema, type) else None
+        self.output_schema = None if self.output_model is not None else output_schema
+        self.output_strategy = output_strategy
         self._loop: Any = None
         self._main: Any = None
 
@@ -147,8 +167,9 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         if (self.prompts is None) == (self.input_path is None):
             raise ValueError("give exactly one of prompts or input_path")
         shared = self.body_params()
+        output, build_request = self._output()
         # Shared fields are checked once, before anything else: a bad temperature fails the task, not every item.
-        self.hook.build_request([{"role": "user", "content": "check"}], **shared)
+        build_request([{"role": "user", "content": "check"}], **shared)
         ti = context.get("ti")
         owner = {key: getattr(ti, key, None) for key in ("dag_id", "task_id", "run_id", "map_index", "try_number")}
         store = ResultStore(
@@ -156,11 +177,13 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         )
         store.open()  # before anything is paid for: the output is writable and no other live run holds it
         try:
-            return self._execute(context, store, shared, started)
+            return self._execute(context, store, shared, output, build_request, started)
         finally:
             store.release()
 
-    def _execute(self, context: Context, store: Any, shared: dict[str, Any], started: float) -> dict[str, Any]:
+    def _execute(
+        self, context: Context, store: Any, shared: dict[str, Any], output: Any, build_request: Any, started: float
+    ) -> dict[str, Any]:
         import time
 
         from airflow_agentchat.batch.items import InputStats, count_jsonl, iter_jsonl, parse_prompts, prepare
@@ -198,7 +221,7 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         input_stats = InputStats()
         work = prepare(
             values,
-            build_request=self.hook.build_request,
+            build_request=build_request,
             system_prompt=self.system_prompt,
             shared=shared,
             skip=scan.done,
@@ -213,6 +236,7 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
             progress_interval=self.progress_interval,
             log=self.log,
             secret=settings.api_key,
+            output=output,
         )
         run = run_coroutine(self._run(runner, work, total, len(scan.done)))
         composed = store.compose()
@@ -225,6 +249,7 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
             "failed": composed.failed,
             "failed_fraction": round(fraction, 6),
             "error_types": composed.error_types,
+            "invalid_output": composed.error_types.get("invalid_output", 0),
             "usage": composed.usage,
             "sent": run.sent,
             "attempts": run.attempts,
@@ -244,6 +269,18 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
                 f"{store.output}. Error types: {composed.error_types}."
             )
         return summary
+
+    def _output(self) -> tuple[Any, Any]:
+        """The output spec (None without a schema) and the request builder that adds it to every item."""
+        if self.output_model is None and self.output_schema is None:
+            return None, self.hook.build_request
+        from airflow_agentchat.operators.request_parts import load_json
+        from airflow_agentchat.structured_output import OutputSpec
+
+        spec = OutputSpec.build(
+            self.output_model or load_json("output_schema", self.output_schema), strategy=self.output_strategy
+        )
+        return spec, spec.builder(self.hook.build_request)
 
     async def _run(self, runner: Any, work: Any, total: int, resumed: int) -> Any:
         import asyncio
