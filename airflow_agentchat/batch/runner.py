@@ -2,8 +2,11 @@
 
 Shape: ``max_concurrency`` worker coroutines pull from one lazy iterator of prepared items (so input is read
 as it is consumed, never all at once) and send each through :meth:`AgentChatHook.asend`, which owns
-retries. Results become JSON lines in the :class:`~airflow_agentchat.batch.store.ResultStore` buffer, which
-a writer flushes to a new part in a thread, so storage latency never stalls the requests.
+retries. Results become JSON lines in the :class:`~airflow_agentchat.batch.store.ResultStore`: on local
+storage they are appended to the run's part at once and handed to the OS once per burst of results (one
+write syscall for everything recorded in an event-loop turn); on object storage a writer thread puts the
+buffer into a new part every ``flush_interval`` seconds, so storage latency never stalls the requests. The
+ticker also renews the output's lease, and a lost lease stops the batch.
 
 Limits, all shared by every worker:
 
@@ -159,6 +162,7 @@ class BatchRunner:
         self.stats = RunStats()
         self._writing: asyncio.Task[None] | None = None
         self._secret = secret
+        self._sync_pending = False
 
     # --------------------------------------------------------------------------------------------- run
 
@@ -168,8 +172,12 @@ class BatchRunner:
         ticker = asyncio.create_task(self._tick())
         try:
             workers = [asyncio.create_task(self._worker(work)) for _ in range(self.max_concurrency)]
+            everything = asyncio.gather(*workers)
             try:
-                await asyncio.gather(*workers)
+                await asyncio.wait([everything, ticker], return_when=asyncio.FIRST_COMPLETED)
+                if ticker.done():  # only a lost lease ends the ticker: stop sending, keep what arrived
+                    ticker.result()
+                await everything
             except BaseException:
                 for task in workers:
                     task.cancel()
@@ -185,12 +193,24 @@ class BatchRunner:
             self._log_progress(final=True)
         return self.stats
 
+    def _record(self, item_id: str, line: bytes) -> None:
+        """Keep a result line; on appendable storage, hand it to the OS at the end of this loop turn."""
+        store = self.store
+        store.record(item_id, line)
+        if store.appends and not self._sync_pending:
+            self._sync_pending = True
+            asyncio.get_running_loop().call_soon(self._sync)
+
+    def _sync(self) -> None:
+        self._sync_pending = False
+        self.store.sync()
+
     async def _worker(self, work: Iterator[Prepared | Rejected]) -> None:
         hook, gate, stats, store = self.hook, self.gate, self.stats, self.store
         for entry in work:
             if isinstance(entry, Rejected):
                 stats.rejected += 1
-                store.record(entry.id, self._error_line(entry.id, entry.error, 0, 0.0, entry.context))
+                self._record(entry.id, self._error_line(entry.id, entry.error, 0, 0.0, entry.context))
             else:
                 await self._send(hook, gate, entry)
             if store.due() and self._writing is None:
@@ -219,7 +239,7 @@ class BatchRunner:
             stats.attempts += attempts
             latency = round((time.perf_counter() - started) * 1000, 1)
             line = self._error_line(entry.id, self._describe(exc), attempts, latency, entry.context)
-            self.store.record(entry.id, line)
+            self._record(entry.id, line)
             return
         stats.succeeded += 1
         meta = completion.meta
@@ -247,7 +267,7 @@ class BatchRunner:
             record["response"] = completion.to_dict()
         # Record first: settling the token budget may wait, and a kill during that wait must not lose (and
         # later pay again for) an answer already received.
-        self.store.record(entry.id, _dumps(record).encode())
+        self._record(entry.id, _dumps(record).encode())
         if gate.active:
             await gate.settle(estimate, usage)
 
@@ -288,14 +308,24 @@ class BatchRunner:
     # ----------------------------------------------------------------------------------------- ticking
 
     async def _tick(self) -> None:
-        """Time-based flushes (a slow, rate-limited batch still saves its work) and progress lines."""
+        """Time-based flushes (a slow, rate-limited batch still saves its work), lease renewal, progress lines."""
         step = max(0.05, min(1.0, self.store.flush_interval / 2, self.progress_interval))
-        next_log = time.monotonic() + self.progress_interval
+        now = time.monotonic()
+        next_log = now + self.progress_interval
+        beat = self.store.lease.interval
+        next_beat = now + beat
         while True:
             await asyncio.sleep(step)
             if self.store.due() and self._writing is None:
                 self._writing = asyncio.create_task(self._write(self.store.take()))
-            if time.monotonic() >= next_log:
+            now = time.monotonic()
+            if now >= next_beat:
+                next_beat = now + beat
+                try:
+                    await asyncio.to_thread(self.store.heartbeat)
+                except OSError as exc:  # storage hiccup: the lease stays ours until it goes stale
+                    self.log.warning("Renewing the lease on the output failed (%s); will try again", exc)
+            if now >= next_log:
                 next_log += self.progress_interval
                 self._log_progress()
 

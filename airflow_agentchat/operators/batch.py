@@ -53,8 +53,9 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         the items in the output failed (default 0: any failure fails the task, and the retry resends them).
     :param retry_failed: on a rerun, send again the items whose recorded result is a retryable error.
     :param include_response: put the full response object on each line (turn off for smaller outputs).
-    :param flush_every: write a part after this many results ...
-    :param flush_interval: ... or after this many seconds, whichever comes first (the most a SIGKILL loses).
+    :param flush_every: on object storage (which cannot append), write a part after this many results ...
+    :param flush_interval: ... or after this many seconds, whichever comes first: about the most a SIGKILL
+        loses there. On local files every result is appended as it arrives and these do not apply.
     :param progress_interval: seconds between progress log lines.
 
     Request (shared by every item, as on :class:`AgentChatCompletionOperator`): ``system_prompt``,
@@ -85,7 +86,7 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         retry_failed: bool = True,
         include_response: bool = True,
         flush_every: int = 1000,
-        flush_interval: float = 5.0,
+        flush_interval: float = 1.0,
         progress_interval: float = 5.0,
         **kwargs: Any,
     ) -> None:
@@ -140,17 +141,30 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         import time
 
-        from airflow_agentchat.batch.items import InputStats, count_jsonl, iter_jsonl, parse_prompts, prepare
-        from airflow_agentchat.batch.runner import BatchRunner, run_coroutine
-        from airflow_agentchat.batch.store import ResultStore, to_path
-        from airflow_agentchat.exceptions import AgentChatError
+        from airflow_agentchat.batch.store import ResultStore
 
         started = time.monotonic()
         if (self.prompts is None) == (self.input_path is None):
             raise ValueError("give exactly one of prompts or input_path")
+        ti = context.get("ti")
+        owner = {key: getattr(ti, key, None) for key in ("dag_id", "task_id", "run_id", "map_index", "try_number")}
         store = ResultStore(
-            self.resolve_output_path(), flush_every=self.flush_every, flush_interval=self.flush_interval
+            self.resolve_output_path(), flush_every=self.flush_every, flush_interval=self.flush_interval, owner=owner
         )
+        store.open()  # before anything is paid for: the output is writable and no other live run holds it
+        try:
+            return self._execute(context, store, started)
+        finally:
+            store.release()
+
+    def _execute(self, context: Context, store: Any, started: float) -> dict[str, Any]:
+        import time
+
+        from airflow_agentchat.batch.items import InputStats, count_jsonl, iter_jsonl, parse_prompts, prepare
+        from airflow_agentchat.batch.runner import BatchRunner, run_coroutine
+        from airflow_agentchat.batch.store import to_path
+        from airflow_agentchat.exceptions import AgentChatError
+
         scan = store.scan(retry_failed=self.retry_failed)
         if scan.lines:
             self.log.info(
