@@ -71,6 +71,7 @@ class ScaleOutEnv:
         self.startup_timeout = startup_timeout
         self.password = secrets.token_urlsafe(12)
         self.services: dict[str, Service] = {}
+        self.killed: set[str] = set()  # services killed on purpose (kill_worker)
         self.devserver: DevServer | None = None
         self.api: AirflowApiServer | None = None
         self.env: dict[str, str] = {}
@@ -187,7 +188,7 @@ class ScaleOutEnv:
     def _wait(self, ready: Any, what: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while not ready():
-            dead = [s.name for s in self.services.values() if not s.running()]
+            dead = [s.name for s in self.services.values() if not s.running() and s.name not in self.killed]
             if dead:
                 raise ServiceError(f"{', '.join(dead)} exited while waiting for {what}:\n{self.logs(dead)}")
             if time.monotonic() > deadline:
@@ -236,6 +237,7 @@ class ScaleOutEnv:
 
     def kill_worker(self, name: str) -> list[int]:
         """kill -9 a Celery worker, its pool processes and the task processes (own process groups) they run."""
+        self.killed.add(name)
         return self.services[name].kill()
 
     # ------------------------------------------------------------------------------------------ REST API
