@@ -143,7 +143,7 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         """
         ti = context.get("ti")
         map_index = getattr(ti, "map_index", None)
-        if ti is None or map_index is None or map_index < 0 or not (self.requests_per_minute or self.tokens_per_minute):
+        if not isinstance(map_index, int) or map_index < 0 or not (self.requests_per_minute or self.tokens_per_minute):
             return 1
         mapped = ti.get_ti_count(dag_id=ti.dag_id, task_ids=[ti.task_id], run_ids=[ti.run_id])
         caps = [int(c) for c in (mapped, self.max_active_tis_per_dagrun, self.max_active_tis_per_dag) if c]
@@ -178,6 +178,7 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         started = time.monotonic()
         if (self.prompts is None) == (self.input_path is None):
             raise ValueError("give exactly one of prompts or input_path")
+        self._shards = self.shards_at_once(context)  # before the gate exists: it paces at this shard's share
         ti = context.get("ti")
         owner = {key: getattr(ti, key, None) for key in ("dag_id", "task_id", "run_id", "map_index", "try_number")}
         store = ResultStore(
@@ -218,7 +219,6 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
             total = count_jsonl(source)
             values = iter_jsonl(source)
 
-        self._shards = self.shards_at_once(context)  # before the gate exists: it paces at this shard's share
         settings = self.hook.settings  # resolve the connection now, outside the event loop
         shared = self.body_params()
         # Shared fields are checked once, so a bad temperature fails the task instead of every item.
