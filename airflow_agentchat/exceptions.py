@@ -10,12 +10,16 @@ says what went wrong and therefore what a caller can do about it::
     │   ├── AuthenticationError         401 / 403: the access key is wrong or lacks rights
     │   ├── NotFoundError               404: the endpoint URL does not serve chat completions
     │   ├── RateLimitError              429 (``insufficient_quota`` is final, the rest are retried)
-    │   └── ServerError                 5xx
+    │   ├── ServerError                 5xx
+    │   └── InvalidResponseError        a 2xx whose body is not a chat completion
     └── StreamError                     a stream broke: an error event, bad JSON, or it ended early
         └── TruncatedStreamError        the stream ended without ``[DONE]`` or a finish reason
 
-Messages never contain the access key: the hook builds them from status, code, message and request id only,
-and :func:`redact` scrubs the key from anything taken from the outside before it becomes a message.
+``retryable`` says whether sending the same request again may succeed; the hook's retry loop asks nothing else.
+
+No error carries the access key: every string taken from a response (message, code, type, param, request id,
+the text of an error event or of a transport error) goes through :func:`redact` when the error is built, so
+the key cannot reach ``str``, ``repr``, an attribute, a log line or an output file even when a server echoes it.
 """
 
 from __future__ import annotations
@@ -32,10 +36,12 @@ _MAX_MESSAGE = 500
 class AgentChatError(AirflowException):
     """Base class of every error this provider raises.
 
-    ``attempts`` is how many times the hook sent the request before giving up (0: nothing was sent).
+    ``attempts`` is how many times the hook sent the request before giving up (0: nothing was sent), counting
+    every request the server could have seen. ``retryable``: sending the same request again may succeed.
     """
 
     attempts: int = 0
+    retryable: bool = False
 
 
 class InvalidRequestError(AgentChatError, ValueError):
@@ -52,7 +58,9 @@ class InvalidRequestError(AgentChatError, ValueError):
 
 
 class AgentChatConnectionError(AgentChatError):
-    """The server could not be reached or the connection broke before an answer arrived."""
+    """The server could not be reached, or the connection broke or timed out before the answer was complete."""
+
+    retryable = True
 
 
 class APIError(AgentChatError):
@@ -91,7 +99,7 @@ class APIError(AgentChatError):
 
     @property
     def retryable(self) -> bool:
-        """Whether sending the same request again may succeed (DESIGN: 408, 409, 429, 5xx)."""
+        """Whether sending the same request again may succeed: 408, 409, 429 (not ``insufficient_quota``), 5xx."""
         if self.status == 429:
             return self.code != "insufficient_quota"
         return self.status in (408, 409) or self.status >= 500
@@ -113,12 +121,31 @@ class ServerError(APIError):
     """5xx from the server or a proxy in front of it."""
 
 
+class InvalidResponseError(APIError):
+    """A 2xx whose body is not a chat completion (a proxy's page, a cut or garbled body): retried."""
+
+    @property
+    def retryable(self) -> bool:
+        return True
+
+
 class StreamError(AgentChatError):
-    """A streamed response broke after it started; it is never retried once an event was delivered."""
+    """A streamed response broke after it started.
+
+    A break, a timeout or data that is not a chunk is ``retryable``; an error event is the server's answer
+    and is not. The hook retries only while no chunk was delivered to the caller.
+    """
+
+    def __init__(self, message: str, *, retryable: bool = False):
+        super().__init__(message)
+        self.retryable = retryable
 
 
 class TruncatedStreamError(StreamError):
     """The stream ended without ``data: [DONE]`` and without a finish reason on every choice."""
+
+    def __init__(self, message: str):
+        super().__init__(message, retryable=True)
 
 
 def redact(text: str, secret: str | None) -> str:
@@ -132,6 +159,11 @@ def redact(text: str, secret: str | None) -> str:
     return text
 
 
+def redact_optional(text: str | None, secret: str | None) -> str | None:
+    """:func:`redact` for a field that may be absent."""
+    return None if text is None else redact(text, secret)
+
+
 def _first_str(*values: Any) -> str | None:
     for value in values:
         if isinstance(value, str) and value:
@@ -142,7 +174,7 @@ def _first_str(*values: Any) -> str | None:
 
 
 def _describe(body: Any) -> tuple[str | None, str | None, str | None, str | None, str | None]:
-    """(message, code, type, param, request_id) from any of the error shapes in DESIGN.md."""
+    """(message, code, type, param, request_id) from any of the error shapes agent endpoints and proxies send."""
     if not isinstance(body, Mapping):
         return None, None, None, None, None
     request_id = _first_str(body.get("request_id"))
@@ -212,13 +244,14 @@ def error_from_response(
         cls = ServerError
     else:
         cls = APIError
+    # Redact before cutting, so a key that straddles the cut cannot leak in part.
     return cls(
         status,
         redact(message, secret)[:_MAX_MESSAGE],
-        code=code,
-        error_type=error_type,
-        param=param,
-        request_id=request_id,
+        code=redact_optional(code, secret),
+        error_type=redact_optional(error_type, secret),
+        param=redact_optional(param, secret),
+        request_id=redact_optional(request_id, secret),
         retry_after=retry_after,
     )
 

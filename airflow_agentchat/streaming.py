@@ -109,10 +109,10 @@ class _ChunkParser:
         if event_type == "error" or (isinstance(body, dict) and _looks_like_error(body, chunk)):
             raise self._error(data)
         # Redact before cutting, so a key that straddles the cut cannot leak in part.
-        raise StreamError(f"Stream event data {what}: {redact(data, self.secret)[:_SNIPPET]!r}")
+        raise StreamError(f"Stream event data {what}: {redact(data, self.secret)[:_SNIPPET]!r}", retryable=True)
 
     def _error(self, data: str) -> StreamError:
-        # error_from_response reads every error shape of DESIGN.md and redacts the message.
+        # error_from_response reads every error shape and redacts every field it takes from the event.
         api = error_from_response(500, {}, data.encode(), secret=self.secret)
         parts = [f"code={api.code}"] if api.code else []
         if api.request_id:
@@ -132,7 +132,7 @@ def _looks_like_error(fields: dict[str, Any] | None, chunk: ChatCompletionChunk 
 
 
 def _transport_error(exc: httpx.RequestError, secret: str | None) -> StreamError:
-    return StreamError(redact(f"Stream broke while reading: {type(exc).__name__}: {exc}", secret))
+    return StreamError(redact(f"Stream broke while reading: {type(exc).__name__}: {exc}", secret), retryable=True)
 
 
 def iter_chunks(response: httpx.Response, *, secret: str | None = None) -> Iterator[ChatCompletionChunk]:

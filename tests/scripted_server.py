@@ -1,8 +1,17 @@
 """A tiny HTTP/1.1 server on 127.0.0.1 that answers from a script, for tests of exact wire behaviour.
 
-Each scripted reply is ``(status, headers, body)``; ``body`` may be ``bytes`` or a list of byte pieces sent with
-a flush between them, and the special reply ``RESET`` closes the socket without answering. Every request is
-recorded (method, path, headers, body, arrival time), so tests can assert what reached the server and when.
+Each scripted reply is ``(status, headers, body)``; ``body`` may be ``bytes`` or a list of pieces sent with a
+flush between them. The faults a real network or proxy produces can be scripted:
+
+* the reply ``RESET`` closes the socket without answering (a reset before the headers);
+* ``Delay(seconds, reply)`` waits before sending ``reply`` (a slow response, past the read timeout if long);
+* in a list body, the piece ``RESET`` closes the connection mid-body, and a number pauses that many seconds
+  (a slow body). A list body is sent chunked, unless the headers give a ``Content-Length`` (then the pieces are
+  written raw, so a body can be cut short of its announced length).
+
+``responder``, when set, picks the reply for each request instead of the queue (``responder(recorded)``), for
+tests whose concurrent requests arrive in no fixed order. Every request is recorded (method, path, headers,
+body, arrival and reply times on ``time.monotonic()``), so tests can assert what reached the server and when.
 """
 
 from __future__ import annotations
@@ -11,11 +20,18 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 RESET = "RESET"
+
+
+@dataclass(frozen=True)
+class Delay:
+    seconds: float
+    reply: Any
 
 
 @dataclass
@@ -25,6 +41,7 @@ class Recorded:
     headers: dict[str, str]
     body: bytes
     at: float
+    replied_at: float | None = None
 
 
 @dataclass
@@ -32,6 +49,7 @@ class ScriptedServer:
     replies: deque = field(default_factory=deque)
     requests: list[Recorded] = field(default_factory=list)
     default: Any = None
+    responder: Callable[[Recorded], Any] | None = None
 
     def __post_init__(self) -> None:
         script = self
@@ -45,36 +63,48 @@ class ScriptedServer:
             def do_POST(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
                 body = self.rfile.read(length) if length else b""
-                script.requests.append(
-                    Recorded(
-                        self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body, time.time()
-                    )
+                recorded = Recorded(
+                    self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body, time.monotonic()
                 )
-                reply = script.replies.popleft() if script.replies else script.default
+                script.requests.append(recorded)
+                if script.responder is not None:
+                    reply = script.responder(recorded)
+                else:
+                    reply = script.replies.popleft() if script.replies else script.default
+                while isinstance(reply, Delay):
+                    time.sleep(reply.seconds)
+                    reply = reply.reply
                 if reply is None:
                     reply = (500, {}, b'{"error": {"message": "no scripted reply"}}')
+                recorded.replied_at = time.monotonic()
                 if reply == RESET:
                     self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
                     self.close_connection = True
                     self.connection.close()
                     return
                 status, headers, payload = reply
-                pieces = payload if isinstance(payload, list) else [payload]
                 self.send_response(status)
                 for key, value in headers.items():
                     self.send_header(key, value)
                 if isinstance(payload, list):
-                    self.send_header("Transfer-Encoding", "chunked")
+                    raw = any(key.lower() == "content-length" for key in headers)
+                    if not raw:
+                        self.send_header("Transfer-Encoding", "chunked")
                     self.end_headers()
-                    for piece in pieces:
+                    self.wfile.flush()
+                    for piece in payload:
                         if piece == RESET:
                             self.close_connection = True
                             self.connection.shutdown(socket.SHUT_RDWR)
                             return
-                        self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                        if isinstance(piece, int | float):
+                            time.sleep(piece)
+                            continue
+                        self.wfile.write(piece if raw else b"%x\r\n%s\r\n" % (len(piece), piece))
                         self.wfile.flush()
                         time.sleep(0.005)
-                    self.wfile.write(b"0\r\n\r\n")
+                    if not raw:
+                        self.wfile.write(b"0\r\n\r\n")
                 else:
                     self.send_header("Content-Length", str(len(payload)))
                     self.end_headers()
@@ -102,4 +132,5 @@ class ScriptedServer:
     def script(self, *replies: Any) -> None:
         self.replies.clear()
         self.requests.clear()
+        self.responder = None
         self.replies.extend(replies)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from airflow_agentchat.devserver.ui_launcher import free_port
+from dev.ui import free_port
 
 BUCKET = "agentchat-units"
 STORAGE_CONN = "units_s3"

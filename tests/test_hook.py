@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
+import time
 from email.utils import formatdate
 
 import pytest
-from scripted_server import RESET
+from scripted_server import RESET, Delay
 
 from airflow_agentchat.exceptions import (
     AgentChatConnectionError,
@@ -392,15 +394,14 @@ def test_closed_port_raises_connection_error(make_conn, canary_key):
     assert f"127.0.0.1:{port}" in str(info.value) and canary_key not in str(info.value)
 
 
-def test_shared_backoff_pauses_every_request_of_the_hook(scripted, make_conn):
-    """A 429 seen by one request holds back the next request too, even one started afterwards."""
-    sleeps = Sleeps()
-    hook = AgentChatHook(make_conn("pause", scripted.url), sleep=sleeps, retry_policy=RetryPolicy(jitter=lambda: 1))
-    scripted.script((429, {"retry-after": "30"}, b"{}"), OK, OK)
-    hook.create_chat_completion(USER)
-    hook.create_chat_completion(USER)
-    assert sleeps.delays[0] == 30.0
-    assert len(sleeps.delays) == 3 and 29 < sleeps.delays[1] <= 30 and 29 < sleeps.delays[2] <= 30
+def test_a_429_pause_holds_the_retry_back_in_real_time(scripted, make_conn):
+    """The pause is the hook's own clock, not only a recorded delay (concurrent requests: see "shared pause")."""
+    hook = AgentChatHook(make_conn("pause", scripted.url), retry_policy=RetryPolicy(jitter=lambda: 1))
+    scripted.script((429, {"retry-after": "0.3"}, b"{}"), OK)
+    assert hook.create_chat_completion(USER).meta["attempts"] == 2
+    hook.close()
+    limited, retried = scripted.requests
+    assert retried.at >= limited.replied_at + 0.3
 
 
 # ------------------------------------------------------------------------------------------ streaming
@@ -454,6 +455,269 @@ def test_async_twins(hook_for, scripted):
     assert sleeps.delays == [0.5, 0.01]
 
 
+# ------------------------------------------------------------------------------------------ faults mid-answer
+# Every fault here happens after the request went out: the server counted it, and nothing was delivered to a
+# caller yet, so the hook sends again. Each runs through the sync and the async path.
+
+MODES = ["sync", "async"]
+SSE_HEADERS = {"Content-Type": "text/event-stream"}
+GOOD_STREAM = (200, SSE_HEADERS, sse(chunk("good", role="assistant", finish="stop"), b"[DONE]"))
+
+
+def complete(hook: AgentChatHook, mode: str, **params: object):
+    """One create_chat_completion through the sync or the async path."""
+    if mode == "sync":
+        return hook.create_chat_completion(USER, **params)
+
+    async def run():
+        try:
+            return await hook.acreate_chat_completion(USER, **params)
+        finally:
+            await hook.aclose()
+
+    return asyncio.run(run())
+
+
+def consume_stream(hook: AgentChatHook, mode: str) -> tuple[list[str | None], AgentChatError | None]:
+    """Iterate stream_chat_completion (or its async twin) as a caller would; the texts seen and the error."""
+    received: list[str | None] = []
+    if mode == "sync":
+        try:
+            for piece in hook.stream_chat_completion(USER):
+                received.append(piece.text)
+        except AgentChatError as exc:
+            return received, exc
+        return received, None
+
+    async def run():
+        try:
+            async for piece in hook.astream_chat_completion(USER):
+                received.append(piece.text)
+        except AgentChatError as exc:
+            return exc
+        finally:
+            await hook.aclose()
+        return None
+
+    return received, asyncio.run(run())
+
+
+def cut(body: bytes, *, chunked: bool) -> tuple[int, dict[str, str], list]:
+    """A 200 whose connection closes halfway through the body, after the headers went out."""
+    headers = {"Content-Type": "application/json"}
+    if not chunked:
+        headers["Content-Length"] = str(len(body))
+    return (200, headers, [body[: len(body) // 2], RESET])
+
+
+NON_STREAM_FAULTS = {
+    "reset mid body (content-length)": cut(OK_BODY, chunked=False),
+    "reset mid body (chunked)": cut(OK_BODY, chunked=True),
+    "slow body past the read timeout": (
+        200,
+        {"Content-Length": str(len(OK_BODY))},
+        [OK_BODY[:10], 1.5, OK_BODY[10:]],
+    ),
+    "slow headers past the read timeout": Delay(1.5, OK),
+    "malformed JSON on a 200": (200, {"Content-Type": "application/json"}, b'{"choices": [{"mess'),
+    "HTML page on a 200": (200, {"Content-Type": "text/html"}, b"<html><title>Maintenance</title></html>"),
+    "JSON that is not a completion": (200, {}, b'{"status": "ok"}'),
+    "JSON list on a 200": (200, {}, b"[1, 2]"),
+    "502 HTML from a proxy": (502, {"Content-Type": "text/html"}, b"<html><title>502 Bad Gateway</title></html>"),
+}
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("fault", list(NON_STREAM_FAULTS), ids=list(NON_STREAM_FAULTS))
+def test_fault_after_the_request_went_out_is_retried(hook_for, scripted, mode, fault):
+    hook, sleeps = hook_for(timeout=0.5)
+    scripted.script(NON_STREAM_FAULTS[fault], OK)
+    result = complete(hook, mode)
+    assert result.text == "hi there"
+    assert len(scripted.requests) == 2 and result.meta["attempts"] == 2
+    assert sleeps.delays == [0.5]
+
+
+STREAM_FAULTS = {
+    "broken before any chunk": (200, SSE_HEADERS, [RESET]),
+    "broken after a chunk": (200, SSE_HEADERS, [*sse(chunk("partial", role="assistant")), RESET]),
+    "truncated: no [DONE], no finish reason": (200, SSE_HEADERS, sse(chunk("partial", role="assistant"))),
+    "empty body": (200, SSE_HEADERS, b""),
+    "data that is not JSON": (200, SSE_HEADERS, sse(b"{not json")),
+    "slow stream past the read timeout": (200, SSE_HEADERS, [*sse(chunk("slow", role="assistant")), 1.5]),
+}
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("fault", list(STREAM_FAULTS), ids=list(STREAM_FAULTS))
+def test_folded_stream_fault_is_retried(hook_for, scripted, mode, fault):
+    """send(stream=True) folds the stream itself: nothing reached a caller, so any break is retried."""
+    hook, sleeps = hook_for(timeout=0.5)
+    scripted.script(STREAM_FAULTS[fault], GOOD_STREAM)
+    result = complete(hook, mode, stream=True)
+    assert result.text == "good"
+    assert len(scripted.requests) == 2 and result.meta["attempts"] == 2
+    assert sleeps.delays == [0.5]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(
+    "fault", ["broken before any chunk", "empty body", "data that is not JSON"], ids=lambda name: name
+)
+def test_stream_iterator_retries_a_break_before_its_first_chunk(hook_for, scripted, mode, fault):
+    hook, sleeps = hook_for()
+    scripted.script(STREAM_FAULTS[fault], GOOD_STREAM)
+    received, error = consume_stream(hook, mode)
+    assert error is None and received == ["good"]
+    assert len(scripted.requests) == 2 and sleeps.delays == [0.5]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_stream_iterator_is_never_retried_after_its_first_chunk(hook_for, scripted, mode):
+    hook, sleeps = hook_for()
+    scripted.script((503, {}, b""), STREAM_FAULTS["broken after a chunk"], GOOD_STREAM)
+    received, error = consume_stream(hook, mode)
+    assert received == ["partial"] and isinstance(error, StreamError)
+    assert len(scripted.requests) == 2 and sleeps.delays == [0.5]
+    assert error.attempts == 2
+
+
+# ------------------------------------------------------------------------------------------ attempts
+
+ATTEMPT_SCRIPTS = {
+    "503 until out of retries": ([(503, {}, b"")] * 3, {}, ServerError),
+    "reset mid body until out of retries": ([cut(OK_BODY, chunked=False)] * 3, {}, AgentChatConnectionError),
+    "malformed 200 until out of retries": ([(200, {}, b"{nope")] * 3, {}, APIError),
+    "slow until out of retries": ([Delay(1.5, OK)] * 3, {}, AgentChatConnectionError),
+    "truncated stream until out of retries": ([STREAM_FAULTS["empty body"]] * 3, {"stream": True}, StreamError),
+    "broken stream until out of retries": (
+        [STREAM_FAULTS["broken after a chunk"]] * 3,
+        {"stream": True},
+        StreamError,
+    ),
+    "final 400 after a reset mid body": ([cut(OK_BODY, chunked=True), (400, {}, b"{}")], {}, APIError),
+    "error event after a 503": (
+        [(503, {}, b""), (200, SSE_HEADERS, sse({"error": {"message": "no", "code": "bad"}}))],
+        {"stream": True},
+        StreamError,
+    ),
+}
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("case", list(ATTEMPT_SCRIPTS), ids=list(ATTEMPT_SCRIPTS))
+def test_attempts_on_a_final_error_equal_what_the_server_counted(hook_for, scripted, mode, case):
+    replies, params, cls = ATTEMPT_SCRIPTS[case]
+    hook, _ = hook_for(max_retries=2, timeout=0.5)
+    scripted.script(*replies)
+    with pytest.raises(cls) as info:
+        complete(hook, mode, **params)
+    assert info.value.attempts == len(scripted.requests) == len(replies)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("stream", [False, True])
+def test_attempts_on_success_equal_what_the_server_counted(hook_for, scripted, mode, stream):
+    hook, _ = hook_for(max_retries=4, timeout=0.5)
+    good = GOOD_STREAM if stream else OK
+    scripted.script((429, {"retry-after-ms": "1"}, b""), cut(OK_BODY, chunked=True), (200, {}, b"<html>"), good)
+    result = complete(hook, mode, stream=stream)
+    assert result.meta["attempts"] == len(scripted.requests) == 4
+
+
+# ------------------------------------------------------------------------------------------ shared pause
+
+
+def _pause_responder(pauses: dict[str, float], release: threading.Event):
+    """First sight of a prompt: ``pauses`` says its 429's retry-after; "late" answers once ``release`` is set."""
+    seen: set[str] = set()
+    lock = threading.Lock()
+
+    def respond(recorded):
+        prompt = json.loads(recorded.body)["messages"][0]["content"]
+        with lock:
+            first = prompt not in seen
+            seen.add(prompt)
+        if not first or prompt not in pauses:
+            return OK
+        reply = (429, {"retry-after": str(pauses[prompt])}, b'{"error": {"message": "slow down"}}')
+        if prompt == "late":
+            release.wait(10)
+        return reply
+
+    return respond
+
+
+def _assert_none_inside_a_pause(requests, pauses: dict[str, float]) -> None:
+    """No request reached the server between a 429 going out and the end of the pause it asked for."""
+    firsts: dict[str, object] = {}
+    for recorded in requests:
+        firsts.setdefault(json.loads(recorded.body)["messages"][0]["content"], recorded)
+    windows = [(firsts[p].replied_at, firsts[p].replied_at + seconds) for p, seconds in pauses.items()]
+    inside = [r for r in requests for start, end in windows if start < r.at < end]
+    assert inside == [], "a request reached the server inside another request's 429 pause"
+
+
+def test_shared_pause_is_rechecked_after_sleeping_sync(scripted, make_conn):
+    """ "first" pauses the hook 0.4 s; meanwhile "late" extends it to 1.2 s: nobody may go out at 0.4 s."""
+    hook = AgentChatHook(make_conn("pause-sync", scripted.url), retry_policy=RetryPolicy(jitter=lambda: 1))
+    pauses = {"first": 0.4, "late": 1.2}
+    scripted.script()
+    release = threading.Event()
+    scripted.responder = _pause_responder(pauses, release)
+    results: dict[str, str | None] = {}
+
+    def send(prompt: str) -> None:
+        results[prompt] = hook.create_chat_completion([{"role": "user", "content": prompt}]).text
+
+    late = threading.Thread(target=send, args=("late",))
+    late.start()
+    while len(scripted.requests) < 1:  # "late" is at the server; its 429 waits for release
+        time.sleep(0.005)
+    first = threading.Thread(target=send, args=("first",))
+    first.start()
+    while hook.pause_remaining() <= 0:  # "first" got its 429: the hook is paused 0.4 s
+        time.sleep(0.005)
+    follower = threading.Thread(target=send, args=("follower",))
+    follower.start()  # starts sleeping the 0.4 s pause, before "late" extends it
+    time.sleep(0.05)
+    release.set()
+    for thread in (late, first, follower):
+        thread.join()
+    hook.close()
+    assert results == {"late": "hi there", "first": "hi there", "follower": "hi there"}
+    _assert_none_inside_a_pause(scripted.requests, pauses)
+
+
+def test_shared_pause_is_rechecked_after_sleeping_async(scripted, make_conn):
+    hook = AgentChatHook(make_conn("pause-async", scripted.url), retry_policy=RetryPolicy(jitter=lambda: 1))
+    pauses = {"first": 0.4, "late": 1.2}
+    scripted.script()
+    release = threading.Event()
+    scripted.responder = _pause_responder(pauses, release)
+
+    async def send(prompt: str) -> str | None:
+        return (await hook.acreate_chat_completion([{"role": "user", "content": prompt}])).text
+
+    async def run() -> list[str | None]:
+        late = asyncio.create_task(send("late"))
+        while len(scripted.requests) < 1:
+            await asyncio.sleep(0.005)
+        first = asyncio.create_task(send("first"))
+        while hook.pause_remaining() <= 0:
+            await asyncio.sleep(0.005)
+        follower = asyncio.create_task(send("follower"))
+        await asyncio.sleep(0.05)
+        release.set()
+        try:
+            return await asyncio.gather(late, first, follower)
+        finally:
+            await hook.aclose()
+
+    assert asyncio.run(run()) == ["hi there"] * 3
+    _assert_none_inside_a_pause(scripted.requests, pauses)
+
+
 # ------------------------------------------------------------------------------------------ connection rules
 
 
@@ -504,7 +768,7 @@ def test_verify_extra_accepts_text_booleans(make_conn, extra, verify):
 # ------------------------------------------------------------------------------------------ secrets
 
 
-def test_canary_key_never_in_logs_or_exceptions(hook_for, scripted, canary_key, caplog):
+def test_canary_key_never_in_logs_or_exceptions(hook_for, scripted, canary_key, caplog, capfd):
     caplog.set_level(logging.DEBUG)
     hook, _ = hook_for(max_retries=1)
     echo = json.dumps({"error": {"message": f"key {canary_key} is not valid", "code": "invalid_api_key"}}).encode()
@@ -519,9 +783,79 @@ def test_canary_key_never_in_logs_or_exceptions(hook_for, scripted, canary_key, 
             texts += [str(exc), repr(exc), repr(hook.settings)]
     assert len(texts) == 6
     assert "invalid_api_key" in texts[0]
-    joined = "\n".join(texts) + caplog.text
+    logged = caplog.text + "".join(capfd.readouterr())  # the hook logs through structlog to the output
+    assert "retrying in" in logged
+    joined = "\n".join(texts) + logged
     assert canary_key not in joined
     assert "***" in texts[0]
+
+
+def _echo_everywhere(key: str) -> bytes:
+    error = {"message": f"key {key} rejected", "code": key, "type": key, "param": key, "request_id": key}
+    return json.dumps({"error": error, "request_id": key}).encode()
+
+
+def _echo_cases(key: str) -> dict[str, tuple[list, dict]]:
+    """Replies that echo the key in every field a server can put it in; the first one of each is retried."""
+    header = {"x-request-id": key, "request-id": key}
+    return {
+        "error object and header": ([(503, header, _echo_everywhere(key)), (400, header, _echo_everywhere(key))], {}),
+        "id/message shape and header": (
+            [
+                (503, header, json.dumps({"id": key, "message": key}).encode()),
+                (401, header, b'{"id": "%s"}' % key.encode()),
+            ],
+            {},
+        ),
+        "proxy HTML page and header": (
+            [(502, header, f"<html><title>{key}</title></html>".encode())] * 2,
+            {},
+        ),
+        "text body and header": ([(500, header, key.encode())] * 2, {}),
+        "malformed 200 and header": ([(200, header, f"oops {key}".encode())] * 2, {}),
+        "stream error event": (
+            [(503, header, b""), (200, {**header, **SSE_HEADERS}, sse(json.loads(_echo_everywhere(key))))],
+            {"stream": True},
+        ),
+        "stream error event with event type": (
+            [(503, header, b""), (200, SSE_HEADERS, [b"event: error\ndata: " + _echo_everywhere(key) + b"\n\n"])],
+            {"stream": True},
+        ),
+        "stream data that is not a chunk": ([(200, header, sse(f"{key} {key}".encode()))] * 2, {"stream": True}),
+    }
+
+
+def _texts_of(exc: BaseException) -> list[str]:
+    """Everything an error shows: str, repr, args and every attribute (public or not)."""
+    texts = [str(exc), repr(exc), *map(repr, exc.args)]
+    texts += [f"{name}={value!r}" for name, value in vars(exc).items()]
+    texts += [repr(getattr(exc, name, None)) for name in ("message", "code", "error_type", "param", "request_id")]
+    return texts
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("case", list(_echo_cases("k")), ids=list(_echo_cases("k")))
+def test_key_echoed_in_every_error_field_never_leaks(hook_for, scripted, canary_key, caplog, capfd, mode, case):
+    # INFO: httpcore's own DEBUG trace prints raw response headers (Airflow's secret masker covers task logs).
+    caplog.set_level(logging.INFO)
+    replies, params = _echo_cases(canary_key)[case]
+    hook, _ = hook_for(max_retries=1)
+    scripted.script(*replies)
+    with pytest.raises(AgentChatError) as info:
+        complete(hook, mode, **params)
+    assert info.value.attempts == len(scripted.requests) == 2  # the first reply was retried
+    logged = caplog.text + "".join(capfd.readouterr())  # the hook's retry warning goes through structlog
+    assert "retrying in" in logged
+    leaks = [text for text in [*_texts_of(info.value), *logged.splitlines()] if canary_key in text]
+    assert leaks == []
+    assert "***" in str(info.value)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_key_echoed_in_the_request_id_of_an_answer_is_not_kept(hook_for, scripted, canary_key, mode):
+    hook, _ = hook_for()
+    scripted.script((200, {"x-request-id": f"req-{canary_key}"}, OK_BODY))
+    assert complete(hook, mode).meta["request_id"] == "req-***"
 
 
 # ------------------------------------------------------------------------------------------ test_connection

@@ -3,7 +3,7 @@
 It owns the connection (endpoint + agent access key) and everything on the wire: validation before sending,
 one pooled keep-alive client per hook (sync: httpx's own transport; async: httpx on the ``httpx-aiohttp``
 transport, which keeps every httpx type but drives hundreds of requests in flight at the latency bound, see
-DESIGN.md "HTTP client facts"), retries that honour the server's rate-limit headers, streaming, and
+benchmarks/RESULTS.md), retries that honour the server's rate-limit headers, streaming, and
 ``test_connection``. Operators, the batch engine, the trigger and the UI all go through it.
 
 A 429 or a ``retry-after`` seen by one request pauses every request of the same hook until that moment, so a
@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mappin
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
@@ -33,10 +33,12 @@ from airflow_agentchat.exceptions import (
     AgentChatError,
     APIError,
     AuthenticationError,
+    InvalidResponseError,
     NotFoundError,
     RateLimitError,
     error_from_response,
     redact,
+    redact_optional,
 )
 from airflow_agentchat.hooks.retry import RetryPolicy, retry_after_from_headers
 
@@ -53,6 +55,7 @@ if TYPE_CHECKING:
 COMPLETIONS_PATH = "/api/v1/chat/completions"
 _PASTED_SUFFIXES = ("/api/v1/chat/completions", "/api/v1/chat", "/api/v1")
 _USER_AGENT = "airflow-agentchat/0.1"
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -351,10 +354,7 @@ class AgentChatHook(BaseHook):
 
     def _next_delay(self, attempt: int, error: AgentChatError) -> float | None:
         """Delay before the next attempt, or ``None`` when the error is final or retries are spent."""
-        if self._cancel_event.is_set():
-            return None
-        retryable = isinstance(error, AgentChatConnectionError) or (isinstance(error, APIError) and error.retryable)
-        if not retryable or attempt >= self.retry_policy.max_retries:
+        if self._cancel_event.is_set() or not error.retryable or attempt >= self.retry_policy.max_retries:
             return None
         server_delay = error.retry_after if isinstance(error, APIError) else None
         delay = self.retry_policy.delay(attempt, server_delay)
@@ -381,45 +381,64 @@ class AgentChatHook(BaseHook):
         )
         return delay
 
+    def _failed(self, exc: Exception) -> AgentChatError:
+        """The error an attempt ended with: what the loop decides on (anything else escapes unchanged)."""
+        if isinstance(exc, httpx.TransportError):
+            return self._transport_error(exc)
+        if isinstance(exc, AgentChatError):
+            return exc
+        raise exc
+
     @contextmanager
-    def _open(self, request: ChatCompletionRequest) -> Iterator[httpx.Response]:
-        """Send with retries; yield the first successful (2xx) response, body not yet read."""
+    def _open(self, request: ChatCompletionRequest, consume: Callable[[httpx.Response], _T]) -> Iterator[_T]:
+        """Send with retries; yield what ``consume`` made of the first 2xx response.
+
+        ``consume`` reads the body inside the retry loop, so a reset, a timeout, a cut or garbled body while it
+        reads is retried like an error status. What the caller does with the result is not retried (a
+        stream's chunks after the first one was delivered), but its error still says how many attempts the
+        server saw.
+        """
         url, headers, extensions = self._wire
         content = self._encode(request)
         attempt = 0
         while True:
             pause = self.pause_remaining()
-            if pause > 0:
+            while pause > 0 and not self._cancel_event.is_set():
                 self._sleep(pause)
+                pause = self.pause_remaining()  # another request may have extended the pause meanwhile
             if self._cancel_event.is_set():
                 cancelled = AgentChatConnectionError("Request cancelled: the task was killed")
                 cancelled.attempts = attempt
                 raise cancelled
-            error: AgentChatError
+            response: httpx.Response | None = None
             try:
-                http_request = httpx.Request("POST", url, headers=headers, content=content, extensions=extensions)
-                response = self._transport.handle_request(http_request)
-            except httpx.TransportError as exc:
-                error = self._transport_error(exc)
-            else:
-                if response.is_success:
-                    try:
-                        response.extensions["agentchat_attempts"] = attempt + 1
-                        yield response
-                        return
-                    finally:
-                        response.close()
                 try:
-                    error = self._error(response, response.read())
-                except httpx.TransportError as exc:
-                    error = self._transport_error(exc)
-                finally:
+                    http_request = httpx.Request("POST", url, headers=headers, content=content, extensions=extensions)
+                    response = self._transport.handle_request(http_request)
+                    if response.is_success:
+                        response.extensions["agentchat_attempts"] = attempt + 1
+                        result = consume(response)
+                    else:
+                        raise self._error(response, response.read())
+                except Exception as exc:
+                    error = self._failed(exc)
+                else:
+                    try:
+                        yield result
+                    except AgentChatError as exc:
+                        exc.attempts = attempt + 1
+                        raise
+                    return
+            finally:
+                if response is not None:
                     response.close()
             self._sleep(self._delay_or_raise(attempt, error))
             attempt += 1
 
     @asynccontextmanager
-    async def _aopen(self, request: ChatCompletionRequest) -> AsyncIterator[httpx.Response]:
+    async def _aopen(
+        self, request: ChatCompletionRequest, consume: Callable[[httpx.Response], Awaitable[_T]]
+    ) -> AsyncIterator[_T]:
         """Async twin of :meth:`_open`."""
         transport = await self._atransport()
         url, headers, extensions = self._wire
@@ -427,32 +446,36 @@ class AgentChatHook(BaseHook):
         attempt = 0
         while True:
             pause = self.pause_remaining()
-            if pause > 0:
+            while pause > 0:
                 await self._async_sleep(pause)
-            error: AgentChatError
+                pause = self.pause_remaining()  # another request may have extended the pause meanwhile
+            response: httpx.Response | None = None
             try:
-                http_request = httpx.Request("POST", url, headers=headers, content=content, extensions=extensions)
-                response = await transport.handle_async_request(http_request)
-            except httpx.TransportError as exc:
-                error = self._transport_error(exc)
-            else:
-                if response.is_success:
-                    try:
-                        response.extensions["agentchat_attempts"] = attempt + 1
-                        yield response
-                        return
-                    finally:
-                        await response.aclose()
                 try:
-                    error = self._error(response, await response.aread())
-                except httpx.TransportError as exc:
-                    error = self._transport_error(exc)
-                finally:
+                    http_request = httpx.Request("POST", url, headers=headers, content=content, extensions=extensions)
+                    response = await transport.handle_async_request(http_request)
+                    if response.is_success:
+                        response.extensions["agentchat_attempts"] = attempt + 1
+                        result = await consume(response)
+                    else:
+                        raise self._error(response, await response.aread())
+                except Exception as exc:
+                    error = self._failed(exc)
+                else:
+                    try:
+                        yield result
+                    except AgentChatError as exc:
+                        exc.attempts = attempt + 1
+                        raise
+                    return
+            finally:
+                if response is not None:
                     await response.aclose()
             await self._async_sleep(self._delay_or_raise(attempt, error))
             attempt += 1
 
     def _parse(self, response: httpx.Response, content: bytes, started: float) -> ChatCompletion:
+        """The completion in a 2xx body; a body that is not one is an :class:`InvalidResponseError` (retried)."""
         from pydantic import ValidationError
 
         from airflow_agentchat.models import ChatCompletion
@@ -460,13 +483,46 @@ class AgentChatHook(BaseHook):
         try:
             completion = ChatCompletion.model_validate_json(content)
         except ValidationError as exc:
-            raise APIError(
-                response.status_code,
-                f"Response is not a chat completion ({exc.error_count()} problems, first: "
-                f"{exc.errors(include_input=False)[0]['msg']})",
-                request_id=response.headers.get("x-request-id"),
-            ) from None
-        return _with_meta(completion, response, started)
+            problem = f"{exc.error_count()} problems, first: {exc.errors(include_input=False)[0]['msg']}"
+        else:
+            if completion.choices:
+                return _with_meta(completion, response, self.settings.api_key, started)
+            problem = "no choices"
+        raise InvalidResponseError(
+            response.status_code,
+            f"Response is not a chat completion ({problem})",
+            request_id=redact_optional(response.headers.get("x-request-id"), self.settings.api_key),
+        )
+
+    def _reader(self, started: float) -> Callable[[httpx.Response], ChatCompletion]:
+        """The consume step of a plain request: read the body and parse it."""
+        return lambda response: self._parse(response, response.read(), started)
+
+    def _areader(self, started: float) -> Callable[[httpx.Response], Awaitable[ChatCompletion]]:
+        async def read(response: httpx.Response) -> ChatCompletion:
+            return self._parse(response, await response.aread(), started)
+
+        return read
+
+    def _folder(self, started: float) -> Callable[[httpx.Response], ChatCompletion]:
+        """The consume step of a stream the hook folds: nothing is delivered before the whole answer is in."""
+        from airflow_agentchat.streaming import fold_chunks, iter_chunks
+
+        secret = self.settings.api_key
+        return lambda response: _with_meta(fold_chunks(iter_chunks(response, secret=secret)), response, secret, started)
+
+    def _afolder(self, started: float) -> Callable[[httpx.Response], Awaitable[ChatCompletion]]:
+        from airflow_agentchat.streaming import ChunkFolder, aiter_chunks
+
+        secret = self.settings.api_key
+
+        async def fold(response: httpx.Response) -> ChatCompletion:
+            folder = ChunkFolder()
+            async for chunk in aiter_chunks(response, secret=secret):
+                folder.add(chunk)
+            return _with_meta(folder.result(), response, secret, started)
+
+        return fold
 
     # ---------------------------------------------------------------------------------------- public API
 
@@ -487,20 +543,9 @@ class AgentChatHook(BaseHook):
     def send(self, request: ChatCompletionRequest) -> ChatCompletion:
         """Send an already validated request (streamed and folded when ``request.stream``)."""
         started = time.perf_counter()
-        if request.stream:
-            from airflow_agentchat.streaming import ChunkFolder, iter_chunks
-
-            folder = ChunkFolder()
-            with self._open(request) as response:
-                for chunk in iter_chunks(response, secret=self.settings.api_key):
-                    folder.add(chunk)
-            return _with_meta(folder.result(), response, started)
-        with self._open(request) as response:
-            try:
-                content = response.read()
-            except httpx.TransportError as exc:
-                raise self._transport_error(exc) from None
-        return self._parse(response, content, started)
+        consume = self._folder(started) if request.stream else self._reader(started)
+        with self._open(request, consume) as completion:
+            return completion
 
     def stream_chat_completion(
         self,
@@ -514,11 +559,23 @@ class AgentChatHook(BaseHook):
         return self.stream(self.build_request(messages, model=model, **params))
 
     def stream(self, request: ChatCompletionRequest) -> Iterator[ChatCompletionChunk]:
-        """Stream an already validated request (``request.stream`` must be true)."""
+        """Stream an already validated request (``request.stream`` must be true).
+
+        The first chunk is read inside the retry loop: a stream that breaks before it is sent again. Once a
+        chunk was delivered, a break raises :class:`StreamError` (the caller has acted on part of an answer).
+        """
         from airflow_agentchat.streaming import iter_chunks
 
-        with self._open(request) as response:
-            yield from iter_chunks(response, secret=self.settings.api_key)
+        secret = self.settings.api_key
+
+        def first(response: httpx.Response) -> tuple[Iterator[ChatCompletionChunk], ChatCompletionChunk | None]:
+            chunks = iter_chunks(response, secret=secret)
+            return chunks, next(chunks, None)
+
+        with self._open(request, first) as (chunks, head):
+            if head is not None:
+                yield head
+                yield from chunks
 
     async def acreate_chat_completion(
         self,
@@ -534,20 +591,9 @@ class AgentChatHook(BaseHook):
     async def asend(self, request: ChatCompletionRequest) -> ChatCompletion:
         """Async twin of :meth:`send` (the batch engine validates each item once, then sends it)."""
         started = time.perf_counter()
-        if request.stream:
-            from airflow_agentchat.streaming import ChunkFolder, aiter_chunks
-
-            folder = ChunkFolder()
-            async with self._aopen(request) as response:
-                async for chunk in aiter_chunks(response, secret=self.settings.api_key):
-                    folder.add(chunk)
-            return _with_meta(folder.result(), response, started)
-        async with self._aopen(request) as response:
-            try:
-                content = await response.aread()
-            except httpx.TransportError as exc:
-                raise self._transport_error(exc) from None
-        return self._parse(response, content, started)
+        consume = self._afolder(started) if request.stream else self._areader(started)
+        async with self._aopen(request, consume) as completion:
+            return completion
 
     async def astream_chat_completion(
         self,
@@ -566,9 +612,19 @@ class AgentChatHook(BaseHook):
         """Async twin of :meth:`stream`."""
         from airflow_agentchat.streaming import aiter_chunks
 
-        async with self._aopen(request) as response:
-            async for chunk in aiter_chunks(response, secret=self.settings.api_key):
-                yield chunk
+        secret = self.settings.api_key
+
+        async def first(
+            response: httpx.Response,
+        ) -> tuple[AsyncIterator[ChatCompletionChunk], ChatCompletionChunk | None]:
+            chunks = aiter_chunks(response, secret=secret)
+            return chunks, await anext(chunks, None)
+
+        async with self._aopen(request, first) as (chunks, head):
+            if head is not None:
+                yield head
+                async for chunk in chunks:
+                    yield chunk
 
     # ---------------------------------------------------------------------------------------- UI
 
@@ -618,11 +674,13 @@ class AgentChatHook(BaseHook):
 _JSON = {"Content-Type": "application/json"}
 
 
-def _with_meta(completion: ChatCompletion, response: httpx.Response, started: float) -> ChatCompletion:
+def _with_meta(
+    completion: ChatCompletion, response: httpx.Response, secret: str | None, started: float
+) -> ChatCompletion:
     completion._meta = {
         "attempts": response.extensions.get("agentchat_attempts", 1),
         "latency_ms": round((time.perf_counter() - started) * 1000, 1),
-        "request_id": response.headers.get("x-request-id"),
+        "request_id": redact_optional(response.headers.get("x-request-id"), secret),
     }
     return completion
 

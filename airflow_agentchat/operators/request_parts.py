@@ -48,7 +48,7 @@ def load_json(field: str, value: Any) -> Any:
     if isinstance(value, str):
         try:
             return json.loads(value)
-        except ValueError as exc:
+        except json.JSONDecodeError as exc:
             raise InvalidRequestError([(field, f"not valid JSON ({exc.msg} at line {exc.lineno})")]) from None
     return value
 

@@ -37,8 +37,8 @@ from types import TracebackType
 from typing import Any
 
 from airflow_agentchat.devserver import DevServer
-from airflow_agentchat.devserver.ui_launcher import AirflowApiServer, airflow_env, free_port
-from scaleout.processes import Service, ServiceError
+from dev.ui import AirflowApiServer, Component, airflow_env, free_port, stop_all
+from scaleout.processes import crash
 
 ROOT = Path(__file__).resolve().parents[2]
 TESTS = ROOT / "tests"
@@ -46,6 +46,10 @@ DAG_ID = "example_agentchat_batch"
 BUCKET = "agentchat-scaleout"
 STORAGE_CONN_ID = "scaleout_s3"
 _FINISHED = {"success", "failed"}
+
+
+class ServiceError(RuntimeError):
+    """A component exited early or did not become ready in time."""
 
 
 class ScaleOutEnv:
@@ -70,7 +74,7 @@ class ScaleOutEnv:
         self.keep_home = keep_home or home is not None
         self.startup_timeout = startup_timeout
         self.password = secrets.token_urlsafe(12)
-        self.services: dict[str, Service] = {}
+        self.services: dict[str, Component] = {}
         self.killed: set[str] = set()  # services killed on purpose (kill_worker)
         self.devserver: DevServer | None = None
         self.api: AirflowApiServer | None = None
@@ -155,8 +159,8 @@ class ScaleOutEnv:
                 text=True,
                 timeout=self.startup_timeout,
             )
-            self.services["moto"].wait_until(self._create_bucket, "S3 bucket", 60)
-            self.services["redis"].wait_for_log("Ready to accept connections", 30)
+            self._wait(self._create_bucket, "S3 bucket", 60)
+            self._wait_log("redis", "Ready to accept connections", 30)
             result = migrated.result()
         if result.returncode:
             raise ServiceError(f"airflow db migrate failed:\n{result.stdout[-3000:]}{result.stderr[-3000:]}")
@@ -177,18 +181,22 @@ class ScaleOutEnv:
         self._wait(lambda: _get(f"{self.api.url}/execution/health") is not None, "execution API", self.startup_timeout)
         self._token = self.api.token("admin", self.password)
         for name in self.worker_names:
-            self.services[name].wait_for_log(" ready.", self.startup_timeout)
+            self._wait_log(name, " ready.", self.startup_timeout)
         self._wait(lambda: self.rest("GET", f"/api/v2/dags/{DAG_ID}", check=False) is not None, "parsed DAG", 180)
 
-    def _service(self, name: str, cmd: list[str], env: dict[str, str]) -> Service:
-        service = Service(name, cmd, env=env, log_path=self.home / "logs" / f"{name}.log", cwd=self.home)
-        self.services[name] = service.start()
-        return service
+    def _service(self, name: str, cmd: list[str], env: dict[str, str]) -> Component:
+        self.services[name] = Component(name, cmd, env, self.home / "logs" / f"{name}.log").start()
+        return self.services[name]
+
+    def _wait_log(self, name: str, text: str, timeout: float) -> None:
+        path = self.services[name].log_path
+        assert path is not None
+        self._wait(lambda: text in path.read_text(errors="replace"), f"{text!r} in the {name} log", timeout)
 
     def _wait(self, ready: Any, what: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        while not ready():
-            dead = [s.name for s in self.services.values() if not s.running() and s.name not in self.killed]
+        while not _safely(ready):
+            dead = [s.name for s in self.services.values() if not s.running and s.name not in self.killed]
             if dead:
                 raise ServiceError(f"{', '.join(dead)} exited while waiting for {what}:\n{self.logs(dead)}")
             if time.monotonic() > deadline:
@@ -196,20 +204,20 @@ class ScaleOutEnv:
             time.sleep(0.5)
 
     def _create_bucket(self) -> bool:
-        self.s3().create_bucket(Bucket=BUCKET)
+        try:
+            self.s3().create_bucket(Bucket=BUCKET)
+        except Exception:  # botocore's connection errors are not OSErrors: moto is not listening yet
+            return False
         return True
 
     def stop(self) -> None:
         """Stop everything started (workers and their tasks first), then remove the folder unless kept."""
         airflow = [self.services[n] for n in (*self.worker_names, "scheduler", "dag-processor") if n in self.services]
-        with ThreadPoolExecutor(max(1, len(airflow))) as pool:  # each may take its grace period: in parallel
-            list(pool.map(Service.stop, airflow))
+        stop_all(airflow, timeout=10)  # workers and their tasks first, all at once
         if self.api is not None:
             self.api.stop()
             self.api = None
-        for name in ("moto", "redis"):
-            if name in self.services:
-                self.services[name].stop()
+        stop_all([self.services[n] for n in ("moto", "redis") if n in self.services], timeout=10)
         self.services.clear()
         if self.devserver is not None:
             self.devserver.stop()
@@ -238,7 +246,7 @@ class ScaleOutEnv:
     def kill_worker(self, name: str) -> list[int]:
         """kill -9 a Celery worker, its pool processes and the task processes (own process groups) they run."""
         self.killed.add(name)
-        return self.services[name].kill()
+        return crash(self.services[name])
 
     # ------------------------------------------------------------------------------------------ REST API
 
@@ -321,6 +329,13 @@ class ScaleOutEnv:
 
     def read(self, key: str) -> bytes:
         return self.s3().get_object(Bucket=BUCKET, Key=key)["Body"].read()
+
+
+def _safely(ready: Any) -> bool:
+    try:
+        return bool(ready())
+    except OSError:  # not listening yet
+        return False
 
 
 def _get(url: str) -> bytes | None:
