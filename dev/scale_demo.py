@@ -42,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
         report = run_example(env, "demo", items=args.items, shards=args.shards)
         print(describe(report, env))
         print(f"Logs: {home / 'logs'}")
+        if not args.keep:
+            print("(moto keeps the bucket in memory: run with --keep to look at the results before they go)")
         if args.keep:
             print("Everything keeps running; press Ctrl+C to stop.", flush=True)
             while True:
