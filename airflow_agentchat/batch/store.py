@@ -51,18 +51,23 @@ class OutputPathError(AgentChatError):
     """``output_path`` cannot be used: not writable, not a valid location, or held by another live run."""
 
 
-def to_path(value: Any) -> Any:
-    """An ``ObjectStoragePath`` from a URI string (or the path itself); a bare path means ``file://``."""
+def to_path(value: Any, conn_id: str | None = None) -> Any:
+    """An ``ObjectStoragePath`` from a URI string (or the path itself); a bare path means ``file://``.
+
+    ``conn_id`` names the Airflow connection holding the storage credentials. Without it, a plain
+    ``s3://bucket/key`` uses no connection (only ambient credentials), and ``s3://conn_id@bucket/key`` is the
+    URI form of the same choice.
+    """
     from airflow.sdk import ObjectStoragePath
 
     if isinstance(value, ObjectStoragePath):
-        return value
+        return ObjectStoragePath(value, conn_id=conn_id) if conn_id else value
     text = str(value)
     if "\x00" in text:
         raise ValueError("it contains a NUL byte, which no storage accepts in a name")
     if "://" not in text:
         text = "file://" + os.path.abspath(text)
-    return ObjectStoragePath(text)
+    return ObjectStoragePath(text, conn_id=conn_id or None)
 
 
 def iter_records(path: Any) -> Iterator[tuple[bytes, dict[str, Any]]]:
@@ -237,9 +242,10 @@ class ResultStore:
         flush_interval: float = 1.0,
         owner: Mapping[str, Any] | None = None,
         lease_timeout: float = 60.0,
+        conn_id: str | None = None,
     ) -> None:
         try:
-            self.output = to_path(output_path)
+            self.output = to_path(output_path, conn_id)
         except ValueError as exc:
             raise OutputPathError(f"output_path {str(output_path)!r} cannot be used: {exc}") from None
         self.parts_dir = self.output.parent / f"{self.output.name}.parts"
