@@ -193,11 +193,11 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         started = time.monotonic()
         if (self.prompts is None) == (self.input_path is None):
             raise ValueError("give exactly one of prompts or input_path")
+        self._shards = self.shards_at_once(context)  # before the gate exists: it paces at this shard's share
         shared = self.body_params()
         output, build_request = self._output()
         # Shared fields are checked once, before anything else: a bad temperature fails the task, not every item.
         build_request([{"role": "user", "content": "check"}], **shared)
-        self._shards = self.shards_at_once(context)  # before the gate exists: it paces at this shard's share
         ti = context.get("ti")
         owner = {key: getattr(ti, key, None) for key in ("dag_id", "task_id", "run_id", "map_index", "try_number")}
         store = ResultStore(
