@@ -300,7 +300,7 @@ class AgentChatCompletionOperator(AgentChatRequestOperator):
                 method_name="execute_complete",
             )
         started = time.perf_counter()
-        completion = None if state.resumed else self._send(request)
+        completion = None if state.resumed or self.toolbox is not None else self._send(request)
         return self._converse(spec, messages, params, completion, context, started, state)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
@@ -364,6 +364,8 @@ class AgentChatCompletionOperator(AgentChatRequestOperator):
                 if outcome is not None and outcome.ok:
                     break
                 calls = toolbox.calls_to_run(message) if toolbox is not None else []
+                if spec is not None and all(c["function"]["name"] == spec.name for c in calls):
+                    calls = []  # only the output tool, and invalid: a repair round, not a tool round
                 if not calls:
                     if outcome is None:
                         break
