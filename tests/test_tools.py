@@ -419,9 +419,13 @@ def test_streaming_rounds_are_each_logged(devserver, make_conn, capfd):
     """The dev server calls the first tool, then answers from the tool results; both rounds stream."""
     ti = TI()
     operator = AgentChatCompletionOperator(
-        task_id="t", agentchat_conn_id=make_conn("tools_dev", devserver.url), prompt="Order?", stream=True, stream_options={"include_usage": True},
+        task_id="t",
+        agentchat_conn_id=make_conn("tools_dev", devserver.url),
+        prompt="Order?",
+        stream=True,
+        stream_options={"include_usage": True},
         tools=[convert_currency],
-    )  # fmt: skip
+    )
     CALLS.clear()
     value = operator.execute({"ti": ti})
     assert value.startswith("Tool results: convert_currency=")
