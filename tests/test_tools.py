@@ -337,7 +337,9 @@ def test_output_schema_with_tools_lets_the_agent_call_tools_then_validates_the_f
     first = sent(scripted, 0)
     assert [t["function"]["name"] for t in first["tools"]] == ["lookup_order", "convert_currency", "final_result"]
     assert first["tool_choice"] == "required"  # forcing final_result would leave the tools unreachable
-    assert "refund_usd: Input should be a valid number" in sent(scripted, 2)["messages"][-1]["content"]
+    repair = sent(scripted, 2)
+    assert "refund_usd: Input should be a valid number" in repair["messages"][-1]["content"]
+    assert repair["tool_choice"] == {"type": "function", "function": {"name": "final_result"}}  # the answer only
     assert ti.xcom["usage"]["total_tokens"] == 45
     assert len(ti.xcom["tool_trace"]) == 1
 
@@ -352,6 +354,19 @@ def test_output_tool_called_beside_a_python_tool_is_answered_and_the_tool_runs(r
     assert value == {"message": "ok", "refund_usd": 0.0} and len(CALLS) == 1
     replies = sent(scripted, 1)["messages"][-2:]
     assert replies[1]["tool_call_id"] == "c2" and replies[1]["content"].startswith("Not accepted:")
+
+
+def test_a_json_repair_round_asks_for_the_answer_not_for_more_tools(run, scripted):
+    value, _ = run(
+        answer(calls=[call("lookup_order", {"order_id": "A"})]),
+        answer('Tool said {"order_id": "A"}'),
+        answer('{"message": "Shipped", "refund_usd": 0}'),
+        output_schema=Reply,
+        output_strategy="json",
+    )
+    assert value == {"message": "Shipped", "refund_usd": 0.0}
+    assert "tool_choice" not in sent(scripted, 0) and "tool_choice" not in sent(scripted, 1)
+    assert sent(scripted, 2)["tool_choice"] == "none"
 
 
 # ---------------------------------------------------------------------------------------------- resume (in process)

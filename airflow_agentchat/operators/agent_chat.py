@@ -352,12 +352,13 @@ class AgentChatCompletionOperator(AgentChatRequestOperator):
         secret = self.hook.settings.api_key
         repairs = 0
         outcome = None
+        asking = params  # the body fields of the next request
         while True:
             if state.pending is None:
                 if completion is None:
                     if toolbox is not None:
                         self.log.info("Round %d: asking the agent", state.tool_rounds + repairs + 1)
-                    completion = self._send(self.hook.build_request(messages, **params))
+                    completion = self._send(self.hook.build_request(messages, **asking))
                     add_usage(usage, completion.usage_dict())
                 message = message_of(completion)
                 outcome = spec.parse(message) if spec is not None else None
@@ -382,6 +383,9 @@ class AgentChatCompletionOperator(AgentChatRequestOperator):
                         spec.retries,  # type: ignore[union-attr]
                     )
                     messages = [*messages, *spec.repair_messages(message, outcome)]  # type: ignore[union-attr]
+                    if toolbox is not None:  # a repair asks for the final answer only, not for more tool calls
+                        choice = "none" if spec.strategy == "json" else spec.tool_choice  # type: ignore[union-attr]
+                        asking = {**params, "tool_choice": choice}
                     state.messages, completion = messages, None
                     state.save()
                     continue
@@ -417,6 +421,7 @@ class AgentChatCompletionOperator(AgentChatRequestOperator):
                 state.save()
             messages = [*messages, pending["message"], *(pending["results"][c["id"]] for c in calls)]
             state.messages, state.pending, state.tool_rounds, completion = messages, None, round_no, None
+            asking = params
             state.save()
         if toolbox is not None:
             self.log.info("Final answer after %d tool round(s) and %d call(s)", state.tool_rounds, len(state.trace))
