@@ -48,13 +48,8 @@ class ToolError(AgentChatError):
         super().__init__(message)
 
 
-def is_python_tool(tool: Any) -> bool:
-    """Whether an item of ``tools=`` is a Python callable (the rest are tool dicts of the reference)."""
-    return callable(tool) and not isinstance(tool, Mapping)
-
-
 def tool_name(func: Callable[..., Any]) -> str:
-    """The function name the agent sees (``__name__``); cheap, so operators check names at parse time."""
+    """The function name the agent sees (``__name__``), 1-64 of the characters the reference allows."""
     name = getattr(func, "__name__", None)
     if not isinstance(name, str) or not _NAME.match(name):
         raise ValueError(

@@ -172,7 +172,7 @@ def test_results_are_json_text_and_what_json_cannot_hold_is_a_clear_error():
 
 
 def test_importing_the_operators_does_not_load_the_tool_loop():
-    """Tools, review and state modules are loaded in execute; DAG parsing pays for none of them."""
+    """Tools, review and state modules are loaded in execute; parsing a DAG that uses them pays for none."""
     import subprocess
     import sys
 
@@ -183,6 +183,10 @@ def test_importing_the_operators_does_not_load_the_tool_loop():
         "new = set(sys.modules) - before\n"
         "heavy = ('airflow_agentchat.tools', 'airflow_agentchat.operators.approval',\n"
         "         'airflow_agentchat.operators.round_state', 'airflow.providers.standard')\n"
+        "from airflow_agentchat.operators.agent_chat import AgentChatCompletionOperator\n"
+        "def f(x: str) -> str: ...\n"
+        "AgentChatCompletionOperator(task_id='t', prompt='x', tools=[f], require_approval=True)\n"
+        "new = set(sys.modules) - before\n"
         "print(sorted(m for m in new if m.startswith(heavy)))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -457,3 +461,19 @@ def test_toolbox_answers_every_call_of_a_message():
     calls = box.calls_to_run(message)
     assert [c["id"] for c in calls] == ["a", "call_1"]
     assert box.calls_to_run({"content": "no calls"}) == []
+
+
+def test_the_decorator_takes_python_tools(scripted, make_conn):
+    from airflow_agentchat.decorators.agent_chat import _AgentChatDecoratedOperator
+
+    def ask() -> str:
+        return "Where is order A-1001?"
+
+    scripted.script(answer(calls=[call("lookup_order", {"order_id": "A-1001"})]), answer("Shipped."))
+    CALLS.clear()
+    operator = _AgentChatDecoratedOperator(
+        task_id="d", python_callable=ask, agentchat_conn_id=make_conn("tools_deco", scripted.url), tools=[lookup_order]
+    )
+    ti = TI()
+    assert operator.execute({"ti": ti}) == "Shipped."
+    assert [name for name, _ in CALLS] == ["lookup_order"] and len(ti.xcom["tool_trace"]) == 1

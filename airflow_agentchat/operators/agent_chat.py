@@ -127,14 +127,17 @@ class AgentChatCompletionOperator(AgentChatRequestOperator):
     ) -> None:
         # Functions stay out of the templated ``tools`` field: Airflow calls callables when it renders one.
         python_tools: list[Callable[..., Any]] = []
-        if isinstance(tools, list | tuple):
-            from airflow_agentchat.tools import is_python_tool, tool_name
-
-            python_tools = [tool for tool in tools if is_python_tool(tool)]
-            names = [tool_name(tool) for tool in python_tools]
+        if isinstance(tools, list | tuple):  # checked here without importing the tools module (DAG parsing)
+            python_tools = [tool for tool in tools if callable(tool) and not isinstance(tool, Mapping)]
+            names = [getattr(tool, "__name__", None) for tool in python_tools]
+            for tool, name in zip(python_tools, names, strict=True):
+                if not isinstance(name, str) or not name.replace("-", "_").isidentifier():
+                    raise ValueError(
+                        f"a Python tool needs a name (a def, not a lambda or partial): {tool!r} has {name!r}"
+                    )
             if len(set(names)) != len(names):
                 raise ValueError(f"two Python tools have the same name: {sorted(names)}")
-            tools = [tool for tool in tools if not is_python_tool(tool)] or None
+            tools = [tool for tool in tools if not (callable(tool) and not isinstance(tool, Mapping))] or None
         super().__init__(tools=tools, **kwargs)
         self.python_tools = python_tools
         if not isinstance(max_tool_rounds, int) or isinstance(max_tool_rounds, bool) or max_tool_rounds < 1:
