@@ -297,7 +297,7 @@ class Toolbox:
             error = "unknown tool"
         else:
             kwargs, problem = tool.validate(arguments)
-            if problem is not None:
+            if problem is not None or kwargs is None:
                 content = f"Error: invalid arguments for {name}: {problem}. Call it again with valid arguments."
                 error = "invalid arguments"
             else:

@@ -136,9 +136,9 @@ class AgentChatCompletionOperator(AgentChatRequestOperator):
                         f"a Python tool needs a name (a def, not a lambda or partial): {tool!r} has {name!r}"
                     )
             if len(set(names)) != len(names):
-                raise ValueError(f"two Python tools have the same name: {sorted(names)}")
+                raise ValueError(f"two Python tools have the same name: {sorted(map(str, names))}")
             tools = [tool for tool in tools if not (callable(tool) and not isinstance(tool, Mapping))] or None
-        super().__init__(tools=tools, **kwargs)
+        super().__init__(tools=tools, **kwargs)  # type: ignore[arg-type]  # the functions were taken out
         self.python_tools = python_tools
         if not isinstance(max_tool_rounds, int) or isinstance(max_tool_rounds, bool) or max_tool_rounds < 1:
             raise ValueError(f"max_tool_rounds must be a whole number >= 1, got {max_tool_rounds!r}")
@@ -242,7 +242,7 @@ class AgentChatCompletionOperator(AgentChatRequestOperator):
 
         others = [
             (tool.get("function") or {}).get("name")
-            for tool in load_json("tools", self.tools) or ()
+            for tool in load_json("tools", getattr(self, "tools", None)) or ()
             if isinstance(tool, Mapping)
         ]
         return Toolbox(

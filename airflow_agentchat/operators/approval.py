@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from airflow_agentchat.exceptions import AgentChatError
@@ -175,7 +175,7 @@ def review_outcome(
     record: dict[str, Any] = {
         "by": reviewer,
         "comment": comment,
-        "at": at.isoformat() if hasattr(at, "isoformat") else at,
+        "at": at.isoformat() if isinstance(at, datetime) else at,
         "timed_out": timed_out,
     }
     if chosen != [APPROVE]:
