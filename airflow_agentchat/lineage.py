@@ -50,20 +50,20 @@ def _facet_class() -> type:
     class AgentChatRunFacet(RunFacet):
         """What an agent chat task sent: where, which model, how many requests, tokens, errors and cost."""
 
-        endpointHost: str | None = None  # noqa: N815 (OpenLineage facets use camelCase fields)
+        endpointHost: str | None = None  # OpenLineage facets use camelCase fields
         model: str | None = None
         requests: int = 0
         attempts: int = 0
-        promptTokens: int = 0  # noqa: N815
-        completionTokens: int = 0  # noqa: N815
-        totalTokens: int = 0  # noqa: N815
+        promptTokens: int = 0
+        completionTokens: int = 0
+        totalTokens: int = 0
         errors: int = 0
-        errorTypes: dict[str, int] = attrs.field(factory=dict)  # noqa: N815
+        errorTypes: dict[str, int] = attrs.field(factory=dict)
         cost: float | None = None
 
         @staticmethod
         def _get_schema() -> str:
-            return "https://github.com/airflow-agentchat/airflow-agentchat/blob/main/docs/operations.md#lineage"
+            return "urn:airflow-agentchat:facet:AgentChatRunFacet:1"
 
     return AgentChatRunFacet
 

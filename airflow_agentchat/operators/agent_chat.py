@@ -7,7 +7,8 @@ imported in ``execute``, because DAG files are parsed far more often than tasks 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
 
     from airflow_agentchat.hooks.agent_chat import AgentChatHook
     from airflow_agentchat.models import ChatCompletion
+    from airflow_agentchat.operators.spending import TaskSpend
     from airflow_agentchat.structured_output import OutputSpec
 
 Output = Literal["text", "message", "response"]
@@ -44,6 +46,10 @@ class AgentChatCompletionOperator(AgentChatRequestOperator):
     is the answer validated against it, as JSON data (``model_dump(mode="json")`` for a model); an invalid
     answer is sent back to the agent with the errors up to ``output_retries`` times, and ``usage`` counts every
     round. See ``docs/output-schemas.md``.
+
+    Spend (see ``docs/operations.md``): ``max_total_tokens`` / ``max_cost`` bound the task's requests, repair
+    rounds and Airflow retries together; with prices on the connection, key ``cost`` sits next to ``usage``.
+    Both are pushed even when the task fails after paid requests.
 
     :param prompt: the user message to send (templated).
     :param system_prompt: a system message put first (templated).
@@ -188,9 +194,11 @@ class AgentChatCompletionOperator(AgentChatRequestOperator):
     def execute(self, context: Context) -> Any:
         messages, params, spec = self.prepare()
         request = self.hook.build_request(messages, **params)
+        spend = self._begin_spend(context)
         if self.deferrable and not request.stream:
             from airflow_agentchat.triggers.agent_chat import AgentChatCompletionTrigger
 
+            spend.check(request)  # the triggerer sends it: the budget is checked here
             self.defer(
                 trigger=AgentChatCompletionTrigger(
                     agentchat_conn_id=self.agentchat_conn_id,
@@ -201,10 +209,11 @@ class AgentChatCompletionOperator(AgentChatRequestOperator):
                 method_name="execute_complete",
             )
         started = time.perf_counter()
-        completion = self._send(request)
-        if spec is not None:
-            return self._structured(spec, messages, params, completion, context, started)
-        return self._publish(completion, context, started)
+        with self._spend_guard(context):
+            completion = self._send(request)
+            if spec is not None:
+                return self._structured(spec, messages, params, completion, context, started)
+            return self._publish(completion, context, started)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
         """Resume after the trigger: check the event, then publish like a direct run.
@@ -216,18 +225,60 @@ class AgentChatCompletionOperator(AgentChatRequestOperator):
 
         if not isinstance(event, dict) or event.get("status") not in ("success", "error"):
             raise AgentChatError(f"Unexpected trigger event: {str(event)[:200]}")
-        if event["status"] == "error":
-            raise AgentChatError(event.get("message") or "agent chat request failed in the triggerer")
-        completion = ChatCompletion.model_validate(event["response"])
-        completion._meta = dict(event.get("meta") or {})
-        spec = self.output_spec()
-        if spec is None:
-            return self._publish(completion, context, None)
-        messages, params = spec.apply(*self.build_body())
-        return self._structured(spec, messages, params, completion, context, None)
+        spend = self._begin_spend(context)
+        with self._spend_guard(context):
+            if event["status"] == "error":
+                error = AgentChatError(event.get("message") or "agent chat request failed in the triggerer")
+                spend.failed(error, None)
+                raise error
+            completion = ChatCompletion.model_validate(event["response"])
+            completion._meta = dict(event.get("meta") or {})
+            spend.paid(completion, None)
+            spec = self.output_spec()
+            if spec is None:
+                return self._publish(completion, context, None)
+            messages, params = spec.apply(*self.build_body())
+            return self._structured(spec, messages, params, completion, context, None)
 
     def _send(self, request: Any) -> ChatCompletion:
+        spend = self.__dict__.get("_spend")
+        if spend is None:
+            return self._send_now(request)
+        return spend.send(request, self._send_now)
+
+    def _send_now(self, request: Any) -> ChatCompletion:
         return self._stream(request) if request.stream else self.hook.send(request)
+
+    # ------------------------------------------------------------------------------ spend and lineage
+
+    def _begin_spend(self, context: Context) -> TaskSpend:
+        """Budget, prices and metrics of this try (earlier tries' spend read from the task state store)."""
+        from airflow_agentchat.operators.spending import TaskSpend
+
+        self._spend = TaskSpend(self, context)
+        return self._spend
+
+    @contextmanager
+    def _spend_guard(self, context: Context) -> Iterator[None]:
+        """Usage and cost reach XCom even when the task fails after paid requests."""
+        spend = self._spend
+        try:
+            yield
+        except BaseException:
+            ti = context.get("ti")
+            if ti is not None and spend.requests and not spend.pushed:
+                spend.push(ti)
+            raise
+        spend.succeeded()
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """No datasets (the conversation is not one); a run facet with endpoint host, model, tokens, errors."""
+        from airflow_agentchat.lineage import operator_lineage
+
+        spend = self.__dict__.get("_spend")
+        settings = self.hook.settings
+        facts = spend.facts(settings.base_url, spend.model or self.model or settings.model) if spend else {}
+        return operator_lineage(facts)
 
     def _structured(
         self,
@@ -249,6 +300,7 @@ class AgentChatCompletionOperator(AgentChatRequestOperator):
             if outcome.ok:
                 break
             if rounds > spec.retries:
+                self._spend.invalid_output()
                 self._publish(completion, context, started, usage=usage)
                 raise spec.failure(outcome, rounds, usage, self.hook.settings.api_key)
             self.log.warning(
@@ -314,7 +366,7 @@ class AgentChatCompletionOperator(AgentChatRequestOperator):
         response = completion.to_dict()
         ti = context["ti"]
         ti.xcom_push(key="response", value=response)
-        ti.xcom_push(key="usage", value=usage)
+        self._spend.push(ti, usage)
         if self.output_mode == "response":
             return response
         choices = sorted(response.get("choices", []), key=lambda c: c.get("index", 0))
