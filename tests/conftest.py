@@ -92,15 +92,24 @@ def run_dag(airflow_db: Path, devserver) -> Callable[..., dict]:
     """Run ``airflow dags test DAG_ID [DATE]`` against the dev server; return the run's XComs.
 
     The result maps ``(task_id, map_index, key)`` to the value; ``result["_log"]`` holds the command's output
-    and ``result["_returncode"]`` its exit code. ``conn`` overrides ``agentchat_default``'s JSON.
+    and ``result["_returncode"]`` its exit code. ``conn`` overrides ``agentchat_default``'s JSON; ``env`` adds
+    environment variables (e.g. ``AIRFLOW__METRICS__*`` or ``AIRFLOW__OPENLINEAGE__*``) for this run only.
     """
 
-    def run(dag_id: str, logical_date: str | None = None, *, conn: dict | None = None, check: bool = True) -> dict:
-        env = os.environ.copy()
+    def run(
+        dag_id: str,
+        logical_date: str | None = None,
+        *,
+        conn: dict | None = None,
+        check: bool = True,
+        env: dict[str, str] | None = None,
+    ) -> dict:
+        extra_env, env = env or {}, os.environ.copy()
         env["AIRFLOW_CONN_AGENTCHAT_DEFAULT"] = json.dumps(
             conn or {"conn_type": "agentchat", "host": devserver.url, "password": CANARY_KEY}
         )
         env["AGENTCHAT_EXAMPLE_OUTPUT_DIR"] = str(AIRFLOW_HOME)
+        env.update(extra_env)
         args = [sys.executable, "-m", "airflow", "dags", "test", dag_id]
         if logical_date:
             args.append(logical_date)
