@@ -15,11 +15,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 FACET_KEY = "agentChat"
+_USERINFO_SCHEMES = ("abfs", "abfss", "wasb", "wasbs")
 
 
 def dataset_name(uri: str) -> tuple[str, str]:
     """``(namespace, name)`` of a storage URI: ``file`` + absolute path locally, ``<scheme>://<bucket>`` + key
-    on object storage. An Airflow connection id in the URI (``s3://aws_conn@bucket/key``) is not part of it."""
+    on object storage. An Airflow connection id in the URI (``s3://aws_conn@bucket/key``) is not part of it
+    (Azure's ``container@account`` is)."""
     text = str(uri)
     parts = urlsplit(text)
     scheme = parts.scheme.lower()
@@ -28,7 +30,8 @@ def dataset_name(uri: str) -> tuple[str, str]:
         if scheme in ("file", "local") and parts.netloc and not parts.path:
             path = parts.netloc
         return "file", os.path.abspath(path)
-    bucket = parts.netloc.rsplit("@", 1)[-1]
+    # Azure names the container before the "@"; elsewhere that is an Airflow connection id.
+    bucket = parts.netloc if scheme in _USERINFO_SCHEMES else parts.netloc.rsplit("@", 1)[-1]
     return f"{scheme}://{bucket}", parts.path.lstrip("/")
 
 
