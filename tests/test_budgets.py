@@ -114,7 +114,7 @@ def test_cost_is_usage_times_price_on_lines_summary_and_xcom(conn, server, tmp_p
 
 def test_max_cost_stops_like_max_total_tokens(conn, server, tmp_path):
     per_item_cost_bound = 0.003
-    with pytest.raises(BudgetExhaustedError, match="max_cost=0.003"):
+    with pytest.raises(BudgetExhaustedError, match=r"max_cost=0\.003"):
         batch(tmp_path, prompts=PROMPTS, max_concurrency=2, max_cost=per_item_cost_bound).execute({"ti": _TI()})
     out = lines(tmp_path / "out.jsonl")
     sent = server.stats(timestamps=False)["total"]

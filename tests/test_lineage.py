@@ -92,7 +92,8 @@ def test_operators_import_without_openlineage(tmp_path):
     import sys
 
     code = (
-        "import sys; import airflow.sdk; import airflow_agentchat.operators.batch, airflow_agentchat.operators.agent_chat;"
+        "import sys; import airflow.sdk; import airflow_agentchat.operators.batch;"
+        "import airflow_agentchat.operators.agent_chat;"
         "import airflow_agentchat.lineage; print(any(m.startswith('openlineage') for m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
