@@ -38,11 +38,14 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_agentchat.batch.items import Prepared, Rejected
 from airflow_agentchat.exceptions import APIError, InvalidRequestError, redact
+from airflow_agentchat.metrics import error_kind
 from airflow_agentchat.structured_output import result_fields
 
 if TYPE_CHECKING:
     from airflow_agentchat.batch.store import ResultStore
     from airflow_agentchat.hooks.agent_chat import AgentChatHook
+    from airflow_agentchat.metrics import TaskMetrics
+    from airflow_agentchat.spend import Budget, Prices
 
 _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
@@ -175,6 +178,9 @@ class BatchRunner:
         log: logging.Logger | Any = None,
         secret: str | None = None,
         output: Any = None,
+        budget: Budget | None = None,
+        prices: Prices | None = None,
+        metrics: TaskMetrics | None = None,
     ) -> None:
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
@@ -190,6 +196,10 @@ class BatchRunner:
         self._secret = secret
         self._sync_pending = False
         self.output = output  # a structured_output.OutputSpec: every answer is validated against it
+        # Spend: an active budget stops sending when the next request's estimate would go over it.
+        self.budget = budget if budget is not None and budget.active else None
+        self.prices = prices if prices is not None and prices.known else None
+        self.metrics = metrics  # None when metrics are off
 
     # --------------------------------------------------------------------------------------------- run
 
@@ -217,6 +227,8 @@ class BatchRunner:
                 await asyncio.gather(self._writing, return_exceptions=True)
             self.store.flush()  # synchronous on purpose: it must happen even while being cancelled
             self.stats.finished = time.monotonic()
+            if self.metrics is not None:
+                self.metrics.flush()
             self._log_progress(final=True)
         return self.stats
 
@@ -233,8 +245,10 @@ class BatchRunner:
         self.store.sync()
 
     async def _worker(self, work: Iterator[Prepared | Rejected]) -> None:
-        hook, gate, stats, store = self.hook, self.gate, self.stats, self.store
+        hook, gate, stats, store, budget = self.hook, self.gate, self.stats, self.store, self.budget
         for entry in work:
+            if budget is not None and budget.exhausted:
+                break  # the entry taken stays unsent and unrecorded: a rerun with a larger budget sends it
             if isinstance(entry, Rejected):
                 stats.rejected += 1
                 self._record(entry.id, self._error_line(entry.id, entry.error, 0, 0.0, entry.context))
@@ -246,12 +260,18 @@ class BatchRunner:
     async def _send(self, hook: AgentChatHook, gate: RateGate, entry: Prepared) -> None:
         """Send one item and record its line; a paid answer is recorded before anything else can wait."""
         estimate = 0
+        budget = self.budget
+        if budget is not None:
+            estimate = gate.estimate(entry.est_prompt_tokens, entry.max_completion_tokens)
+            if not budget.reserve(entry.est_prompt_tokens, estimate - entry.est_prompt_tokens):
+                return  # over budget: not sent, not recorded; requests in flight still finish
         if gate.active:
             pause = hook.pause_remaining()
             while pause > 0:  # a 429 paused the hook: wait here, before taking a rate slot
                 await asyncio.sleep(pause)
                 pause = hook.pause_remaining()
-            estimate = gate.estimate(entry.est_prompt_tokens, entry.max_completion_tokens)
+            if budget is None:
+                estimate = gate.estimate(entry.est_prompt_tokens, entry.max_completion_tokens)
             await gate.acquire(estimate)
         stats = self.stats
         stats.sent += 1
@@ -266,8 +286,12 @@ class BatchRunner:
             attempts = 0 if isinstance(exc, UnicodeError) else getattr(exc, "attempts", 0) or 1
             stats.attempts += attempts
             latency = round((time.perf_counter() - started) * 1000, 1)
-            line = self._error_line(entry.id, self._describe(exc), attempts, latency, entry.context)
-            self._record(entry.id, line)
+            error = self._describe(exc)
+            self._record(entry.id, self._error_line(entry.id, error, attempts, latency, entry.context))
+            if budget is not None:
+                budget.settle(entry.est_prompt_tokens, estimate - entry.est_prompt_tokens, None)
+            if self.metrics is not None and attempts:
+                self.metrics.request(error["type"], attempts, latency, None)
             return
         checked = result_fields(self.output, completion, self._secret) if self.output is not None else None
         if checked is not None and "error" in checked:
@@ -297,12 +321,19 @@ class BatchRunner:
             record.update(checked)
         if entry.context is not None:
             record["context"] = entry.context
+        if self.prices is not None:
+            record["cost"] = self.prices.cost(usage)
         if self.include_response:
             record["response"] = completion.to_dict()
         # Record first: settling the token budget may wait, and a kill during that wait must not lose (and
         # later pay again for) an answer already received.
         self._record(entry.id, _line(record))
-        if gate.active:
+        if budget is not None:
+            budget.settle(entry.est_prompt_tokens, estimate - entry.est_prompt_tokens, usage)
+        if self.metrics is not None:
+            outcome = checked["error"]["type"] if checked is not None and "error" in checked else "ok"
+            self.metrics.request(outcome, attempts, record["latency_ms"], usage)
+        if gate.active or budget is not None:
             await gate.settle(estimate, usage)
 
     def _describe(self, exc: BaseException) -> dict[str, Any]:
@@ -319,6 +350,7 @@ class BatchRunner:
             "status": "error",
             "error": error,
             "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+            **({"cost": 0.0} if self.prices is not None else {}),
             "attempts": attempts,
             "latency_ms": latency_ms,
         }
@@ -363,6 +395,8 @@ class BatchRunner:
             if now >= next_log:
                 next_log += self.progress_interval
                 self._log_progress()
+            if self.metrics is not None:
+                self.metrics.flush()
 
     def _log_progress(self, final: bool = False) -> None:
         s = self.stats
@@ -390,28 +424,9 @@ class BatchRunner:
         )
 
 
-_ERROR_TYPES = {
-    "InvalidRequestError": "invalid_request",
-    "UnicodeError": "invalid_request",  # e.g. a lone surrogate: the same item fails the same way every time
-    "AgentChatConnectionError": "connection_error",
-    "AuthenticationError": "authentication_error",
-    "NotFoundError": "not_found",
-    "RateLimitError": "rate_limited",
-    "ServerError": "server_error",
-    "APIError": "api_error",
-    "TruncatedStreamError": "truncated_stream",
-    "StreamError": "stream_error",
-    "AgentChatError": "agentchat_error",
-}
-
-
 def _error_type(exc: BaseException) -> str:
-    """A stable snake_case kind for the output line (the class name of the nearest known error)."""
-    for cls in type(exc).__mro__:
-        kind = _ERROR_TYPES.get(cls.__name__)
-        if kind is not None:
-            return kind
-    return "internal_error"
+    """A stable snake_case kind for the output line (the error's ``kind``, or that of its nearest known class)."""
+    return error_kind(exc)
 
 
 def _duration(seconds: float) -> str:
