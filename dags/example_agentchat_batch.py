@@ -40,6 +40,7 @@ with DAG(
         "shards": Param(3, type="integer", minimum=1, description="mapped batch tasks"),
         "base_path": Param(_DEFAULT_BASE, type="string", description="where inputs and results go"),
         "storage_conn_id": Param(None, type=["null", "string"], description="connection for base_path"),
+        "requests_per_minute": Param(6000, type="integer", minimum=1, description="the agent's request limit"),
     },
     tags=["agentchat", "example", "batch"],
 ):
@@ -85,7 +86,7 @@ with DAG(
         max_tokens=16,
         temperature=0.0,
         max_concurrency=16,
-        requests_per_minute=6000,  # the agent's limit: each of the shards running at once paces at its share
+        requests_per_minute="{{ params.requests_per_minute }}",  # the agent's limit: each of the shards running at once paces at its share
         storage_conn_id="{{ params.storage_conn_id or '' }}",
         max_failed_fraction=0.01,
         retries=2,

@@ -172,3 +172,15 @@ def test_a_shard_paces_at_its_share_of_the_agent_s_limit(agent, server, tmp_path
     for window in (0.5, 1.0, 2.0):  # what one shard may send in any window: its share, plus one at the edge
         busiest = max(bisect.bisect_left(stamps, t + window) - i for i, t in enumerate(stamps))
         assert busiest <= limit / 4 / 60 * window + 1, (window, busiest)
+
+
+def test_templated_rate_limits_become_numbers():
+    """``requests_per_minute="{{ params.rpm }}"`` renders to text: the batch paces at that number."""
+    from airflow_agentchat.operators.batch import _limit
+
+    assert _limit("requests_per_minute", "250") == 250.0
+    assert _limit("requests_per_minute", "") is None
+    with pytest.raises(ValueError, match="requests_per_minute must be a positive number"):
+        _limit("requests_per_minute", "fast")
+    with pytest.raises(ValueError, match="tokens_per_minute"):
+        _limit("tokens_per_minute", "0")

@@ -93,6 +93,8 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         "output_path",
         "storage_conn_id",
         "output_schema",
+        "requests_per_minute",
+        "tokens_per_minute",
         *AgentChatRequestOperator.template_fields,
     )
     template_fields_renderers: ClassVar[dict[str, str]] = {
@@ -212,6 +214,9 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         started = time.monotonic()
         if (self.prompts is None) == (self.input_path is None):
             raise ValueError("give exactly one of prompts or input_path")
+        # Templated limits arrive as text ("{{ params.rpm }}"): numbers from here on.
+        self.requests_per_minute = _limit("requests_per_minute", self.requests_per_minute)
+        self.tokens_per_minute = _limit("tokens_per_minute", self.tokens_per_minute)
         self._shards = self.shards_at_once(context)  # before the gate exists: it paces at this shard's share
         shared = self.body_params()
         output, build_request = self._output()
@@ -419,3 +424,16 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         loop, main = self._loop, self._main
         if loop is not None and main is not None and not loop.is_closed():
             loop.call_soon_threadsafe(main.cancel)
+
+
+def _limit(name: str, value: Any) -> float | None:
+    """A rate limit after templating: a positive number, or ``None`` (also for an empty rendered text)."""
+    if value is None or value == "":
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a positive number, got {value!r}") from None
+    if number <= 0:
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
+    return number
