@@ -86,7 +86,8 @@ with DAG(
         max_tokens=16,
         temperature=0.0,
         max_concurrency=16,
-        requests_per_minute="{{ params.requests_per_minute }}",  # the agent's limit: each of the shards running at once paces at its share
+        # The agent's limit: each of the shards running at once paces at its share.
+        requests_per_minute="{{ params.requests_per_minute }}",
         storage_conn_id="{{ params.storage_conn_id or '' }}",
         max_failed_fraction=0.01,
         retries=2,
