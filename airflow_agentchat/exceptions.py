@@ -17,20 +17,15 @@ says what went wrong and therefore what a caller can do about it::
 
 ``retryable`` says whether sending the same request again may succeed; the hook's retry loop asks nothing else.
 
-No error carries the access key: every string taken from a response (message, code, type, param, request id,
-the text of an error event or of a transport error) goes through :func:`redact` when the error is built, so
-the key cannot reach ``str``, ``repr``, an attribute, a log line or an output file even when a server echoes it.
+No error carries the access key: :mod:`airflow_agentchat.wire_errors` builds these errors from what came over
+the wire and redacts every string it takes from a response (message, code, type, param, request id, the text of
+an error event or of a transport error), so the key cannot reach ``str``, ``repr``, an attribute, a log line or
+an output file even when a server echoes it.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
-from typing import Any
-
 from airflow.sdk.exceptions import AirflowException
-
-_MAX_MESSAGE = 500
 
 
 class AgentChatError(AirflowException):
@@ -148,128 +143,10 @@ class TruncatedStreamError(StreamError):
         super().__init__(message, retryable=True)
 
 
-def redact(text: str, secret: str | None) -> str:
-    """Remove ``secret`` from ``text`` (a server may echo the key back in an error message).
+def __getattr__(name: str) -> object:
+    # batch/ still imports redact from here; it moved to wire_errors with the rest of the response parsing.
+    if name == "redact":
+        from airflow_agentchat.wire_errors import redact
 
-    Secrets shorter than four characters are left alone, like Airflow's own masker does: replacing every "a"
-    would garble messages without protecting anything.
-    """
-    if secret and len(secret) >= 4 and secret in text:
-        text = text.replace(secret, "***")
-    return text
-
-
-def redact_optional(text: str | None, secret: str | None) -> str | None:
-    """:func:`redact` for a field that may be absent."""
-    return None if text is None else redact(text, secret)
-
-
-def _first_str(*values: Any) -> str | None:
-    for value in values:
-        if isinstance(value, str) and value:
-            return value
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return str(value)
-    return None
-
-
-def _describe(body: Any) -> tuple[str | None, str | None, str | None, str | None, str | None]:
-    """(message, code, type, param, request_id) from any of the error shapes agent endpoints and proxies send."""
-    if not isinstance(body, Mapping):
-        return None, None, None, None, None
-    request_id = _first_str(body.get("request_id"))
-    error = body.get("error")
-    if isinstance(error, Mapping):
-        return (
-            _first_str(error.get("message")),
-            _first_str(error.get("code")),
-            _first_str(error.get("type")),
-            _first_str(error.get("param")),
-            request_id or _first_str(error.get("request_id")),
-        )
-    if isinstance(error, str):
-        return error, _first_str(body.get("code")), None, None, request_id
-    detail = body.get("detail")
-    if isinstance(detail, str):
-        return detail, None, None, None, request_id
-    if isinstance(detail, list):
-        parts = []
-        for item in detail:
-            if isinstance(item, Mapping):
-                loc = ".".join(str(p) for p in item.get("loc", []) if p != "body")
-                parts.append(f"{loc}: {item.get('msg')}" if loc else str(item.get("msg")))
-            else:
-                parts.append(str(item))
-        return "; ".join(parts) or None, None, None, None, request_id
-    return (
-        _first_str(body.get("message")),
-        _first_str(body.get("code"), body.get("id")),
-        None,
-        None,
-        request_id,
-    )
-
-
-def error_from_response(
-    status: int,
-    headers: Mapping[str, str],
-    content: bytes,
-    *,
-    secret: str | None = None,
-    retry_after: float | None = None,
-) -> APIError:
-    """Build the right :class:`APIError` subclass from an error response of any shape.
-
-    Reads ``{"error": {...}}``, ``{"error": "text"}``, ``{"id": ..., "message": ..., "request_id": ...}``,
-    ``{"detail": [...] | "text"}`` and non-JSON bodies (an HTML 502 page from a proxy becomes its first line
-    of text, not a wall of markup).
-    """
-    text = content.decode("utf-8", errors="replace")
-    try:
-        body = json.loads(text) if text.strip() else None
-    except ValueError:
-        body = None
-    message, code, error_type, param, request_id = _describe(body)
-    if message is None:
-        message = _summarise_text(text) or _default_reason(status)
-    request_id = request_id or headers.get("x-request-id") or headers.get("request-id")
-    cls: type[APIError]
-    if status in (401, 403):
-        cls = AuthenticationError
-    elif status == 404:
-        cls = NotFoundError
-    elif status == 429:
-        cls = RateLimitError
-    elif status >= 500:
-        cls = ServerError
-    else:
-        cls = APIError
-    # Redact before cutting, so a key that straddles the cut cannot leak in part.
-    return cls(
-        status,
-        redact(message, secret)[:_MAX_MESSAGE],
-        code=redact_optional(code, secret),
-        error_type=redact_optional(error_type, secret),
-        param=redact_optional(param, secret),
-        request_id=redact_optional(request_id, secret),
-        retry_after=retry_after,
-    )
-
-
-def _summarise_text(text: str) -> str:
-    import re
-
-    title = re.search(r"<title>(.*?)</title>", text, re.IGNORECASE | re.DOTALL)
-    if title:
-        return " ".join(title.group(1).split())
-    plain = " ".join(re.sub(r"<[^>]+>", " ", text).split())
-    return plain[:200]
-
-
-def _default_reason(status: int) -> str:
-    from http import HTTPStatus
-
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return f"HTTP error {status}"
+        return redact
+    raise AttributeError(name)

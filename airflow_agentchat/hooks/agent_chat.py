@@ -36,11 +36,9 @@ from airflow_agentchat.exceptions import (
     InvalidResponseError,
     NotFoundError,
     RateLimitError,
-    error_from_response,
-    redact,
-    redact_optional,
 )
 from airflow_agentchat.hooks.retry import RetryPolicy, retry_after_from_headers
+from airflow_agentchat.wire_errors import error_from_response, redact, redact_optional
 
 if TYPE_CHECKING:
     from airflow.sdk import Connection

@@ -1,0 +1,151 @@
+"""Errors built from what came over the wire: error bodies of any shape, with the access key removed.
+
+Kept apart from :mod:`airflow_agentchat.exceptions` (the hierarchy only) because reading a response is the
+wire's business: the hook uses it for error statuses and the stream reader for error events.
+
+Every string taken from a response goes through :func:`redact` before it becomes part of an error, so a server
+that echoes the key back cannot put it in ``str``, ``repr``, an attribute, a log line or an output file.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from airflow_agentchat.exceptions import (
+    APIError,
+    AuthenticationError,
+    NotFoundError,
+    RateLimitError,
+    ServerError,
+)
+
+_MAX_MESSAGE = 500
+
+
+def redact(text: str, secret: str | None) -> str:
+    """Remove ``secret`` from ``text`` (a server may echo the key back in an error message).
+
+    Secrets shorter than four characters are left alone, like Airflow's own masker does: replacing every "a"
+    would garble messages without protecting anything.
+    """
+    if secret and len(secret) >= 4 and secret in text:
+        text = text.replace(secret, "***")
+    return text
+
+
+def redact_optional(text: str | None, secret: str | None) -> str | None:
+    """:func:`redact` for a field that may be absent."""
+    return None if text is None else redact(text, secret)
+
+
+def _first_str(*values: Any) -> str | None:
+    for value in values:
+        if isinstance(value, str) and value:
+            return value
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value)
+    return None
+
+
+def _describe(body: Any) -> tuple[str | None, str | None, str | None, str | None, str | None]:
+    """(message, code, type, param, request_id) from any of the error shapes agent endpoints and proxies send."""
+    if not isinstance(body, Mapping):
+        return None, None, None, None, None
+    request_id = _first_str(body.get("request_id"))
+    error = body.get("error")
+    if isinstance(error, Mapping):
+        return (
+            _first_str(error.get("message")),
+            _first_str(error.get("code")),
+            _first_str(error.get("type")),
+            _first_str(error.get("param")),
+            request_id or _first_str(error.get("request_id")),
+        )
+    if isinstance(error, str):
+        return error, _first_str(body.get("code")), None, None, request_id
+    detail = body.get("detail")
+    if isinstance(detail, str):
+        return detail, None, None, None, request_id
+    if isinstance(detail, list):
+        parts = []
+        for item in detail:
+            if isinstance(item, Mapping):
+                loc = ".".join(str(p) for p in item.get("loc", []) if p != "body")
+                parts.append(f"{loc}: {item.get('msg')}" if loc else str(item.get("msg")))
+            else:
+                parts.append(str(item))
+        return "; ".join(parts) or None, None, None, None, request_id
+    return (
+        _first_str(body.get("message")),
+        _first_str(body.get("code"), body.get("id")),
+        None,
+        None,
+        request_id,
+    )
+
+
+def error_from_response(
+    status: int,
+    headers: Mapping[str, str],
+    content: bytes,
+    *,
+    secret: str | None = None,
+    retry_after: float | None = None,
+) -> APIError:
+    """Build the right :class:`APIError` subclass from an error response of any shape.
+
+    Reads ``{"error": {...}}``, ``{"error": "text"}``, ``{"id": ..., "message": ..., "request_id": ...}``,
+    ``{"detail": [...] | "text"}`` and non-JSON bodies (an HTML 502 page from a proxy becomes its first line
+    of text, not a wall of markup).
+    """
+    text = content.decode("utf-8", errors="replace")
+    try:
+        body = json.loads(text) if text.strip() else None
+    except ValueError:
+        body = None
+    message, code, error_type, param, request_id = _describe(body)
+    if message is None:
+        message = _summarise_text(text) or _default_reason(status)
+    request_id = request_id or headers.get("x-request-id") or headers.get("request-id")
+    cls: type[APIError]
+    if status in (401, 403):
+        cls = AuthenticationError
+    elif status == 404:
+        cls = NotFoundError
+    elif status == 429:
+        cls = RateLimitError
+    elif status >= 500:
+        cls = ServerError
+    else:
+        cls = APIError
+    # Redact before cutting, so a key that straddles the cut cannot leak in part.
+    return cls(
+        status,
+        redact(message, secret)[:_MAX_MESSAGE],
+        code=redact_optional(code, secret),
+        error_type=redact_optional(error_type, secret),
+        param=redact_optional(param, secret),
+        request_id=redact_optional(request_id, secret),
+        retry_after=retry_after,
+    )
+
+
+def _summarise_text(text: str) -> str:
+    import re
+
+    title = re.search(r"<title>(.*?)</title>", text, re.IGNORECASE | re.DOTALL)
+    if title:
+        return " ".join(title.group(1).split())
+    plain = " ".join(re.sub(r"<[^>]+>", " ", text).split())
+    return plain[:200]
+
+
+def _default_reason(status: int) -> str:
+    from http import HTTPStatus
+
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return f"HTTP error {status}"
