@@ -1,7 +1,12 @@
-"""Errors built from what came over the wire: error bodies of any shape, with the access key removed.
+"""Errors built from what came over the wire: error bodies of any shape and transport failures, key removed.
 
 Kept apart from :mod:`airflow_agentchat.exceptions` (the hierarchy only) because reading a response is the
 wire's business: the hook uses it for error statuses and the stream reader for error events.
+
+A transport failure becomes a connection-error subclass chosen by the *type* of its cause (``socket.gaierror``,
+``ssl.SSLError``, ``ConnectionRefusedError``, ``TimeoutError``, ``ConnectionResetError``), never by words in its
+message. httpx's own type is not enough: the aiohttp transport reports a refused, reset or unresolvable host as
+``httpx.ConnectTimeout``, and only the cause it chains says which it was.
 
 Every string taken from a response goes through :func:`redact` before it becomes part of an error, so a server
 that echoes the key back cannot put it in ``str``, ``repr``, an attribute, a log line or an output file.
@@ -10,15 +15,26 @@ that echoes the key back cannot put it in ``str``, ``repr``, an attribute, a log
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import socket
+import ssl
+import sys
+from collections.abc import Iterator, Mapping
 from typing import Any
 
+import httpx
+
 from airflow_agentchat.exceptions import (
+    AgentChatConnectionError,
     APIError,
     AuthenticationError,
+    DNSError,
+    NetworkTimeoutError,
     NotFoundError,
     RateLimitError,
+    RefusedError,
+    ResetError,
     ServerError,
+    TLSError,
 )
 
 _MAX_MESSAGE = 500
@@ -149,3 +165,51 @@ def _default_reason(status: int) -> str:
         return HTTPStatus(status).phrase
     except ValueError:
         return f"HTTP error {status}"
+
+
+# First match wins, tried on each exception of the cause chain from the outside in.
+_BY_CAUSE: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], type[AgentChatConnectionError]], ...] = (
+    (socket.gaierror, DNSError),
+    ((ssl.SSLError, ssl.CertificateError), TLSError),
+    (ConnectionRefusedError, RefusedError),
+    (TimeoutError, NetworkTimeoutError),
+    ((ConnectionResetError, ConnectionAbortedError, BrokenPipeError), ResetError),
+    # Raised by httpx itself with no OS error behind them.
+    (httpx.PoolTimeout, NetworkTimeoutError),
+    ((httpx.ReadError, httpx.WriteError, httpx.CloseError, httpx.RemoteProtocolError), ResetError),
+)
+_WHAT = {
+    DNSError: "Cannot resolve the host",
+    RefusedError: "Connection refused",
+    TLSError: "TLS failed",
+    NetworkTimeoutError: "Timed out",
+    ResetError: "Connection reset",
+}
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def connection_error_class(exc: BaseException) -> type[AgentChatConnectionError]:
+    """The connection-error subclass a transport failure is, from the types in its cause chain."""
+    aiohttp = sys.modules.get("aiohttp")  # loaded when the async transport is; only then can its errors occur
+    for cause in _causes(exc):
+        for types, cls in _BY_CAUSE:
+            if isinstance(cause, types):
+                return cls
+        if aiohttp is not None and isinstance(cause, aiohttp.ServerDisconnectedError):
+            return ResetError
+    return AgentChatConnectionError
+
+
+def connection_error(exc: BaseException, url: str, *, secret: str | None) -> AgentChatConnectionError:
+    """The error to raise for a transport failure talking to ``url`` (its text redacted)."""
+    cls = connection_error_class(exc)
+    what = _WHAT.get(cls) or type(exc).__name__
+    return cls(f"{what} talking to {url}: {redact(str(exc) or type(exc).__name__, secret)}")

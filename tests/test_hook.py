@@ -17,11 +17,16 @@ from airflow_agentchat.exceptions import (
     AgentChatError,
     APIError,
     AuthenticationError,
+    DNSError,
     InvalidRequestError,
+    NetworkTimeoutError,
     NotFoundError,
     RateLimitError,
+    RefusedError,
+    ResetError,
     ServerError,
     StreamError,
+    TLSError,
 )
 from airflow_agentchat.hooks.agent_chat import AgentChatHook
 from airflow_agentchat.hooks.retry import RetryPolicy, retry_after_from_headers
@@ -510,6 +515,38 @@ def cut(body: bytes, *, chunked: bool) -> tuple[int, dict[str, str], list]:
     return (200, headers, [body[: len(body) // 2], RESET])
 
 
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+CONNECTION_FAULTS = {
+    "refused": (lambda url: f"http://127.0.0.1:{_closed_port()}", None, RefusedError),
+    "unknown host": (lambda url: "https://no-such-host.invalid", None, DNSError),
+    "TLS to a plain-HTTP port": (lambda url: url.replace("http://", "https://"), None, TLSError),
+    "read timeout": (lambda url: url, Delay(1.5, OK), NetworkTimeoutError),
+    "reset before the headers": (lambda url: url, RESET, ResetError),
+    "reset mid body": (lambda url: url, cut(OK_BODY, chunked=False), ResetError),
+}
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("fault", list(CONNECTION_FAULTS), ids=list(CONNECTION_FAULTS))
+def test_transport_failures_raise_the_connection_error_of_their_cause(make_conn, scripted, canary_key, mode, fault):
+    """Sync (httpx) and async (aiohttp) transports report these differently; the class must not differ."""
+    host, reply, cls = CONNECTION_FAULTS[fault]
+    scripted.script(*([reply] if reply is not None else []))
+    hook = AgentChatHook(make_conn("faulty", host(scripted.url)), max_retries=0, timeout=0.5)
+    with pytest.raises(AgentChatConnectionError) as info:
+        complete(hook, mode)
+    hook.close()
+    assert type(info.value) is cls and info.value.retryable and info.value.attempts == 1
+    assert hook.settings.completions_url in str(info.value) and canary_key not in str(info.value)
+
+
 NON_STREAM_FAULTS = {
     "reset mid body (content-length)": cut(OK_BODY, chunked=False),
     "reset mid body (chunked)": cut(OK_BODY, chunked=True),
@@ -891,6 +928,14 @@ def test_test_connection_closed_port_and_unknown_host(make_conn):
     assert not ok and "connection refused" in message
     ok, message = AgentChatHook(make_conn("nohost", "https://no-such-host.invalid")).test_connection()
     assert not ok and "resolve" in message
+
+
+def test_test_connection_explains_tls_and_timeouts_by_the_error_class(make_conn, scripted):
+    ok, message = AgentChatHook(make_conn("tls", scripted.url.replace("http://", "https://"))).test_connection()
+    assert not ok and message.startswith("TLS failed for") and "CA bundle" in message
+    scripted.script(Delay(1.5, OK))
+    ok, message = AgentChatHook(make_conn("slow", scripted.url), timeout=0.5).test_connection()
+    assert not ok and message.startswith("Timed out talking to")
 
 
 def test_environment_proxy_is_applied_unless_no_proxy(make_conn, monkeypatch):

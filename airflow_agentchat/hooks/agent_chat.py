@@ -33,12 +33,17 @@ from airflow_agentchat.exceptions import (
     AgentChatError,
     APIError,
     AuthenticationError,
+    DNSError,
     InvalidResponseError,
+    NetworkTimeoutError,
     NotFoundError,
     RateLimitError,
+    RefusedError,
+    ResetError,
+    TLSError,
 )
 from airflow_agentchat.hooks.retry import RetryPolicy, retry_after_from_headers
-from airflow_agentchat.wire_errors import error_from_response, redact, redact_optional
+from airflow_agentchat.wire_errors import connection_error, error_from_response, redact_optional
 
 if TYPE_CHECKING:
     from airflow.sdk import Connection
@@ -344,12 +349,6 @@ class AgentChatHook(BaseHook):
             retry_after=retry_after_from_headers(response.headers, rate_limited=response.status_code == 429),
         )
 
-    def _transport_error(self, exc: httpx.TransportError) -> AgentChatConnectionError:
-        url = self.settings.completions_url
-        kind = type(exc).__name__
-        text = redact(str(exc) or kind, self.settings.api_key)
-        return AgentChatConnectionError(f"{kind} talking to {url}: {text}")
-
     def _next_delay(self, attempt: int, error: AgentChatError) -> float | None:
         """Delay before the next attempt, or ``None`` when the error is final or retries are spent."""
         if self._cancel_event.is_set() or not error.retryable or attempt >= self.retry_policy.max_retries:
@@ -382,7 +381,7 @@ class AgentChatHook(BaseHook):
     def _failed(self, exc: Exception) -> AgentChatError:
         """The error an attempt ended with: what the loop decides on (anything else escapes unchanged)."""
         if isinstance(exc, httpx.TransportError):
-            return self._transport_error(exc)
+            return connection_error(exc, self.settings.completions_url, secret=self.settings.api_key)
         if isinstance(exc, AgentChatError):
             return exc
         raise exc
@@ -694,15 +693,15 @@ def _short(exc: APIError) -> str:
     return ", ".join(parts)
 
 
+_CONNECTION_ADVICE: dict[type[AgentChatConnectionError], str] = {
+    TLSError: "TLS failed for {url}: {text}. Set the connection's CA bundle, or verify=false for a test server.",
+    DNSError: "Cannot resolve the host of {url}: check the connection's Agent endpoint.",
+    RefusedError: "Cannot connect to {url} (connection refused): is the endpoint up and the port right?",
+    NetworkTimeoutError: "Timed out talking to {url}: the endpoint is slow or unreachable from this worker.",
+    ResetError: "{url} closed the connection before answering: {text}. A proxy or firewall may be in the way.",
+}
+
+
 def _explain_connection_error(url: str, exc: AgentChatConnectionError) -> str:
-    text = str(exc)
-    lowered = text.lower()
-    if "certificate" in lowered or "ssl" in lowered or "tls" in lowered:
-        return f"TLS failed for {url}: {text}. Set the connection's CA bundle, or verify=false for a test server."
-    if "name or service not known" in lowered or "nodename nor servname" in lowered or "getaddrinfo" in lowered:
-        return f"Cannot resolve the host of {url}: check the connection's Agent endpoint."
-    if "refused" in lowered or "connecterror" in lowered:
-        return f"Cannot connect to {url} (connection refused): is the endpoint up and the port right?"
-    if "timeout" in lowered:
-        return f"Timed out talking to {url}: the endpoint is slow or unreachable from this worker."
-    return f"Cannot reach {url}: {text}"
+    advice = next((_CONNECTION_ADVICE[cls] for cls in type(exc).__mro__ if cls in _CONNECTION_ADVICE), None)
+    return (advice or "Cannot reach {url}: {text}").format(url=url, text=exc)
