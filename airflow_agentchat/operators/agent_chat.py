@@ -162,6 +162,8 @@ class AgentChatCompletionOperator(AgentChatRequestOperator):
         if not isinstance(event, dict) or event.get("status") not in ("success", "error"):
             raise AgentChatError(f"Unexpected trigger event: {str(event)[:200]}")
         if event["status"] == "error":
+            if isinstance(event.get("error"), dict):
+                raise AgentChatError.from_dict(event["error"])  # the class direct mode would raise
             raise AgentChatError(event.get("message") or "agent chat request failed in the triggerer")
         completion = ChatCompletion.model_validate(event["response"])
         completion._meta = dict(event.get("meta") or {})
