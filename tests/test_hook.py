@@ -89,7 +89,7 @@ def hook_for(scripted, make_conn):
             **kwargs,
         )
         # A 429 pauses the whole hook in real time; the recorded sleeps stand in for it here.
-        hook.pause_remaining = lambda: 0.0  # type: ignore[method-assign]
+        hook._pause.remaining = lambda: 0.0  # type: ignore[method-assign]
         created.append(hook)
         return hook, sleeps
 
@@ -407,6 +407,26 @@ def test_a_429_pause_holds_the_retry_back_in_real_time(scripted, make_conn):
     hook.close()
     limited, retried = scripted.requests
     assert retried.at >= limited.replied_at + 0.3
+
+
+def test_cancel_stops_the_async_path_from_sending_again(scripted, make_conn):
+    """cancel() used to stop only the sync loop: the async one slept out the back-off and sent again."""
+    hook = AgentChatHook(make_conn("cancel-async", scripted.url), retry_policy=RetryPolicy(jitter=lambda: 1))
+    scripted.script((503, {"retry-after": "0.3"}, b"busy"), OK)
+
+    async def run() -> None:
+        task = asyncio.create_task(hook.acreate_chat_completion(USER))
+        while not scripted.requests:
+            await asyncio.sleep(0.005)
+        hook.cancel()
+        try:
+            await task
+        finally:
+            await hook.aclose()
+
+    with pytest.raises(AgentChatError) as info:
+        asyncio.run(run())
+    assert len(scripted.requests) == 1 and info.value.attempts == 1
 
 
 # ------------------------------------------------------------------------------------------ streaming

@@ -42,7 +42,7 @@ from airflow_agentchat.exceptions import (
     ResetError,
     TLSError,
 )
-from airflow_agentchat.hooks.retry import RetryPolicy, retry_after_from_headers
+from airflow_agentchat.hooks.retry import RetryController, RetryPolicy, SharedPause, retry_after_from_headers
 from airflow_agentchat.wire_errors import connection_error, error_from_response, redact_optional
 
 if TYPE_CHECKING:
@@ -189,7 +189,7 @@ class AgentChatHook(BaseHook):
         self._async_sleep = async_sleep
         self._async_transport: httpx.AsyncBaseTransport | None = None
         self._async_loop: asyncio.AbstractEventLoop | None = None
-        self._paused_until = 0.0  # time.monotonic() before which no request is sent (shared back-off)
+        self._pause = SharedPause()  # shared by every request of this hook
 
     # ---------------------------------------------------------------------------------------- connection
 
@@ -349,34 +349,12 @@ class AgentChatHook(BaseHook):
             retry_after=retry_after_from_headers(response.headers, rate_limited=response.status_code == 429),
         )
 
-    def _next_delay(self, attempt: int, error: AgentChatError) -> float | None:
-        """Delay before the next attempt, or ``None`` when the error is final or retries are spent."""
-        if self._cancel_event.is_set() or not error.retryable or attempt >= self.retry_policy.max_retries:
-            return None
-        server_delay = error.retry_after if isinstance(error, APIError) else None
-        delay = self.retry_policy.delay(attempt, server_delay)
-        if isinstance(error, RateLimitError) or server_delay is not None:
-            self._paused_until = max(self._paused_until, time.monotonic() + delay)
-        return delay
-
     def pause_remaining(self) -> float:
         """Seconds until this hook sends again after a 429 / ``retry-after`` (the shared back-off); ≤ 0: now."""
-        return self._paused_until - time.monotonic()
+        return self._pause.remaining()
 
-    def _delay_or_raise(self, attempt: int, error: AgentChatError) -> float:
-        """Seconds to wait before the next attempt; raise ``error`` when it is final or retries are spent."""
-        delay = self._next_delay(attempt, error)
-        if delay is None:
-            error.attempts = attempt + 1
-            raise error
-        self.log.warning(
-            "Agent chat request failed (attempt %d/%d): %s; retrying in %.2fs",
-            attempt + 1,
-            self.retry_policy.max_retries + 1,
-            error,
-            delay,
-        )
-        return delay
+    def _retries(self) -> RetryController:
+        return RetryController(self.retry_policy, self._pause, self._cancel_event.is_set)
 
     def _failed(self, exc: Exception) -> AgentChatError:
         """The error an attempt ended with: what the loop decides on (anything else escapes unchanged)."""
@@ -386,6 +364,18 @@ class AgentChatHook(BaseHook):
             return exc
         raise exc
 
+    def _backoff(self, retries: RetryController, error: AgentChatError) -> float:
+        """The wait before the next attempt, logged; raises ``error`` when the controller gives up."""
+        delay = retries.failed(error)
+        self.log.warning(
+            "Agent chat request failed (attempt %d/%d): %s; retrying in %.2fs",
+            retries.attempts,
+            retries.policy.max_retries + 1,
+            error,
+            delay,
+        )
+        return delay
+
     @contextmanager
     def _open(self, request: ChatCompletionRequest, consume: Callable[[httpx.Response], _T]) -> Iterator[_T]:
         """Send with retries; yield what ``consume`` made of the first 2xx response.
@@ -393,44 +383,37 @@ class AgentChatHook(BaseHook):
         ``consume`` reads the body inside the retry loop, so a reset, a timeout, a cut or garbled body while it
         reads is retried like an error status. What the caller does with the result is not retried (a
         stream's chunks after the first one was delivered), but its error still says how many attempts the
-        server saw.
+        server saw. Every decision is the :class:`RetryController`'s; this loop only sleeps and sends.
         """
         url, headers, extensions = self._wire
         content = self._encode(request)
-        attempt = 0
+        retries = self._retries()
         while True:
-            pause = self.pause_remaining()
-            while pause > 0 and not self._cancel_event.is_set():
-                self._sleep(pause)
-                pause = self.pause_remaining()  # another request may have extended the pause meanwhile
-            if self._cancel_event.is_set():
-                cancelled = AgentChatConnectionError("Request cancelled: the task was killed")
-                cancelled.attempts = attempt
-                raise cancelled
+            while (pause := retries.wait()) > 0:
+                self._sleep(pause)  # ends early on cancel(); wait() then raises
+            retries.sent()
             response: httpx.Response | None = None
             try:
                 try:
                     http_request = httpx.Request("POST", url, headers=headers, content=content, extensions=extensions)
                     response = self._transport.handle_request(http_request)
-                    if response.is_success:
-                        response.extensions["agentchat_attempts"] = attempt + 1
-                        result = consume(response)
-                    else:
+                    if not response.is_success:
                         raise self._error(response, response.read())
+                    response.extensions["agentchat_attempts"] = retries.attempts
+                    result = consume(response)
                 except Exception as exc:
                     error = self._failed(exc)
                 else:
                     try:
                         yield result
                     except AgentChatError as exc:
-                        exc.attempts = attempt + 1
+                        exc.attempts = retries.attempts
                         raise
                     return
             finally:
                 if response is not None:
                     response.close()
-            self._sleep(self._delay_or_raise(attempt, error))
-            attempt += 1
+            self._sleep(self._backoff(retries, error))
 
     @asynccontextmanager
     async def _aopen(
@@ -440,36 +423,33 @@ class AgentChatHook(BaseHook):
         transport = await self._atransport()
         url, headers, extensions = self._wire
         content = self._encode(request)
-        attempt = 0
+        retries = self._retries()
         while True:
-            pause = self.pause_remaining()
-            while pause > 0:
+            while (pause := retries.wait()) > 0:
                 await self._async_sleep(pause)
-                pause = self.pause_remaining()  # another request may have extended the pause meanwhile
+            retries.sent()
             response: httpx.Response | None = None
             try:
                 try:
                     http_request = httpx.Request("POST", url, headers=headers, content=content, extensions=extensions)
                     response = await transport.handle_async_request(http_request)
-                    if response.is_success:
-                        response.extensions["agentchat_attempts"] = attempt + 1
-                        result = await consume(response)
-                    else:
+                    if not response.is_success:
                         raise self._error(response, await response.aread())
+                    response.extensions["agentchat_attempts"] = retries.attempts
+                    result = await consume(response)
                 except Exception as exc:
                     error = self._failed(exc)
                 else:
                     try:
                         yield result
                     except AgentChatError as exc:
-                        exc.attempts = attempt + 1
+                        exc.attempts = retries.attempts
                         raise
                     return
             finally:
                 if response is not None:
                     await response.aclose()
-            await self._async_sleep(self._delay_or_raise(attempt, error))
-            attempt += 1
+            await self._async_sleep(self._backoff(retries, error))
 
     def _parse(self, response: httpx.Response, content: bytes, started: float) -> ChatCompletion:
         """The completion in a 2xx body; a body that is not one is an :class:`InvalidResponseError` (retried)."""
