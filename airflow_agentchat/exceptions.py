@@ -163,7 +163,7 @@ class APIError(AgentChatError):
         self.request_id = request_id
         self.retry_after = retry_after
         parts = [f"HTTP {status}"]
-        if code:
+        if code and code != str(status):  # proxies often put the status in "code": it would only repeat it
             parts.append(f"code={code}")
         if param:
             parts.append(f"param={param}")

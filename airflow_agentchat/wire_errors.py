@@ -102,6 +102,14 @@ def _describe(body: Any) -> tuple[str | None, str | None, str | None, str | None
     )
 
 
+_REQUEST_ID_HEADERS = ("x-request-id", "request-id", "x-litellm-call-id")
+
+
+def request_id_from_headers(headers: Mapping[str, str]) -> str | None:
+    """The id to quote to support: ``x-request-id``, ``request-id``, else the call id a LiteLLM proxy sends."""
+    return next((headers[name] for name in _REQUEST_ID_HEADERS if headers.get(name)), None)
+
+
 def error_from_response(
     status: int,
     headers: Mapping[str, str],
@@ -124,7 +132,7 @@ def error_from_response(
     message, code, error_type, param, request_id = _describe(body)
     if message is None:
         message = _summarise_text(text) or _default_reason(status)
-    request_id = request_id or headers.get("x-request-id") or headers.get("request-id")
+    request_id = request_id or request_id_from_headers(headers)
     cls: type[APIError]
     if status in (401, 403):
         cls = AuthenticationError

@@ -318,6 +318,8 @@ def test_every_error_shape_surfaces_status_code_message_request_id(
         ({"ratelimit-reset": "4"}, 4.0),
         ({"x-ratelimit-reset-requests": "250ms", "x-ratelimit-reset-tokens": "2s"}, 2.0),
         ({"x-ratelimit-reset": "1000000005"}, 5.0),
+        ({"llm_provider-retry-after": "6"}, 6.0),
+        ({"retry-after": "2", "llm_provider-retry-after": "6"}, 2.0),
         ({}, None),
     ],
 )
@@ -337,6 +339,22 @@ def test_rate_limited_request_waits_what_the_server_asks(hook_for, scripted, hea
     assert result.meta["attempts"] == 2
     assert sleeps.delays == [expected]
     assert len(scripted.requests) == 2
+
+
+def test_a_litellm_proxy_is_understood(hook_for, scripted):
+    """LiteLLM forwards the provider's retry-after as llm_provider-retry-after and ids calls x-litellm-call-id;
+    its error bodies put the status in "code", which the error text must not repeat."""
+    hook, sleeps = hook_for(max_retries=1)
+    body = b'{"error": {"message": "rate limited upstream", "type": "throttling_error", "code": "429"}}'
+    litellm = {"llm_provider-retry-after": "7", "x-litellm-call-id": "call-1"}
+    scripted.script((429, litellm, body), (429, litellm, body))
+    with pytest.raises(RateLimitError) as info:
+        hook.create_chat_completion(USER)
+    assert sleeps.delays == [7.0]
+    assert info.value.request_id == "call-1" and info.value.code == "429"
+    assert str(info.value) == "rate limited upstream (HTTP 429, request_id=call-1)"
+    scripted.script((200, {"x-litellm-call-id": "call-2"}, OK_BODY))
+    assert hook.create_chat_completion(USER).meta["request_id"] == "call-2"
 
 
 def test_reset_headers_only_delay_a_429(hook_for, scripted):

@@ -43,7 +43,12 @@ from airflow_agentchat.exceptions import (
     TLSError,
 )
 from airflow_agentchat.hooks.retry import RetryController, RetryPolicy, SharedPause, retry_after_from_headers
-from airflow_agentchat.wire_errors import connection_error, error_from_response, redact_optional
+from airflow_agentchat.wire_errors import (
+    connection_error,
+    error_from_response,
+    redact_optional,
+    request_id_from_headers,
+)
 
 if TYPE_CHECKING:
     from airflow.sdk import Connection
@@ -468,7 +473,7 @@ class AgentChatHook(BaseHook):
         raise InvalidResponseError(
             response.status_code,
             f"Response is not a chat completion ({problem})",
-            request_id=redact_optional(response.headers.get("x-request-id"), self.settings.api_key),
+            request_id=redact_optional(request_id_from_headers(response.headers), self.settings.api_key),
         )
 
     def _reader(self, started: float) -> Callable[[httpx.Response], ChatCompletion]:
@@ -657,14 +662,14 @@ def _with_meta(
     completion._meta = {
         "attempts": response.extensions.get("agentchat_attempts", 1),
         "latency_ms": round((time.perf_counter() - started) * 1000, 1),
-        "request_id": redact_optional(response.headers.get("x-request-id"), secret),
+        "request_id": redact_optional(request_id_from_headers(response.headers), secret),
     }
     return completion
 
 
 def _short(exc: APIError) -> str:
     parts = [f"HTTP {exc.status}"]
-    if exc.code:
+    if exc.code and exc.code != str(exc.status):
         parts.append(str(exc.code))
     if exc.message:
         parts.append(exc.message[:120])

@@ -3,8 +3,9 @@
 Kept apart from the hook so the sync and async paths share one rule, and so the rule can be tested without a
 network: :class:`RetryController` makes every decision of one request's retry loop (attempt counting, the
 shared pause, back-off, cancellation, giving up) and the hook's two loops only sleep and send. The server's
-own word wins over our back-off: ``retry-after-ms``, ``retry-after`` (seconds or an HTTP date) and the
-rate-limit reset headers, with or without the ``x-`` prefix.
+own word wins over our back-off: ``retry-after-ms``, ``retry-after`` (seconds or an HTTP date), the
+``llm_provider-retry-after`` a LiteLLM proxy forwards from the model provider, and the rate-limit reset
+headers, with or without the ``x-`` prefix.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from email.utils import parsedate_to_datetime
 
 from airflow_agentchat.exceptions import AgentChatConnectionError, AgentChatError, APIError, RateLimitError
 
+# LiteLLM proxies forward the model provider's headers with an "llm_provider-" prefix.
+_RETRY_AFTER_HEADERS = ("retry-after", "llm_provider-retry-after")
 _RESET_HEADERS = (
     "ratelimit-reset",
     "x-ratelimit-reset",
@@ -54,8 +57,9 @@ def retry_after_from_headers(
 ) -> float | None:
     """The delay the server asks for, in seconds, or ``None`` when it names none.
 
-    ``retry-after-ms`` is the most precise and wins; then ``retry-after``; then, for a 429 only
-    (``rate_limited``), the longest of the reset headers (a request must wait for every limit it would hit).
+    ``retry-after-ms`` is the most precise and wins; then ``retry-after``, then the provider's ``retry-after``
+    forwarded by a LiteLLM proxy; then, for a 429 only (``rate_limited``), the longest of the reset headers
+    (a request must wait for every limit it would hit).
     OpenAI-style servers send reset headers on every response, where they describe the quota window, not
     a reason to wait after a 500.
     """
@@ -66,11 +70,12 @@ def retry_after_from_headers(
             return max(0.0, float(value) / 1000.0)
         except ValueError:
             pass
-    value = headers.get("retry-after")
-    if value is not None:
-        seconds = _parse_duration(value, now)
-        if seconds is not None:
-            return max(0.0, seconds)
+    for name in _RETRY_AFTER_HEADERS:
+        value = headers.get(name)
+        if value is not None:
+            seconds = _parse_duration(value, now)
+            if seconds is not None:
+                return max(0.0, seconds)
     if not rate_limited:
         return None
     resets = [_parse_duration(headers[name], now) for name in _RESET_HEADERS if name in headers]
