@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 UV := $(shell command -v uv 2>/dev/null || echo "$(HOME)/.local/bin/uv")
 
-.PHONY: venv test lint demo ui bench clean
+.PHONY: venv test lint typecheck demo ui bench clean
 
 $(UV):
 	python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
@@ -21,7 +21,11 @@ lint: venv
 	$(VENV)/bin/ruff check airflow_agentchat tests dags benchmarks
 	$(VENV)/bin/ruff format --check airflow_agentchat tests dags benchmarks
 
-test: lint
+# mypy settings live in pyproject.toml ([tool.mypy]).
+typecheck: venv
+	$(VENV)/bin/mypy
+
+test: lint typecheck
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 demo: venv
@@ -34,4 +38,4 @@ bench: venv
 	$(PY) benchmarks/run_all.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache

@@ -264,7 +264,7 @@ class TruncatedStreamError(StreamError):
         super().__init__(message, retryable=retryable)
 
 
-def __getattr__(name: str) -> object:
+def __getattr__(name: str) -> Any:
     # batch/ still imports redact from here; it moved to wire_errors with the rest of the response parsing.
     if name == "redact":
         from airflow_agentchat.wire_errors import redact

@@ -247,7 +247,8 @@ class AgentChatHook(BaseHook):
         The hook sends to transports directly, so it applies the environment's proxy itself, as
         ``httpx.Client(trust_env=True)`` would.
         """
-        from urllib.request import getproxies_environment, proxy_bypass_environment
+        # proxy_bypass_environment is public in CPython but missing from typeshed.
+        from urllib.request import getproxies_environment, proxy_bypass_environment  # type: ignore[attr-defined]
 
         parts = urlsplit(self.settings.base_url)
         proxies = getproxies_environment()
