@@ -18,8 +18,8 @@ $(VENV)/.synced: pyproject.toml uv.lock | $(UV)
 venv: $(VENV)/.synced
 
 lint: venv
-	$(VENV)/bin/ruff check airflow_agentchat tests dags benchmarks
-	$(VENV)/bin/ruff format --check airflow_agentchat tests dags benchmarks
+	$(VENV)/bin/ruff check airflow_agentchat tests dags benchmarks dev
+	$(VENV)/bin/ruff format --check airflow_agentchat tests dags benchmarks dev
 
 # mypy settings live in pyproject.toml ([tool.mypy]).
 typecheck: venv
@@ -28,11 +28,17 @@ typecheck: venv
 test: lint typecheck
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
-demo: venv
-	$(PY) -m airflow_agentchat.devserver.demo
+QUIET_VENV = @out=$$($(MAKE) --no-print-directory venv 2>&1) || { echo "$$out"; exit 1; }
 
-ui: venv
-	$(PY) -m airflow_agentchat.devserver.ui_launcher
+# The checkout-only helpers live in dev/ (not in the wheel). `make demo` shows uv's output only when it fails.
+demo:
+	$(QUIET_VENV)
+	@$(PY) -m dev.demo $(ARGS)
+
+# A small working Airflow (api-server, scheduler, dag-processor, triggerer, dev agent); options: make ui ARGS='--port 8081'
+ui:
+	$(QUIET_VENV)
+	@$(PY) -m dev.ui $(ARGS)
 
 bench: venv
 	$(PY) benchmarks/run_all.py

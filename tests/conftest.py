@@ -35,6 +35,7 @@ os.environ.update(
     }
 )
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(ROOT))  # the checkout-only helpers in dev/ (make ui's launcher)
 
 from scripted_server import ScriptedServer  # noqa: E402
 

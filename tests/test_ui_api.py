@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from airflow_agentchat.devserver.ui_launcher import AirflowApiServer, airflow_env, free_port, store_connection
+from dev.ui import AirflowApiServer, airflow_env, free_port, store_connection
 
 USERS = {
     "admin": ("admin", "admin-pw-1"),
@@ -105,8 +105,43 @@ def test_connection_test_endpoint_reports_success_with_latency_model_tokens(serv
     assert " ms: model agent answered, 2 prompt + 2 completion tokens." in message
 
 
-def test_connection_test_of_an_unsaved_form(server: Server, canary_key: str) -> None:
-    """What the UI's Test button sends for a connection being edited: the whole form, key included."""
+def test_connection_list_test_button_body(server: Server) -> None:
+    """Exactly what Airflow 3.3's Test button in the connection list posts for a stored connection.
+
+    The stored port is NULL; the UI sends ``"port": Number(null)``, i.e. 0, and the masked password. Airflow
+    alone answers 400 "The host or port to test differs from the stored connection"; the plugin's middleware
+    drops the port 0, so the stored key is used and the test really reaches the dev server.
+    """
+    status, stored = server.json("/api/v2/connections/agentchat_db")
+    assert status == 200 and stored["port"] is None and stored["password"] == "***"
+    listed = {
+        "conn_type": "agentchat",
+        "connection_id": "agentchat_db",
+        "description": stored["description"],
+        "extra": "{}",
+        "host": stored["host"],
+        "login": "",
+        "password": stored["password"],
+        "port": 0,
+        "schema": "",
+    }
+    before = server.dev.stats(timestamps=False)["total"]
+    status, body = server.json("/api/v2/connections/test", listed)
+    assert (status, body.get("status")) == (200, True), body
+    assert body["message"].startswith(f"Connected to {server.dev.url}/api/v1/chat/completions in ")
+    assert server.dev.stats(timestamps=False)["total"] == before + 1
+
+
+def test_connection_test_with_another_port_still_needs_credentials(server: Server) -> None:
+    """Only port 0 is dropped: a real other port is another destination, and Airflow's rule still applies."""
+    body = {"conn_type": "agentchat", "connection_id": "agentchat_db", "host": server.dev.url, "port": 9}
+    body["password"] = "***"
+    status, answer = server.json("/api/v2/connections/test", body)
+    assert status == 400 and "differs from the stored connection" in answer["detail"]
+
+
+def test_connection_test_of_an_unsaved_connection(server: Server, canary_key: str) -> None:
+    """A connection that is not stored, sent whole (key included), as API clients do."""
     form = {"connection_id": "new_conn", "conn_type": "agentchat", "host": server.dev.url, "password": canary_key}
     status, body = server.json("/api/v2/connections/test", form)
     assert (status, body["status"]) == (200, True), body
@@ -287,6 +322,20 @@ def test_chat_streams_ndjson_events(server: Server) -> None:
     result = events[-1]
     assert result["type"] == "result" and result["text"] == "Echo: one two three"
     assert result["usage"] == {"prompt_tokens": 4, "completion_tokens": 4, "total_tokens": 8}
+    (opened,) = [e for e in events if e["type"] == "open"]  # before the first delta, shown while streaming
+    assert events.index(opened) < min(i for i, e in enumerate(events) if e["type"] == "delta")
+    assert opened["attempts"] == 1 and opened["request_id"].startswith("req_")
+    assert (result["meta"]["attempts"], result["meta"]["request_id"]) == (1, opened["request_id"])
+
+
+def test_streamed_answer_reports_retries(server: Server) -> None:
+    """A rate limit before the stream starts is retried; the page learns how many attempts it took."""
+    server.dev.add_faults({"kind": "429", "times": 1, "retry_after": 0})
+    request = {"messages": [{"role": "user", "content": "retry me"}], "stream": True}
+    status, _, text = server.call("/agentchat/api/connections/agentchat_db/chat", {"request": request})
+    result = json.loads(text.splitlines()[-1])
+    assert status == 200 and result["type"] == "result", text[-500:]
+    assert result["meta"]["attempts"] == 2 and result["text"] == "Echo: retry me"
 
 
 def test_chat_tool_calls(server: Server) -> None:

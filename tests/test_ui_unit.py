@@ -82,3 +82,43 @@ def test_operator_snippet_general_conversation() -> None:
     namespace: dict[str, object] = {}
     exec(snippet.split("\n", 2)[2].replace("AgentChatCompletionOperator(", "dict("), namespace)
     assert namespace["ask_agent"] == {"task_id": "ask_agent", "agentchat_conn_id": "my_conn", **request}
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ({"conn_type": "agentchat", "connection_id": "a", "port": 0}, {"conn_type": "agentchat", "connection_id": "a"}),
+        ({"conn_type": "agentchat", "connection_id": "a", "port": 443}, None),  # a real port is another endpoint
+        ({"conn_type": "agentchat", "connection_id": "a", "port": False}, None),
+        ({"conn_type": "agentchat", "connection_id": "a"}, None),
+        ({"conn_type": "http", "connection_id": "h", "port": 0}, None),  # other providers' connections untouched
+    ],
+)
+def test_connection_test_body_loses_only_the_ui_port_zero(body: dict, expected: dict | None) -> None:
+    from airflow_agentchat.plugins.connection_test import without_port_zero
+
+    fixed = without_port_zero(json.dumps(body).encode())
+    assert (None if fixed is None else json.loads(fixed)) == expected
+    assert without_port_zero(b"{not json") is None
+
+
+def test_operator_snippet_nests_long_literals_by_four_spaces() -> None:
+    """A ``tools=`` list too long for one line is laid out one item per line, each level 4 spaces deeper."""
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "description": "Current weather for a city, in degrees Celsius",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+            },
+        }
+    ]
+    snippet = operator_snippet("c", {"messages": [{"role": "user", "content": "weather?"}], "tools": tools})
+    body = snippet.split("(\n", 1)[1].rsplit(")", 1)[0]
+    indents = [len(line) - len(line.lstrip(" ")) for line in body.splitlines()]
+    assert all(n % 4 == 0 for n in indents), snippet
+    assert max(indents) >= 16 and max(len(line) for line in snippet.splitlines()) <= 100, snippet
+    namespace: dict[str, object] = {}
+    exec(snippet.split("\n", 2)[2].replace("AgentChatCompletionOperator(", "dict("), namespace)
+    assert namespace["ask_agent"]["tools"] == tools

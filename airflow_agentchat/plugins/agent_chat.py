@@ -5,7 +5,9 @@ Registered through the ``airflow.plugins`` entry point. It adds
 * a FastAPI app mounted by the API server under :data:`URL_PREFIX` (page, assets and a small JSON API, see
   :mod:`airflow_agentchat.plugins.app`), every route behind the API server's own authentication and the
   user's rights on connections;
-* a nav entry (``external_views``) that shows that page inside the Airflow UI.
+* a nav entry (``external_views``) that shows that page inside the Airflow UI;
+* a root middleware that lets the connection list's Test button work on ``agentchat`` connections (see
+  :mod:`airflow_agentchat.plugins.connection_test`).
 
 Plugins are imported by every Airflow process (scheduler, DAG processor, workers), not only by the API server,
 so this module imports nothing heavy: the FastAPI app is built on its first request by :class:`LazyASGIApp`.
@@ -18,6 +20,8 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from airflow.plugins_manager import AirflowPlugin
+
+from airflow_agentchat.plugins.connection_test import PortZeroTestMiddleware
 
 #: Where the API server mounts the app; the page is ``{URL_PREFIX}/``.
 URL_PREFIX = "/agentchat"
@@ -66,16 +70,17 @@ def _base_path() -> str:
     return urlsplit(base_url).path.rstrip("/")
 
 
-def _icon(color: str, fill: str) -> str:
+def _icon(stroke: str, fill: str) -> str:
     """A chat-bubble icon as a data URL: no route to serve, nothing to authenticate.
 
-    Filled and outlined in a contrasting colour, so it shows on the light nav and on the dark highlight of
-    the active item alike (an <img> cannot follow the nav's text colour the way built-in icons do).
+    Drawn like Airflow's own nav icons (a 24-unit outline across the whole box, stroke width 2, their colour),
+    so it is as large and as dark as its neighbours. An <img> cannot follow the nav's text colour, so the bubble
+    is filled: it stays visible on the dark highlight of the active item too.
     """
     svg = (
-        f"<svg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 24 24' fill='{fill}' stroke='{color}' stroke-width='2' "
-        "stroke-linecap='round' stroke-linejoin='round'><path d='M21 12a8 8 0 0 1-11.6 7.1L4 20l1-4.6A8 8 0 1 1 21 "
-        "12z'/><path d='M8.5 11h.01M12 11h.01M15.5 11h.01'/></svg>"
+        f"<svg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 24 24' fill='{fill}' stroke='{stroke}' "
+        "stroke-width='2' stroke-linecap='round' stroke-linejoin='round'>"
+        "<path d='M7.9 20A9 9 0 1 0 4 16.1L2 22Z'/><path fill='none' d='M8 12h.01M12 12h.01M16 12h.01'/></svg>"
     )
     return "data:image/svg+xml," + quote(svg, safe="/:=' ")
 
@@ -91,13 +96,16 @@ class AgentChatPlugin(AirflowPlugin):
             "url_prefix": URL_PREFIX,
         }
     ]
+    fastapi_root_middlewares = [
+        {"name": "agentchat-connection-test", "middleware": PortZeroTestMiddleware, "args": [], "kwargs": {}}
+    ]
     external_views = [
         {
             "name": "Agent Chat",
             "href": f"{_base_path()}{URL_PREFIX}/",
             "url_route": "agent-chat",
             "destination": "nav",
-            "icon": _icon("#ffffff", "#4a5568"),
-            "icon_dark_mode": _icon("#e2e8f0", "#2d3748"),
+            "icon": _icon("#3e5873", "#ffffff"),  # Airflow 3's nav icon colour, oklch(0.45 0.055 251)
+            "icon_dark_mode": _icon("#abc0d7", "#1a202c"),
         }
     ]

@@ -241,12 +241,12 @@ def create_app() -> FastAPI:
 def _stream_events(
     hook: Any, secret: str | None, messages: Any, params: dict[str, Any], head: dict[str, Any]
 ) -> Iterator[bytes]:
-    """NDJSON events: ``start``, one ``delta`` per chunk with text, then ``result`` or ``error``.
+    """NDJSON events: ``start``, ``open`` (attempts, request id), one ``delta`` per chunk, then ``result`` or ``error``.
 
     A sync generator: Starlette runs it in its thread pool, so the hook's blocking client never stalls the
     API server's event loop.
     """
-    from airflow_agentchat.streaming import ChunkFolder
+    from airflow_agentchat.streaming import ChunkFolder, iter_chunks
 
     def line(event: dict[str, Any]) -> bytes:
         text = json.dumps(event, ensure_ascii=False, default=str)
@@ -259,17 +259,26 @@ def _stream_events(
     started = time.perf_counter()
     chunks = 0
     try:
-        for chunk in hook.stream_chat_completion(messages, **params):
-            chunks += 1
-            folder.add(chunk)
-            event: dict[str, Any] = {"type": "delta", "text": chunk.text}
-            calls = [
-                c.model_dump(mode="json", exclude_none=True) for ch in chunk.choices for c in ch.delta.tool_calls or ()
-            ]
-            if calls:
-                event["tool_calls"] = calls
-            if chunk.text or calls:
-                yield line(event)
+        request = hook.build_request(messages, **params)
+        # The hook's public stream() yields chunks only; the page also shows the attempts and the request id
+        # of the response that streams, so it opens the stream itself (same retries, same redaction).
+        with hook._open(request) as response:
+            opened = {"attempts": response.extensions.get("agentchat_attempts", 1)}
+            opened["request_id"] = response.headers.get("x-request-id")
+            yield line({"type": "open", **opened})
+            for chunk in iter_chunks(response, secret=secret):
+                chunks += 1
+                folder.add(chunk)
+                event: dict[str, Any] = {"type": "delta", "text": chunk.text}
+                calls = [
+                    c.model_dump(mode="json", exclude_none=True)
+                    for ch in chunk.choices
+                    for c in ch.delta.tool_calls or ()
+                ]
+                if calls:
+                    event["tool_calls"] = calls
+                if chunk.text or calls:
+                    yield line(event)
         completion = folder.result()
     except AgentChatError as exc:
         yield line({"type": "error", **error_payload(exc), "chunks": chunks})
@@ -277,5 +286,5 @@ def _stream_events(
     finally:
         hook.close()
     payload = completion_payload(completion, latency_ms=(time.perf_counter() - started) * 1000)
-    payload["meta"]["chunks"] = chunks
+    payload["meta"].update(opened, chunks=chunks)
     yield line({"type": "result", **payload})

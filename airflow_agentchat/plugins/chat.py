@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import pprint
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -17,6 +16,7 @@ from urllib.parse import urlsplit
 from airflow_agentchat.exceptions import AgentChatError, APIError, InvalidRequestError
 
 CONN_TYPE = "agentchat"
+_SNIPPET_WIDTH = 100
 _ENV_PREFIX = "AIRFLOW_CONN_"
 
 
@@ -152,9 +152,23 @@ def completion_payload(completion: Any, *, latency_ms: float | None = None) -> d
 # ------------------------------------------------------------------------------------------------ snippet
 
 
-def _literal(value: Any, indent: int) -> str:
-    text = pprint.pformat(value, width=max(40, 116 - indent), sort_dicts=False)
-    return text.replace("\n", "\n" + " " * indent)
+def _literal(value: Any, indent: int, column: int) -> str:
+    """``value`` as Python source starting at ``column`` of a line indented by ``indent``.
+
+    What fits in the line stays on it; a longer dict or list gets one item per line, each nested level four
+    spaces deeper and its closing bracket back at the level's indent (the layout black gives), so a pasted
+    ``tools=`` list reads like hand-written code.
+    """
+    flat = repr(value)
+    if column + len(flat) <= _SNIPPET_WIDTH or not isinstance(value, (dict, list)) or not value:
+        return flat
+    inner = indent + 4
+    pad = " " * inner
+    if isinstance(value, dict):
+        lines = [f"{pad}{key!r}: {_literal(item, inner, inner + len(repr(key)) + 2)}," for key, item in value.items()]
+        return "{\n" + "\n".join(lines) + "\n" + " " * indent + "}"
+    lines = [f"{pad}{_literal(item, inner, inner)}," for item in value]
+    return "[\n" + "\n".join(lines) + "\n" + " " * indent + "]"
 
 
 def operator_snippet(conn_id: str, request: Mapping[str, Any]) -> str:
@@ -182,6 +196,6 @@ def operator_snippet(conn_id: str, request: Mapping[str, Any]) -> str:
         "ask_agent = AgentChatCompletionOperator(",
     ]
     for key, value in args:
-        lines.append(f"    {key}={_literal(value, 4)},")
+        lines.append(f"    {key}={_literal(value, 4, 5 + len(key))},")
     lines.append(")")
     return "\n".join(lines) + "\n"

@@ -164,20 +164,39 @@
   }
 
   // ------------------------------------------------------------------------------------------- messages
-  function addMessage(role = "user", content = "") {
+  // One editor row per message. Tool messages carry a tool_call_id; assistant messages may carry tool_calls
+  // (JSON, as the wire has them), so a tool round trip can be written, or built from an answer's tool calls.
+  function addMessage(role = "user", content = "", { toolCallId = "", toolCalls = null } = {}) {
     const list = $("#messages");
-    const select = el("select", { "aria-label": "role" }, ...ROLES.map((r) => el("option", { value: r, text: r })));
+    const select = el("select", { "aria-label": "role", class: "role" }, ...ROLES.map((r) => el("option", { value: r, text: r })));
     select.value = role;
-    const text = el("textarea", { rows: 3, placeholder: "Message content", "aria-label": "content" });
+    const text = el("textarea", { rows: 3, placeholder: "Message content", "aria-label": "content", class: "content" });
     text.value = content;
-    const toolId = el("input", { type: "text", class: "tool-id", placeholder: "tool_call_id", hidden: role !== "tool", "aria-label": "tool_call_id" });
-    select.addEventListener("change", () => { toolId.hidden = select.value !== "tool"; });
+    const toolId = el("input", { type: "text", class: "tool-id", placeholder: "tool_call_id", "aria-label": "tool_call_id" });
+    toolId.value = toolCallId;
+    const calls = el("textarea", { rows: 3, class: "json tool-calls", spellcheck: "false", "aria-label": "tool_calls",
+      placeholder: 'tool_calls (optional): [{"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\\"city\\": \\"Paris\\"}"}}]' });
+    if (toolCalls) calls.value = pretty(toolCalls);
+    const showRoleFields = () => { toolId.hidden = select.value !== "tool"; calls.hidden = select.value !== "assistant"; };
+    select.addEventListener("change", showRoleFields);
+    showRoleFields();
     const remove = el("button", { type: "button", class: "btn btn-small remove", title: "Remove this message", text: "Remove" });
     const row = el("div", { class: "message" }, select, toolId, remove,
-      el("div", { class: "field" }, text, el("p", { class: "error", role: "alert" })));
+      el("div", { class: "field" }, text, calls, el("p", { class: "error", role: "alert" })));
     remove.addEventListener("click", () => { if (list.children.length > 1) row.remove(); });
     list.append(row);
     return row;
+  }
+
+  // Continue the conversation after an answer that called tools: the assistant turn with its tool_calls, then
+  // one tool message per call, its tool_call_id filled in; the user types each result and sends.
+  function replyToToolCalls(calls) {
+    addMessage("assistant", "", { toolCalls: calls.map((c) => ({ id: c.id, type: c.type || "function", function: c.function })) });
+    const rows = calls.map((c) => addMessage("tool", "", { toolCallId: c.id }));
+    const first = rows[0].querySelector("textarea.content");
+    first.placeholder = "The tool's result, e.g. {\"temperature_c\": 21}";
+    first.focus();
+    first.scrollIntoView({ block: "center" });
   }
 
   // ------------------------------------------------------------------------------------------- connections
@@ -242,9 +261,16 @@
     state.systemOffset = system.trim() ? 1 : 0;
     if (system.trim()) messages.push({ role: "system", content: system });
     for (const row of $("#messages").children) {
-      const [role, toolId] = row.querySelectorAll("select, input");
-      const message = { role: role.value, content: row.querySelector("textarea").value };
-      if (role.value === "tool") message.tool_call_id = toolId.value;
+      const role = row.querySelector("select.role").value;
+      const message = { role, content: row.querySelector("textarea.content").value };
+      if (role === "tool") message.tool_call_id = row.querySelector("input.tool-id").value;
+      const calls = row.querySelector("textarea.tool-calls").value.trim();
+      if (role === "assistant" && calls) {
+        try {
+          message.tool_calls = JSON.parse(calls);
+          if (message.content === "") message.content = null;  // an assistant turn that only calls tools
+        } catch (e) { problems.push([row.querySelector(".field"), `tool_calls: not valid JSON: ${e.message}`]); }
+      }
       messages.push(message);
     }
     const request = { messages };
@@ -354,7 +380,7 @@
     const blocks = $("#blocks");
     const extra = (data.texts || []).slice(1);
     extra.forEach((t, i) => blocks.append(block(`Choice ${i + 1}`, t ?? "(no text)")));
-    if (data.tool_calls && data.tool_calls.length) blocks.append(block("Tool calls", data.tool_calls, { tag: `${data.tool_calls.length}` }));
+    if (data.tool_calls && data.tool_calls.length) blocks.append(toolCallsBlock(data.tool_calls));
     const triggered = data.guardrails && data.guardrails.triggered_guardrails;
     if (data.guardrails) blocks.append(block("Guardrails", data.guardrails, { warn: triggered && triggered.length, tag: triggered && triggered.length ? `${triggered.length} triggered` : "none triggered" }));
     if (data.retrieval) blocks.append(block("Retrieval", data.retrieval, { tag: `${(data.retrieval.retrieved_data || []).length} documents` }));
@@ -365,6 +391,22 @@
     blocks.append(el("details", { class: "block", open: true }, el("summary", {}, el("span", { text: "Usage" })),
       el("div", { class: "code" }, table)));
     $("#raw-response").textContent = pretty(data.raw || data);
+  }
+
+  // Arguments arrive as a JSON string; show them parsed and indented (as sent when they do not parse).
+  function toolCallsBlock(calls) {
+    const readable = calls.map((c) => {
+      const fn = c.function || {};
+      let args = fn.arguments;
+      try { args = JSON.parse(fn.arguments); } catch (e) { /* keep the text */ }
+      return { ...c, function: { ...fn, arguments: args } };
+    });
+    const details = block("Tool calls", readable, { tag: `${calls.length}` });
+    const reply = el("button", { type: "button", class: "btn btn-small", id: "reply-tools", text: "Reply with tool results",
+      title: "Add the assistant turn and one tool message per call to the conversation" });
+    reply.addEventListener("click", () => replyToToolCalls(calls));
+    details.append(el("div", { class: "block-actions" }, reply));
+    return details;
   }
 
   function showFailure(message, data) {
@@ -429,6 +471,7 @@
       if (!line.trim()) return;
       const event = JSON.parse(line);
       if (event.type === "start") showRequest(event);
+      else if (event.type === "open") setStats([["attempts", event.attempts], ["request id", event.request_id]]);
       else if (event.type === "delta") answer.textContent += event.text || "";
       else if (event.type === "result") { finished = true; showResult(event); }
       else if (event.type === "error") { finished = true; showFailure(event.error.message, event); }

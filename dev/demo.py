@@ -1,8 +1,11 @@
 """``make demo``: run an example DAG with real Airflow against the dev server, then show what it produced.
 
-Everything is throw-away and offline: a temporary AIRFLOW_HOME with a fresh SQLite metadata DB, the embedded
-dev agent server on a free loopback port, and an ``agentchat_default`` connection pointing at it (no key).
-The same DAG runs against a real agent once that connection holds the agent's URL and access key.
+Offline: a temporary AIRFLOW_HOME with a fresh SQLite metadata DB (removed afterwards unless ``--keep``), the
+embedded dev agent server on a free loopback port, and an ``agentchat_default`` connection pointing at it (no
+key). Files the DAG writes land in ``demo-output/`` of the checkout (git-ignored) and stay there. The same DAG
+runs against a real agent once that connection holds the agent's URL and access key::
+
+    python -m dev.demo [--dag example_agentchat_chain] [--keep]
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ import textwrap
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
+OUTPUT = ROOT / "demo-output"
 DEFAULT_DAG = "example_agentchat_chain"
 
 
@@ -40,14 +44,13 @@ def _clip(text: object, width: int) -> str:
     return line if len(line) <= width else line[: width - 1] + "…"
 
 
-def _report(dag_id: str, elapsed: float, server_url: str, home: Path) -> None:
+def _report(dag_id: str, elapsed: float, server_url: str) -> None:
     rows = _xcoms(dag_id)
     usage = {(task, index): value for task, index, key, value in rows if key == "usage"}
     answers = {(task, index): value for task, index, key, value in rows if key == "return_value"}
     bold, dim, reset = ("\033[1m", "\033[2m", "\033[0m") if sys.stdout.isatty() else ("", "", "")
     print(f"\n{bold}airflow-agentchat demo{reset}  ·  {dag_id} ran in {elapsed:.1f} s with real Airflow\n")
-    print(f"  {dim}agent endpoint{reset}  {server_url} (embedded dev server, offline)")
-    print(f"  {dim}AIRFLOW_HOME{reset}    {home}\n")
+    print(f"  {dim}agent endpoint{reset}  {server_url} (embedded dev server, offline)\n")
     print(f"  {bold}{'task':<14}{'map':>4}  {'answer':<70}{'prompt':>7}{'compl.':>7}{'total':>7}{reset}")
     totals = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
     for key in sorted(usage):
@@ -65,7 +68,18 @@ def _report(dag_id: str, elapsed: float, server_url: str, home: Path) -> None:
     for task, index, key, value in rows:
         if key == "return_value" and (task, index) not in usage:
             print(f"  {dim}{task} returned{reset} {_clip(json.dumps(value, default=str), 100)}")
+    for path in sorted(OUTPUT.glob("*")) if OUTPUT.is_dir() else ():
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines() if path.is_file() else []
+        print(f"\n  {bold}{_relative(path)}{reset}  ({len(lines)} lines, kept)")
+        for line in lines[:5]:
+            print(f"    {_clip(line, 110)}")
     print()
+
+
+def _relative(value: object) -> str:
+    """Paths under the checkout as ``demo-output/...``, so what is printed can be opened from there."""
+    text = str(value)
+    return text[len(str(ROOT)) + 1 :] if text.startswith(str(ROOT) + os.sep) else text
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,10 +96,12 @@ def main(argv: list[str] | None = None) -> int:
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
-            "AGENTCHAT_EXAMPLE_OUTPUT_DIR": str(home),
+            "AGENTCHAT_EXAMPLE_OUTPUT_DIR": str(OUTPUT),
         }
     )
     os.environ.update(env)  # so this process reads the same metadata DB afterwards
+    shutil.rmtree(OUTPUT, ignore_errors=True)  # only this run's files, so none is mistaken for its output
+    OUTPUT.mkdir()
 
     from airflow_agentchat.devserver import DevServer
 
@@ -104,12 +120,11 @@ def main(argv: list[str] | None = None) -> int:
             print(textwrap.indent((result.stdout + result.stderr)[-6000:], "  | "))
             print(f"`airflow dags test {args.dag}` failed (exit {result.returncode}).")
             return result.returncode
-        _report(args.dag, elapsed, server.url, home)
+        _report(args.dag, elapsed, server.url)
     if args.keep:
         print(f'Kept {home}: AIRFLOW_HOME="{home}" airflow tasks states-for-dag-run / dags list-runs work there.')
     else:
         shutil.rmtree(home, ignore_errors=True)
-        print("The throw-away AIRFLOW_HOME is gone; keep it with: python -m airflow_agentchat.devserver.demo --keep")
     return 0
 
 
