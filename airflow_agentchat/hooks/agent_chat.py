@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import itertools
 import json
 import socket
 import threading
@@ -547,18 +548,29 @@ class AgentChatHook(BaseHook):
         The first chunk is read inside the retry loop: a stream that breaks before it is sent again. Once a
         chunk was delivered, a break raises :class:`StreamError` (the caller has acted on part of an answer).
         """
+        with self.open_stream(request) as (_, chunks):
+            yield from chunks
+
+    @contextmanager
+    def open_stream(
+        self, request: ChatCompletionRequest
+    ) -> Iterator[tuple[dict[str, Any], Iterator[ChatCompletionChunk]]]:
+        """:meth:`stream`, opened: ``(meta, chunks)`` once the first chunk is in, before it is delivered.
+
+        ``meta`` holds the ``attempts`` and the ``request_id`` of the response that streams, for a caller that
+        shows them while the answer is still arriving (the Agent Chat page).
+        """
         from airflow_agentchat.streaming import iter_chunks
 
         secret = self.settings.api_key
 
-        def first(response: httpx.Response) -> tuple[Iterator[ChatCompletionChunk], ChatCompletionChunk | None]:
+        def first(response: httpx.Response) -> tuple[dict[str, Any], Iterator[ChatCompletionChunk]]:
             chunks = iter_chunks(response, secret=secret)
-            return chunks, next(chunks, None)
+            head = next(chunks, None)
+            return _response_meta(response, secret), iter(()) if head is None else itertools.chain([head], chunks)
 
-        with self._open(request, first) as (chunks, head):
-            if head is not None:
-                yield head
-                yield from chunks
+        with self._open(request, first) as opened:
+            yield opened
 
     async def acreate_chat_completion(
         self,
@@ -657,13 +669,19 @@ class AgentChatHook(BaseHook):
 _JSON = {"Content-Type": "application/json"}
 
 
+def _response_meta(response: httpx.Response, secret: str | None) -> dict[str, Any]:
+    return {
+        "attempts": response.extensions.get("agentchat_attempts", 1),
+        "request_id": redact_optional(request_id_from_headers(response.headers), secret),
+    }
+
+
 def _with_meta(
     completion: ChatCompletion, response: httpx.Response, secret: str | None, started: float
 ) -> ChatCompletion:
     completion._meta = {
-        "attempts": response.extensions.get("agentchat_attempts", 1),
+        **_response_meta(response, secret),
         "latency_ms": round((time.perf_counter() - started) * 1000, 1),
-        "request_id": redact_optional(request_id_from_headers(response.headers), secret),
     }
     return completion
 
