@@ -103,36 +103,42 @@ class AgentChatConnectionError(AgentChatError):
 
     kind = "connection_error"
     retryable = True
+    what: ClassVar[str | None] = None  # how the error text starts; the subclasses know what happened
 
 
 class DNSError(AgentChatConnectionError):
     """The host name of the endpoint does not resolve (a typo in the host, or no DNS from this worker)."""
 
     kind = "dns_error"
+    what = "Cannot resolve the host"
 
 
 class RefusedError(AgentChatConnectionError):
     """The host refused the connection: nothing listens on that port, or a firewall rejects it."""
 
     kind = "connection_refused"
+    what = "Connection refused"
 
 
 class TLSError(AgentChatConnectionError):
     """The TLS handshake failed: an untrusted certificate, or TLS spoken to a plain-HTTP port."""
 
     kind = "tls_error"
+    what = "TLS failed"
 
 
 class NetworkTimeoutError(AgentChatConnectionError):
     """Connecting, sending or reading took longer than the connection's timeout."""
 
     kind = "timeout"
+    what = "Timed out"
 
 
 class ResetError(AgentChatConnectionError):
     """The connection was closed or reset before the whole answer arrived."""
 
     kind = "connection_reset"
+    what = "Connection reset"
 
 
 class APIError(AgentChatError):

@@ -186,13 +186,6 @@ _BY_CAUSE: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], ty
     (httpx.PoolTimeout, NetworkTimeoutError),
     ((httpx.ReadError, httpx.WriteError, httpx.CloseError, httpx.RemoteProtocolError), ResetError),
 )
-_WHAT = {
-    DNSError: "Cannot resolve the host",
-    RefusedError: "Connection refused",
-    TLSError: "TLS failed",
-    NetworkTimeoutError: "Timed out",
-    ResetError: "Connection reset",
-}
 
 
 def _causes(exc: BaseException) -> Iterator[BaseException]:
@@ -219,5 +212,5 @@ def connection_error_class(exc: BaseException) -> type[AgentChatConnectionError]
 def connection_error(exc: BaseException, url: str, *, secret: str | None) -> AgentChatConnectionError:
     """The error to raise for a transport failure talking to ``url`` (its text redacted)."""
     cls = connection_error_class(exc)
-    what = _WHAT.get(cls) or type(exc).__name__
+    what = cls.what or type(exc).__name__
     return cls(f"{what} talking to {url}: {redact(str(exc) or type(exc).__name__, secret)}")

@@ -6,44 +6,26 @@ import json
 
 import pytest
 
-from airflow_agentchat import exceptions
-from airflow_agentchat.exceptions import (
-    AgentChatConnectionError,
-    AgentChatError,
-    APIError,
-    AuthenticationError,
-    DNSError,
-    InvalidRequestError,
-    InvalidResponseError,
-    NetworkTimeoutError,
-    NotFoundError,
-    RateLimitError,
-    RefusedError,
-    ResetError,
-    ServerError,
-    StreamError,
-    TLSError,
-    TruncatedStreamError,
-)
+from airflow_agentchat import exceptions as errors
 
 # The names result files carried before kinds moved onto the classes: they must not change.
 KINDS_WRITTEN_BEFORE = {
-    InvalidRequestError: "invalid_request",
-    AgentChatConnectionError: "connection_error",
-    AuthenticationError: "authentication_error",
-    NotFoundError: "not_found",
-    RateLimitError: "rate_limited",
-    ServerError: "server_error",
-    APIError: "api_error",
-    TruncatedStreamError: "truncated_stream",
-    StreamError: "stream_error",
-    AgentChatError: "agentchat_error",
+    errors.InvalidRequestError: "invalid_request",
+    errors.AgentChatConnectionError: "connection_error",
+    errors.AuthenticationError: "authentication_error",
+    errors.NotFoundError: "not_found",
+    errors.RateLimitError: "rate_limited",
+    errors.ServerError: "server_error",
+    errors.APIError: "api_error",
+    errors.TruncatedStreamError: "truncated_stream",
+    errors.StreamError: "stream_error",
+    errors.AgentChatError: "agentchat_error",
 }
 
 
-def _all_classes() -> list[type[AgentChatError]]:
+def _all_classes() -> list[type[errors.AgentChatError]]:
     return [
-        value for value in vars(exceptions).values() if isinstance(value, type) and issubclass(value, AgentChatError)
+        value for value in vars(errors).values() if isinstance(value, type) and issubclass(value, errors.AgentChatError)
     ]
 
 
@@ -58,29 +40,29 @@ def test_every_class_has_its_own_kind_and_the_old_names_are_kept():
 def test_a_class_without_its_own_kind_is_refused():
     with pytest.raises(TypeError, match="own kind"):
 
-        class Unnamed(APIError):
+        class Unnamed(errors.APIError):
             pass
 
 
 SAMPLES = [
-    AgentChatError("something odd"),
-    InvalidRequestError([("temperature", "must be at most 2"), ("messages", "must not be empty")]),
-    AgentChatConnectionError("Request cancelled: the task was killed"),
-    DNSError("no such host"),
-    RefusedError("refused"),
-    TLSError("bad certificate"),
-    NetworkTimeoutError("read timed out"),
-    ResetError("reset by peer"),
-    APIError(400, "bad n", code="bad_n", error_type="invalid_request_error", param="n", request_id="r1"),
-    AuthenticationError(401, "bad key", request_id="r2"),
-    NotFoundError(404, "Not Found"),
-    RateLimitError(429, "slow down", code="rate_limit_exceeded", retry_after=2.5),
-    RateLimitError(429, "quota", code="insufficient_quota"),
-    ServerError(503, "overloaded", request_id="r3"),
-    InvalidResponseError(200, "Response is not a chat completion (no choices)"),
-    StreamError("Error event in stream: boom"),
-    StreamError("Stream broke while reading", retryable=True),
-    TruncatedStreamError("ended early"),
+    errors.AgentChatError("something odd"),
+    errors.InvalidRequestError([("temperature", "must be at most 2"), ("messages", "must not be empty")]),
+    errors.AgentChatConnectionError("Request cancelled: the task was killed"),
+    errors.DNSError("no such host"),
+    errors.RefusedError("refused"),
+    errors.TLSError("bad certificate"),
+    errors.NetworkTimeoutError("read timed out"),
+    errors.ResetError("reset by peer"),
+    errors.APIError(400, "bad n", code="bad_n", error_type="invalid_request_error", param="n", request_id="r1"),
+    errors.AuthenticationError(401, "bad key", request_id="r2"),
+    errors.NotFoundError(404, "Not Found"),
+    errors.RateLimitError(429, "slow down", code="rate_limit_exceeded", retry_after=2.5),
+    errors.RateLimitError(429, "quota", code="insufficient_quota"),
+    errors.ServerError(503, "overloaded", request_id="r3"),
+    errors.InvalidResponseError(200, "Response is not a chat completion (no choices)"),
+    errors.StreamError("Error event in stream: boom"),
+    errors.StreamError("Stream broke while reading", retryable=True),
+    errors.TruncatedStreamError("ended early"),
 ]
 
 
@@ -88,7 +70,7 @@ SAMPLES = [
 def test_to_dict_and_back_keeps_class_text_and_fields(error):
     error.attempts = 3
     data = json.loads(json.dumps(error.to_dict()))
-    rebuilt = AgentChatError.from_dict(data)
+    rebuilt = errors.AgentChatError.from_dict(data)
     assert type(rebuilt) is type(error)
     assert (str(rebuilt), rebuilt.kind, rebuilt.retryable, rebuilt.attempts) == (
         str(error),
@@ -101,5 +83,5 @@ def test_to_dict_and_back_keeps_class_text_and_fields(error):
 
 
 def test_an_unknown_kind_becomes_the_base_class():
-    rebuilt = AgentChatError.from_dict({"kind": "from_a_newer_version", "message": "odd"})
-    assert type(rebuilt) is AgentChatError and str(rebuilt) == "odd"
+    rebuilt = errors.AgentChatError.from_dict({"kind": "from_a_newer_version", "message": "odd"})
+    assert type(rebuilt) is errors.AgentChatError and str(rebuilt) == "odd"

@@ -12,21 +12,17 @@ from email.utils import formatdate
 import pytest
 from scripted_server import RESET, Delay
 
+from airflow_agentchat import exceptions as errors
 from airflow_agentchat.exceptions import (
     AgentChatConnectionError,
     AgentChatError,
     APIError,
     AuthenticationError,
-    DNSError,
     InvalidRequestError,
-    NetworkTimeoutError,
     NotFoundError,
     RateLimitError,
-    RefusedError,
-    ResetError,
     ServerError,
     StreamError,
-    TLSError,
 )
 from airflow_agentchat.hooks.agent_chat import AgentChatHook
 from airflow_agentchat.hooks.retry import RetryPolicy, retry_after_from_headers
@@ -562,12 +558,12 @@ def _closed_port() -> int:
 
 
 CONNECTION_FAULTS = {
-    "refused": (lambda url: f"http://127.0.0.1:{_closed_port()}", None, RefusedError),
-    "unknown host": (lambda url: "https://no-such-host.invalid", None, DNSError),
-    "TLS to a plain-HTTP port": (lambda url: url.replace("http://", "https://"), None, TLSError),
-    "read timeout": (lambda url: url, Delay(1.5, OK), NetworkTimeoutError),
-    "reset before the headers": (lambda url: url, RESET, ResetError),
-    "reset mid body": (lambda url: url, cut(OK_BODY, chunked=False), ResetError),
+    "refused": (lambda url: f"http://127.0.0.1:{_closed_port()}", None, errors.RefusedError),
+    "unknown host": (lambda url: "https://no-such-host.invalid", None, errors.DNSError),
+    "TLS to a plain-HTTP port": (lambda url: url.replace("http://", "https://"), None, errors.TLSError),
+    "read timeout": (lambda url: url, Delay(1.5, OK), errors.NetworkTimeoutError),
+    "reset before the headers": (lambda url: url, RESET, errors.ResetError),
+    "reset mid body": (lambda url: url, cut(OK_BODY, chunked=False), errors.ResetError),
 }
 
 
