@@ -35,6 +35,7 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": [
                     "airflow_agentchat.operators.agent_chat",
                     "airflow_agentchat.operators.batch",
+                    "airflow_agentchat.operators.branch",
                 ],
             }
         ],
@@ -87,7 +88,11 @@ def get_provider_info() -> dict[str, Any]:
             }
         ],
         "task-decorators": [
-            {"name": "agent_chat", "class-name": "airflow_agentchat.decorators.agent_chat.agent_chat_task"}
+            {"name": "agent_chat", "class-name": "airflow_agentchat.decorators.agent_chat.agent_chat_task"},
+            {
+                "name": "agent_chat_branch",
+                "class-name": "airflow_agentchat.decorators.agent_chat_branch.agent_chat_branch_task",
+            },
         ],
         # The UI plugin is registered through the ``airflow.plugins`` entry point only: listing it here too
         # makes Airflow load it twice when providers are discovered eagerly.

@@ -22,8 +22,10 @@ BUDGET_MS = 50.0
 MODULES = {
     "operators.agent_chat": "airflow_agentchat.operators.agent_chat",
     "operators.batch": "airflow_agentchat.operators.batch",
+    "operators.branch": "airflow_agentchat.operators.branch",
     "hooks.agent_chat": "airflow_agentchat.hooks.agent_chat",
     "decorators.agent_chat": "airflow_agentchat.decorators.agent_chat",
+    "decorators.agent_chat_branch": "airflow_agentchat.decorators.agent_chat_branch",
 }
 TIMER = """
 import importlib, json, sys, time

@@ -75,3 +75,28 @@ def test_every_example_dag_has_a_test(dag_file):
     dag_id = dag_file.removesuffix(".py")
     covered = Path(__file__).read_text() + "".join(p.read_text() for p in Path(__file__).parent.glob("test_batch*.py"))
     assert f'"{dag_id}"' in covered, f"{dag_id} is not run by any test"
+
+
+def test_triage_with_an_output_schema(run_dag):
+    import sys
+
+    sys.path.insert(0, str(ROOT / "dags"))
+    from example_agentchat_triage import URGENCY, Triage
+
+    x = run_dag("example_agentchat_triage")
+    summary = x[("triage", -1, "return_value")]
+    assert summary["total"] == 8 and summary["invalid_output"] == 1 and summary["succeeded"] == 7
+    from airflow.sdk import ObjectStoragePath
+
+    lines = [json.loads(line) for line in ObjectStoragePath(summary["output_path"]).read_text().splitlines()]
+    outputs = [line["output"] for line in lines if line["status"] == "ok"]
+    assert [Triage.model_validate(o).model_dump(mode="json") for o in outputs] == outputs
+    report = x[("aggregate", -1, "return_value")]
+    assert report["triaged"] == 7 and report["invalid_output"] == 1
+    assert sum(report["by_urgency"].values()) == sum(report["by_category"].values()) == 7
+    assert report["worst_urgency"] == max((o["urgency"] for o in outputs), key=URGENCY.index)
+    chosen = {"critical": "page_on_call", "high": "page_on_call", "medium": "notify_team"}.get(
+        report["worst_urgency"], "daily_digest"
+    )
+    ran = {t for t in ("page_on_call", "notify_team", "daily_digest") if (t, -1, "return_value") in x}
+    assert ran == {chosen}

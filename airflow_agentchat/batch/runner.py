@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_agentchat.batch.items import Prepared, Rejected
 from airflow_agentchat.exceptions import APIError, InvalidRequestError, redact
+from airflow_agentchat.structured_output import result_fields
 
 if TYPE_CHECKING:
     from airflow_agentchat.batch.store import ResultStore
@@ -146,6 +147,7 @@ class BatchRunner:
         progress_interval: float = 5.0,
         log: logging.Logger | Any = None,
         secret: str | None = None,
+        output: Any = None,
     ) -> None:
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
@@ -159,6 +161,7 @@ class BatchRunner:
         self.stats = RunStats()
         self._writing: asyncio.Task[None] | None = None
         self._secret = secret
+        self.output = output  # a structured_output.OutputSpec: every answer is validated against it
 
     # --------------------------------------------------------------------------------------------- run
 
@@ -221,7 +224,11 @@ class BatchRunner:
             line = self._error_line(entry.id, self._describe(exc), attempts, latency, entry.context)
             self.store.record(entry.id, line)
             return
-        stats.succeeded += 1
+        checked = result_fields(self.output, completion, self._secret) if self.output is not None else None
+        if checked is not None and "error" in checked:
+            stats.failed += 1
+        else:
+            stats.succeeded += 1
         meta = completion.meta
         usage = completion.usage_dict()
         totals = stats.usage
@@ -241,6 +248,8 @@ class BatchRunner:
             "latency_ms": meta.get("latency_ms"),
             "request_id": meta.get("request_id"),
         }
+        if checked is not None:
+            record.update(checked)
         if entry.context is not None:
             record["context"] = entry.context
         if self.include_response:

@@ -19,7 +19,16 @@ The answer rule
 * Tool calls: when ``tools`` are given, ``tool_choice`` is not ``"none"`` and the last message is not a
   ``tool`` message, every choice calls one function (``auto``/``required``: the first tool; a named choice: that
   one) with arguments generated from its JSON schema (see :func:`example_for_schema`); finish_reason
-  ``tool_calls``. The call id is ``call_<sha1(name, prompt, index)[:24]>``.
+  ``tool_calls``. A named ``tool_choice`` forces the call even after ``tool`` messages (a model obeying it
+  does the same), which is what an output-schema repair round relies on. The call id is
+  ``call_<sha1(name, prompt, index)[:24]>``. Enum values are picked by a hash of the prompt and the property
+  name, so different prompts get different (but always the same) values.
+* JSON instructions: without a tool call, when a ``system`` / ``developer`` message says ``JSON Schema``
+  followed by a JSON object (the schema), the answer is a JSON object valid for that schema (same rules).
+* ``[[fault:invalid_output]]`` in a user message makes the answer to it invalid for the schema (tool
+  arguments or JSON text with wrong types, see :func:`invalid_for_schema`); the next answer of the same
+  conversation (after an assistant message) is valid again. ``[[fault:invalid_output:times=N]]`` keeps the
+  first N answers invalid.
 * Usage: ``prompt_tokens`` = sum over messages of (tokens in content + 1); ``completion_tokens`` = tokens of
   every choice's text (tool calls: tokens of their ``arguments`` string); ``total_tokens`` = the sum.
 * Logprobs: each token gets ``logprob = -(crc32(token) % 1000) / 1000``; ``top_logprobs`` lists the token
@@ -154,7 +163,9 @@ def _example_number(schema: dict[str, Any], integer: bool) -> int | float:
     return float(value)
 
 
-def example_for_schema(schema: Any, root: dict[str, Any] | None = None, name: str = "", depth: int = 0) -> Any:
+def example_for_schema(
+    schema: Any, root: dict[str, Any] | None = None, name: str = "", depth: int = 0, seed: str = ""
+) -> Any:
     """A JSON value that validates against ``schema`` for the common JSON-schema vocabulary.
 
     Handles ``type`` (incl. lists), ``enum``, ``const``, ``default``, ``anyOf``/``oneOf`` (first branch),
@@ -168,14 +179,14 @@ def example_for_schema(schema: Any, root: dict[str, Any] | None = None, name: st
     if "const" in schema:
         return schema["const"]
     if isinstance(schema.get("enum"), list) and schema["enum"]:
-        return schema["enum"][0]
+        return schema["enum"][zlib.crc32(f"{seed}\x00{name}".encode()) % len(schema["enum"]) if seed else 0]
     if "default" in schema:
         return schema["default"]
     for key in ("anyOf", "oneOf"):
         branches = schema.get(key)
         if isinstance(branches, list) and branches:
             non_null = [b for b in branches if _resolve(b, root).get("type") != "null"] or branches
-            return example_for_schema(non_null[0], root, name, depth + 1)
+            return example_for_schema(non_null[0], root, name, depth + 1, seed)
     if isinstance(schema.get("allOf"), list):
         merged: dict[str, Any] = {k: v for k, v in schema.items() if k != "allOf"}
         for part in schema["allOf"]:
@@ -187,7 +198,7 @@ def example_for_schema(schema: Any, root: dict[str, Any] | None = None, name: st
                     merged["required"] = [*merged.get("required", []), *v]
                 else:
                     merged.setdefault(k, v)
-        return example_for_schema(merged, root, name, depth + 1)
+        return example_for_schema(merged, root, name, depth + 1, seed)
     kind = schema.get("type")
     if isinstance(kind, list):
         kind = next((k for k in kind if k != "null"), "null")
@@ -214,7 +225,7 @@ def example_for_schema(schema: Any, root: dict[str, Any] | None = None, name: st
         values = []
         for i in range(count):
             sub = prefix[i] if isinstance(prefix, list) and i < len(prefix) else items
-            values.append(example_for_schema(sub if isinstance(sub, dict) else {}, root, name, depth + 1))
+            values.append(example_for_schema(sub if isinstance(sub, dict) else {}, root, name, depth + 1, seed))
         if schema.get("uniqueItems") and len(values) > 1:
             values = [v if not isinstance(v, (int, float)) else v + i for i, v in enumerate(values)]
             values = [f"{v}{i}" if isinstance(v, str) else v for i, v in enumerate(values)]
@@ -223,11 +234,76 @@ def example_for_schema(schema: Any, root: dict[str, Any] | None = None, name: st
     props = schema.get("properties") or {}
     result: dict[str, Any] = {}
     for prop_name, prop_schema in props.items():
-        result[prop_name] = example_for_schema(prop_schema, root, prop_name, depth + 1)
+        result[prop_name] = example_for_schema(prop_schema, root, prop_name, depth + 1, seed)
     for req in schema.get("required") or []:
         if req not in result:
             result[req] = "example"
     return result
+
+
+#: Values of each JSON type, for :func:`invalid_for_schema` to pick one the property does not allow.
+_WRONG: tuple[tuple[Any, frozenset[str]], ...] = (
+    ("wrong type", frozenset({"string"})),
+    (12345, frozenset({"integer", "number"})),
+    (["wrong type"], frozenset({"array"})),
+    (True, frozenset({"boolean"})),
+)
+
+
+def invalid_for_schema(schema: Any) -> Any:
+    """An object that breaks ``schema``: every declared property gets a value of the wrong type.
+
+    An enum or const property gets a string outside it; with no properties, ``required`` fails on ``{}``.
+    """
+    root = schema if isinstance(schema, dict) else {}
+    schema = _resolve(schema, root)
+    props = schema.get("properties") or {}
+    result: dict[str, Any] = {}
+    for name, sub in props.items():
+        sub = _resolve(sub, root)
+        if "enum" in sub or "const" in sub:
+            result[name] = "not-one-of-the-allowed-values"
+            continue
+        kind = sub.get("type")
+        kinds = set(kind) if isinstance(kind, list) else {kind}
+        result[name] = next((value for value, types in _WRONG if not types & kinds), None)
+    return result
+
+
+def schema_instruction(messages: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The schema of a JSON instruction: a system/developer message with ``JSON Schema`` then a JSON object."""
+    decoder = json.JSONDecoder()
+    for message in messages:
+        content = message.get("content")
+        if message.get("role") not in ("system", "developer") or not isinstance(content, str):
+            continue
+        at = content.find("JSON Schema")
+        start = content.find("{", at) if at >= 0 else -1
+        if start >= 0:
+            try:
+                schema = decoder.raw_decode(content, start)[0]
+            except ValueError:
+                continue
+            if isinstance(schema, dict):
+                return schema
+    return None
+
+
+_INVALID_OUTPUT = re.compile(r"\[\[fault:invalid_output(?::times=(\d+))?\]\]")
+
+
+def invalid_output_due(messages: list[dict[str, Any]]) -> bool:
+    """Whether ``[[fault:invalid_output]]`` asks for an invalid answer now (see the module docstring)."""
+    for at in range(len(messages) - 1, -1, -1):
+        message = messages[at]
+        content = message.get("content")
+        if message.get("role") != "user" or not isinstance(content, str) or "[[fault:invalid_output" not in content:
+            continue
+        found = _INVALID_OUTPUT.search(content)
+        times = int(found.group(1)) if found and found.group(1) else 1
+        answered = sum(1 for later in messages[at + 1 :] if later.get("role") == "assistant")
+        return answered < times
+    return False
 
 
 # --------------------------------------------------------------------------------------------- choices
@@ -261,14 +337,14 @@ def _chosen_tool(body: dict[str, Any]) -> dict[str, Any] | None:
     choice = body.get("tool_choice", "auto")
     if choice == "none":
         return None
-    messages = body.get("messages") or []
-    if messages and messages[-1].get("role") == "tool":
-        return None
-    if isinstance(choice, dict):
+    if isinstance(choice, dict):  # forced: called even after tool messages
         wanted = (choice.get("function") or {}).get("name")
         for tool in tools:
             if (tool.get("function") or {}).get("name") == wanted:
                 return tool["function"]
+    messages = body.get("messages") or []
+    if messages and messages[-1].get("role") == "tool":
+        return None
     return tools[0].get("function") or {}
 
 
@@ -317,9 +393,11 @@ def make_choices(body: dict[str, Any], prompt: str) -> list[Choice]:
     n = body.get("n") or 1
     tool = _chosen_tool(body)
     choices = []
+    invalid = invalid_output_due(messages)
     if tool is not None:
         name = tool.get("name", "")
-        args = example_for_schema(tool.get("parameters") or {"type": "object", "properties": {}})
+        parameters = tool.get("parameters") or {"type": "object", "properties": {}}
+        args = invalid_for_schema(parameters) if invalid else example_for_schema(parameters, seed=prompt)
         arguments = json.dumps(args)
         for i in range(n):
             digest = hashlib.sha1(f"{name}\x00{prompt}\x00{i}".encode()).hexdigest()[:24]
@@ -327,7 +405,11 @@ def make_choices(body: dict[str, Any], prompt: str) -> list[Choice]:
             choices.append(Choice(index=i, finish_reason="tool_calls", tool_call=call))
         return choices
     ends_with_tool = bool(messages) and messages[-1].get("role") == "tool"
-    if ends_with_tool:
+    schema = None if ends_with_tool else schema_instruction(messages)
+    if schema is not None:
+        value = invalid_for_schema(schema) if invalid else example_for_schema(schema, seed=prompt)
+        base, prefix0, prefix_i = json.dumps(value), "", ""
+    elif ends_with_tool:
         base, prefix0, prefix_i = _tool_results_text(messages), "Tool results: ", "Tool results {i}: "
     else:
         base, prefix0, prefix_i = prompt, "Echo: ", "Echo {i}: "

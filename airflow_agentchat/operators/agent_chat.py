@@ -19,10 +19,12 @@ if TYPE_CHECKING:
 
     from airflow_agentchat.hooks.agent_chat import AgentChatHook
     from airflow_agentchat.models import ChatCompletion
+    from airflow_agentchat.structured_output import OutputSpec
 
 Output = Literal["text", "message", "response"]
 _OUTPUTS = ("text", "message", "response")
-_FILE_FIELDS = ("messages", "request")  # the fields that may name a .json / .j2 template file
+_FILE_FIELDS = ("messages", "request", "output_schema")  # the fields that may name a .json / .j2 template file
+_STRATEGIES = ("auto", "tool", "json")  # structured_output.STRATEGIES, repeated to keep it out of DAG parsing
 
 
 class AgentChatCompletionOperator(AgentChatRequestOperator):
@@ -38,11 +40,21 @@ class AgentChatCompletionOperator(AgentChatRequestOperator):
     ``output="message"`` or the whole response with ``output="response"``; key ``response`` always holds
     the full response and key ``usage`` the token counts.
 
+    With ``output_schema`` (a pydantic model class or a JSON Schema dict / ``.json`` file), ``return_value``
+    is the answer validated against it, as JSON data (``model_dump(mode="json")`` for a model); an invalid
+    answer is sent back to the agent with the errors up to ``output_retries`` times, and ``usage`` counts every
+    round. See ``docs/output-schemas.md``.
+
     :param prompt: the user message to send (templated).
     :param system_prompt: a system message put first (templated).
     :param messages: the conversation so far: a list of message dicts or a ``.json``/``.j2`` file (templated).
     :param request: a whole request body (templated; dict or ``.json``/``.j2`` file).
     :param output: what ``return_value`` holds: ``"text"``, ``"message"`` or ``"response"``.
+    :param output_schema: the shape of the answer: a pydantic model class or a JSON Schema dict (templated; a
+        ``.json`` / ``.j2`` file or JSON text works too). The top must be an object.
+    :param output_strategy: how the schema travels: ``"tool"`` (a forced function call), ``"json"`` (an
+        instruction, the value read from the text) or ``"auto"`` (tool, accepting JSON text as a fallback).
+    :param output_retries: repair rounds after an invalid answer (default 2).
     :param stream: stream the answer and log it as it arrives (buffered into readable lines).
     :param deferrable: wait for the answer in the triggerer instead of holding a worker slot (default:
         ``[operators] default_deferrable``). Streaming requests always run in the worker.
@@ -57,7 +69,13 @@ class AgentChatCompletionOperator(AgentChatRequestOperator):
     :class:`airflow_agentchat.models.ChatCompletionRequest` for each one's rules.
     """
 
-    template_fields: Sequence[str] = ("prompt", "messages", "request", *AgentChatRequestOperator.template_fields)
+    template_fields: Sequence[str] = (
+        "prompt",
+        "messages",
+        "request",
+        "output_schema",
+        *AgentChatRequestOperator.template_fields,
+    )
     template_ext: Sequence[str] = (".json", ".j2")
     template_fields_renderers: ClassVar[dict[str, str]] = {
         "messages": "json",
@@ -65,6 +83,7 @@ class AgentChatCompletionOperator(AgentChatRequestOperator):
         "tools": "json",
         "extra_body": "json",
         "metadata": "json",
+        "output_schema": "json",
         "prompt": "md",
         "system_prompt": "md",
     }
@@ -77,16 +96,30 @@ class AgentChatCompletionOperator(AgentChatRequestOperator):
         messages: Sequence[Mapping[str, Any]] | str | None = None,
         request: Mapping[str, Any] | str | None = None,
         output: Output = "text",
+        output_schema: type | Mapping[str, Any] | str | None = None,
+        output_strategy: Literal["auto", "tool", "json"] = "auto",
+        output_retries: int = 2,
         deferrable: bool | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         if output not in _OUTPUTS:
             raise ValueError(f"output must be one of {', '.join(_OUTPUTS)}, got {output!r}")
+        if output_strategy not in _STRATEGIES:
+            raise ValueError(f"output_strategy must be one of {', '.join(_STRATEGIES)}, got {output_strategy!r}")
+        if not isinstance(output_retries, int) or isinstance(output_retries, bool) or output_retries < 0:
+            raise ValueError(f"output_retries must be a whole number >= 0, got {output_retries!r}")
+        if output_schema is not None and output != "text":
+            raise ValueError("output_schema sets return_value to the validated value: leave output at 'text'")
         self.prompt = prompt
         self.messages = messages
         self.request = request
         self.output_mode = output  # `output` is taken: BaseOperator.output is the XComArg
+        # A model class stays out of template_fields: Airflow "renders" a callable by calling it.
+        self.output_model = output_schema if isinstance(output_schema, type) else None
+        self.output_schema = None if self.output_model is not None else output_schema
+        self.output_strategy = output_strategy
+        self.output_retries = output_retries
         if deferrable is None:
             from airflow.sdk.configuration import conf
 
@@ -135,8 +168,25 @@ class AgentChatCompletionOperator(AgentChatRequestOperator):
         params = self.body_params(request)
         return compose_messages(prompt=self.prompt, system_prompt=self.system_prompt, messages=messages), params
 
-    def execute(self, context: Context) -> Any:
+    def output_spec(self) -> OutputSpec | None:
+        """The checked output schema (None without one); raises ``InvalidRequestError`` before any request."""
+        if self.output_model is None and self.output_schema is None:
+            return None
+        from airflow_agentchat.structured_output import OutputSpec
+
+        schema = self.output_model or load_json("output_schema", self.output_schema)
+        return OutputSpec.build(schema, strategy=self.output_strategy, retries=self.output_retries)
+
+    def prepare(self) -> tuple[list[dict[str, Any]], dict[str, Any], OutputSpec | None]:
+        """Messages, body fields and output spec of this task, all checked before anything is sent."""
         messages, params = self.build_body()
+        spec = self.output_spec()
+        if spec is not None:
+            messages, params = spec.apply(messages, params)
+        return messages, params, spec
+
+    def execute(self, context: Context) -> Any:
+        messages, params, spec = self.prepare()
         request = self.hook.build_request(messages, **params)
         if self.deferrable and not request.stream:
             from airflow_agentchat.triggers.agent_chat import AgentChatCompletionTrigger
@@ -151,11 +201,16 @@ class AgentChatCompletionOperator(AgentChatRequestOperator):
                 method_name="execute_complete",
             )
         started = time.perf_counter()
-        completion = self._stream(request) if request.stream else self.hook.send(request)
+        completion = self._send(request)
+        if spec is not None:
+            return self._structured(spec, messages, params, completion, context, started)
         return self._publish(completion, context, started)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
-        """Resume after the trigger: check the event, then publish like a direct run."""
+        """Resume after the trigger: check the event, then publish like a direct run.
+
+        With an output schema, repair rounds (if the answer is invalid) run here, in the worker.
+        """
         from airflow_agentchat.exceptions import AgentChatError
         from airflow_agentchat.models import ChatCompletion
 
@@ -167,7 +222,57 @@ class AgentChatCompletionOperator(AgentChatRequestOperator):
             raise AgentChatError(event.get("message") or "agent chat request failed in the triggerer")
         completion = ChatCompletion.model_validate(event["response"])
         completion._meta = dict(event.get("meta") or {})
-        return self._publish(completion, context, None)
+        spec = self.output_spec()
+        if spec is None:
+            return self._publish(completion, context, None)
+        messages, params = spec.apply(*self.build_body())
+        return self._structured(spec, messages, params, completion, context, None)
+
+    def _send(self, request: Any) -> ChatCompletion:
+        return self._stream(request) if request.stream else self.hook.send(request)
+
+    def _structured(
+        self,
+        spec: OutputSpec,
+        messages: list[dict[str, Any]],
+        params: dict[str, Any],
+        completion: ChatCompletion,
+        context: Context,
+        started: float | None,
+    ) -> Any:
+        """Validate the answer; send the errors back until it is valid or ``output_retries`` are spent."""
+        from airflow_agentchat.structured_output import add_usage, message_of
+
+        usage = add_usage({}, completion.usage_dict())
+        rounds = 1
+        while True:
+            message = message_of(completion)
+            outcome = spec.parse(message)
+            if outcome.ok:
+                break
+            if rounds > spec.retries:
+                self._publish(completion, context, started, usage=usage)
+                raise spec.failure(outcome, rounds, usage, self.hook.settings.api_key)
+            self.log.warning(
+                "Answer %d does not match the output schema (%s); sending the errors back (repair %d of %d)",
+                rounds,
+                outcome.redacted(self.hook.settings.api_key).describe(3),
+                rounds,
+                spec.retries,
+            )
+            messages = [*messages, *spec.repair_messages(message, outcome)]
+            completion = self._send(self.hook.build_request(messages, **params))
+            add_usage(usage, completion.usage_dict())
+            rounds += 1
+        self.log.info(
+            "Output valid after %d round(s) (%s strategy, from the %s)", rounds, spec.strategy, outcome.source
+        )
+        self._publish(completion, context, started, usage=usage)
+        return self.output_value(outcome.value, context)
+
+    def output_value(self, value: Any, context: Context) -> Any:
+        """What ``return_value`` holds for a validated value (the branch operator branches here)."""
+        return value
 
     def _stream(self, request: Any) -> ChatCompletion:
         """Log the answer as it arrives, one readable line at a time, and fold the chunks."""
@@ -189,8 +294,10 @@ class AgentChatCompletionOperator(AgentChatRequestOperator):
             self.log.info("│ %s", "".join(line))
         return folder.result()
 
-    def _publish(self, completion: ChatCompletion, context: Context, started: float | None) -> Any:
-        usage = completion.usage_dict()
+    def _publish(
+        self, completion: ChatCompletion, context: Context, started: float | None, *, usage: dict | None = None
+    ) -> Any:
+        usage = usage if usage is not None else completion.usage_dict()
         latency_ms = completion.meta.get("latency_ms")
         if latency_ms is None and started is not None:
             latency_ms = round((time.perf_counter() - started) * 1000, 1)

@@ -57,12 +57,26 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
     :param flush_interval: ... or after this many seconds, whichever comes first (the most a SIGKILL loses).
     :param progress_interval: seconds between progress log lines.
 
+    Typed results (see ``docs/output-schemas.md``):
+
+    :param output_schema: a pydantic model class or a JSON Schema dict (templated): each ok line gets
+        ``"output"``, the validated value; an answer that does not match becomes an ``invalid_output`` error
+        line (with ``raw``, what the agent answered), counted in the summary and sent again on a rerun with
+        ``retry_failed``. No repair rounds in a batch: one request per item and attempt.
+    :param output_strategy: ``"auto"`` (default), ``"tool"`` or ``"json"``, as on the completion operator.
+
     Request (shared by every item, as on :class:`AgentChatCompletionOperator`): ``system_prompt``,
     ``agentchat_conn_id``, ``timeout``, ``max_retries`` and the body fields of the reference (``model``,
     ``temperature``, ``max_tokens``, ``tools``, DO extras, ``extra_body``...).
     """
 
-    template_fields: Sequence[str] = ("prompts", "input_path", "output_path", *AgentChatRequestOperator.template_fields)
+    template_fields: Sequence[str] = (
+        "prompts",
+        "input_path",
+        "output_path",
+        "output_schema",
+        *AgentChatRequestOperator.template_fields,
+    )
     template_fields_renderers: ClassVar[dict[str, str]] = {
         "prompts": "json",
         "tools": "json",
@@ -87,6 +101,8 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         flush_every: int = 1000,
         flush_interval: float = 5.0,
         progress_interval: float = 5.0,
+        output_schema: Any = None,
+        output_strategy: str = "auto",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -106,6 +122,10 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         self.flush_every = flush_every
         self.flush_interval = flush_interval
         self.progress_interval = progress_interval
+        # A model class stays out of template_fields: Airflow "renders" a callable by calling it.
+        self.output_model = output_schema if isinstance(output_schema, type) else None
+        self.output_schema = None if self.output_model is not None else output_schema
+        self.output_strategy = output_strategy
         self._loop: Any = None
         self._main: Any = None
 
@@ -170,8 +190,9 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
 
         settings = self.hook.settings  # resolve the connection now, outside the event loop
         shared = self.body_params()
+        output, build_request = self._output()
         # Shared fields are checked once, so a bad temperature fails the task instead of every item.
-        self.hook.build_request([{"role": "user", "content": "check"}], **shared)
+        build_request([{"role": "user", "content": "check"}], **shared)
         self.log.info(
             "Batch of %d items to %s -> %s: max_concurrency=%d, requests_per_minute=%s, tokens_per_minute=%s",
             total,
@@ -184,7 +205,7 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         input_stats = InputStats()
         work = prepare(
             values,
-            build_request=self.hook.build_request,
+            build_request=build_request,
             system_prompt=self.system_prompt,
             shared=shared,
             skip=scan.done,
@@ -199,6 +220,7 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
             progress_interval=self.progress_interval,
             log=self.log,
             secret=settings.api_key,
+            output=output,
         )
         run = run_coroutine(self._run(runner, work, total, len(scan.done)))
         composed = store.compose()
@@ -211,6 +233,7 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
             "failed": composed.failed,
             "failed_fraction": round(fraction, 6),
             "error_types": composed.error_types,
+            "invalid_output": composed.error_types.get("invalid_output", 0),
             "usage": composed.usage,
             "sent": run.sent,
             "attempts": run.attempts,
@@ -230,6 +253,18 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
                 f"{store.output}. Error types: {composed.error_types}."
             )
         return summary
+
+    def _output(self) -> tuple[Any, Any]:
+        """The output spec (None without a schema) and the request builder that adds it to every item."""
+        if self.output_model is None and self.output_schema is None:
+            return None, self.hook.build_request
+        from airflow_agentchat.operators.request_parts import load_json
+        from airflow_agentchat.structured_output import OutputSpec
+
+        spec = OutputSpec.build(
+            self.output_model or load_json("output_schema", self.output_schema), strategy=self.output_strategy
+        )
+        return spec, spec.builder(self.hook.build_request)
 
     async def _run(self, runner: Any, work: Any, total: int, resumed: int) -> Any:
         import asyncio

@@ -1,0 +1,472 @@
+"""Structured output on an endpoint without ``response_format``: schema in, validated value out.
+
+The reference offers two ways to ask for a shape, and this module builds both:
+
+* ``"tool"``: the schema becomes the ``parameters`` of one function tool, and ``tool_choice`` names it; the
+  value is that call's ``arguments``;
+* ``"json"``: a system message carries the schema and asks for one JSON object; the value is the first JSON
+  object in the answer text (a fenced ```json block first);
+* ``"auto"`` sends what ``"tool"`` sends but also accepts a JSON object in the text, because agents with
+  their own instructions may answer in text despite ``tool_choice``.
+
+The value is validated (pydantic for a model class, a JSON Schema validator for a dict). When it is invalid,
+:meth:`OutputSpec.repair_messages` gives the messages that send the errors back to the agent: a ``tool``
+message answering the call (what pydantic-ai does with its output tool) or a ``user`` message after a text
+answer. Callers loop: send, :meth:`OutputSpec.parse`, repair, up to ``retries`` times.
+
+Pure: no I/O; pydantic and jsonschema are touched only when a spec is built. The operators import this
+module inside ``execute`` so DAG parsing never pays for it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from airflow_agentchat.exceptions import AgentChatError, InvalidRequestError, redact
+
+Strategy = Literal["auto", "tool", "json"]
+STRATEGIES: tuple[str, ...] = ("auto", "tool", "json")
+#: Name of the function tool that carries the schema (pydantic-ai uses the same default).
+DEFAULT_TOOL_NAME = "final_result"
+_FENCE = re.compile(r"```[ \t]*(?:json|JSON)?[ \t]*\r?\n(.*?)```", re.DOTALL)
+_MAX_RAW = 500
+_decoder = json.JSONDecoder()
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+class OutputValidationError(AgentChatError):
+    """The agent's answer still did not match the output schema after every repair round.
+
+    ``errors`` holds ``(path, message)`` pairs of the last answer, ``raw`` what the agent answered (cut and
+    with the access key redacted), ``rounds`` how many answers were checked, ``usage`` the tokens of all of them.
+    """
+
+    def __init__(
+        self, errors: list[tuple[str, str]], raw: str | None, rounds: int, usage: dict[str, Any] | None = None
+    ) -> None:
+        self.errors = errors
+        self.raw = raw
+        self.rounds = rounds
+        self.usage = usage or {}
+        shown = "; ".join(f"{path}: {msg}" for path, msg in errors[:10])
+        super().__init__(
+            f"The agent's answer does not match the output schema after {rounds} round(s): {shown}. It answered: {raw}"
+        )
+
+
+def _invalid(field_name: str, rule: str) -> InvalidRequestError:
+    return InvalidRequestError([(field_name, rule)])
+
+
+def json_path(parts: Sequence[Any]) -> str:
+    """``("items", 0, "name")`` -> ``items[0].name``; the empty path is ``(root)``."""
+    out = ""
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(root)"
+
+
+def first_json_object(text: str | None) -> tuple[Any, str] | None:
+    """The first JSON object in ``text`` and its source text: fenced blocks first, then the first ``{...}``.
+
+    Models wrap JSON in ```json fences, lead with a sentence, or trail with one; all of that is skipped.
+    Returns None when the text holds no complete JSON object.
+    """
+    if not text:
+        return None
+    candidates = [m.group(1) for m in _FENCE.finditer(text)] if "```" in text else []
+    candidates.append(text)
+    for candidate in candidates:
+        start = candidate.find("{")
+        while start >= 0:
+            try:
+                value, end = _decoder.raw_decode(candidate, start)
+            except ValueError:
+                start = candidate.find("{", start + 1)
+                continue
+            return value, candidate[start:end]
+    return None
+
+
+@dataclass
+class Outcome:
+    """What one answer gave: the validated value, or the errors and what the agent said."""
+
+    value: Any = None
+    errors: list[tuple[str, str]] = field(default_factory=list)
+    raw: str | None = None  # the arguments or text the value came from (or the whole answer when none)
+    source: str | None = None  # "tool" or "text"
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def redacted(self, secret: str | None) -> Outcome:
+        """A copy safe to log, raise or store: the key removed from the answer and from every error message.
+
+        jsonschema quotes the offending value in its messages, so an agent echoing the key would leak it.
+        """
+        errors = [(redact(path, secret), truncate(redact(msg, secret), 300)) for path, msg in self.errors]
+        raw = redact(self.raw, secret) if self.raw else self.raw
+        return Outcome(value=self.value, errors=errors, raw=raw, source=self.source)
+
+    def describe(self, limit: int = 10) -> str:
+        """``path: message; path: message`` (the first ``limit`` errors)."""
+        shown = "; ".join(f"{path}: {msg}" for path, msg in self.errors[:limit])
+        more = len(self.errors) - limit
+        return shown + (f"; and {more} more" if more > 0 else "")
+
+
+class OutputSpec:
+    """One output schema, checked once, then used for every request and answer of a task.
+
+    Build it with :meth:`build`, which raises ``InvalidRequestError`` naming ``output_schema``,
+    ``output_strategy`` or ``output_retries`` for a bad argument, before anything is sent.
+    """
+
+    def __init__(
+        self,
+        schema: dict[str, Any],
+        *,
+        model: type | None,
+        strategy: str,
+        retries: int,
+        name: str,
+        description: str,
+        validator: Any,
+    ) -> None:
+        self.schema = schema
+        self.model = model
+        self.strategy = strategy
+        self.retries = retries
+        self.name = name
+        self.description = description
+        self._validator = validator
+        self.tool = {"type": "function", "function": {"name": name, "description": description, "parameters": schema}}
+        self.tool_choice = {"type": "function", "function": {"name": name}}
+        self.instruction = (
+            "Reply with exactly one JSON object and nothing else. The object must be valid against this "
+            f"JSON Schema:\n{_dumps(schema)}"
+        )
+
+    # ------------------------------------------------------------------------------------------ building
+
+    @classmethod
+    def build(
+        cls,
+        output_schema: Any,
+        *,
+        strategy: str = "auto",
+        retries: int = 2,
+        name: str = DEFAULT_TOOL_NAME,
+        description: str | None = None,
+    ) -> OutputSpec:
+        """Check the arguments and prepare the validator (pydantic model class or JSON Schema dict)."""
+        if strategy not in STRATEGIES:
+            raise _invalid("output_strategy", f"must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+        if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+            raise _invalid("output_retries", f"must be a whole number >= 0, got {retries!r}")
+        if isinstance(output_schema, str):
+            try:
+                output_schema = json.loads(output_schema)
+            except ValueError as exc:
+                raise _invalid("output_schema", f"not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        model: type | None = None
+        if isinstance(output_schema, type):
+            from pydantic import BaseModel
+
+            if not issubclass(output_schema, BaseModel):
+                raise _invalid(
+                    "output_schema",
+                    f"{output_schema.__name__} is not a pydantic model; give a BaseModel subclass or a JSON "
+                    "Schema dict",
+                )
+            model = output_schema
+            schema = model.model_json_schema()
+            validator: Any = model
+        elif isinstance(output_schema, Mapping):
+            schema = json.loads(json.dumps(output_schema))  # a private, JSON-only copy
+            validator = _json_schema_validator(schema)
+        else:
+            raise _invalid(
+                "output_schema",
+                f"must be a pydantic model class or a JSON Schema dict, not {type(output_schema).__name__}",
+            )
+        _check_object_at_top(schema)
+        text = description or schema.get("description") or "Give the final answer as the arguments of this call."
+        return cls(
+            schema,
+            model=model,
+            strategy=strategy,
+            retries=retries,
+            name=name,
+            description=str(text)[:1024],
+            validator=validator,
+        )
+
+    # ------------------------------------------------------------------------------------------ requests
+
+    def apply(
+        self, messages: list[dict[str, Any]], params: dict[str, Any]
+    ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """The request with the schema added: the tool and ``tool_choice``, or the instruction message."""
+        if params.get("tool_choice") is not None:
+            raise _invalid("tool_choice", "cannot be set together with output_schema: the output strategy chooses it")
+        if (params.get("n") or 1) != 1:
+            raise _invalid("n", "must be 1 with output_schema (one answer is validated)")
+        tools = list(params.get("tools") or [])
+        for i, tool in enumerate(tools):
+            function = tool.get("function") if isinstance(tool, Mapping) else None
+            if isinstance(function, Mapping) and function.get("name") == self.name:
+                raise _invalid(f"tools[{i}]", f"a tool named {self.name!r} clashes with the output schema's tool")
+        params = dict(params)
+        if self.strategy == "json":
+            at = 0
+            while at < len(messages) and messages[at].get("role") in ("system", "developer"):
+                at += 1
+            messages = [*messages[:at], {"role": "system", "content": self.instruction}, *messages[at:]]
+        else:
+            params["tools"] = [*tools, self.tool]
+            params["tool_choice"] = self.tool_choice
+        return messages, params
+
+    def builder(self, build_request: Callable[..., Any]) -> Callable[..., Any]:
+        """``build_request`` for many items (the batch): the schema is added to each, checked once.
+
+        With the tool strategies the tool and ``tool_choice`` are the same for every item, so they are
+        validated once and attached to each item's validated request (``model_copy``), instead of walking the
+        whole schema again per item. Items with tools or ``tool_choice`` of their own take the full path.
+        """
+
+        def full(messages: list[dict[str, Any]], **params: Any) -> Any:
+            messages, params = self.apply(messages, params)
+            return build_request(messages, **params)
+
+        if self.strategy == "json":
+            return full
+        messages, params = self.apply([{"role": "user", "content": "-"}], {})
+        shared = build_request(messages, **params)
+        attach = {"tools": shared.tools, "tool_choice": shared.tool_choice}
+
+        def fast(messages: list[dict[str, Any]], **params: Any) -> Any:
+            if params.get("tools") or params.get("tool_choice") is not None or (params.get("n") or 1) != 1:
+                return full(messages, **params)
+            return build_request(messages, **params).model_copy(update=attach)
+
+        return fast
+
+    # ------------------------------------------------------------------------------------------ answers
+
+    def parse(self, message: Mapping[str, Any] | None) -> Outcome:
+        """Extract the value from an assistant message (response form) and validate it."""
+        message = message or {}
+        text = message.get("content")
+        if self.strategy != "json":
+            for call in message.get("tool_calls") or ():
+                function = call.get("function") or {}
+                if function.get("name") == self.name:
+                    arguments = function.get("arguments") or ""
+                    try:
+                        value = json.loads(arguments) if arguments.strip() else {}
+                    except ValueError as exc:
+                        return Outcome(
+                            errors=[("(root)", f"arguments are not valid JSON: {exc}")], raw=arguments, source="tool"
+                        )
+                    return self._validated(value, arguments, "tool")
+            if self.strategy == "tool":
+                called = [(c.get("function") or {}).get("name") for c in message.get("tool_calls") or ()]
+                why = f"called {', '.join(map(str, called))} instead" if called else "answered in text"
+                return Outcome(
+                    errors=[("(root)", f"the agent did not call {self.name} ({why})")], raw=text, source=None
+                )
+        found = first_json_object(text)
+        if found is None:
+            return Outcome(errors=[("(root)", "the answer holds no JSON object")], raw=text, source="text")
+        value, raw = found
+        return self._validated(value, raw, "text")
+
+    def failure(
+        self, outcome: Outcome, rounds: int, usage: dict[str, Any], secret: str | None
+    ) -> OutputValidationError:
+        """The error a task fails with when the last round was still invalid."""
+        safe = outcome.redacted(secret)
+        return OutputValidationError(safe.errors, truncate(safe.raw), rounds, usage)
+
+    def validate(self, value: Any) -> tuple[Any, list[tuple[str, str]]]:
+        """``(JSON-compatible value, [])`` when valid, else ``(None, [(path, message), ...])``."""
+        if self.model is not None:
+            from pydantic import ValidationError
+
+            try:
+                instance = self.model.model_validate(value)
+            except ValidationError as exc:
+                errors = exc.errors(include_url=False, include_input=False, include_context=False)
+                return None, sorted((json_path(e["loc"]), e["msg"]) for e in errors)
+            return instance.model_dump(mode="json"), []
+        errors = sorted(_schema_error(e) for e in self._validator.iter_errors(value))  # by path, as for a model
+        return (None, errors) if errors else (value, [])
+
+    def _validated(self, value: Any, raw: str, source: str) -> Outcome:
+        checked, errors = self.validate(value)
+        return Outcome(value=checked, errors=errors, raw=raw, source=source)
+
+    def repair_messages(self, message: Mapping[str, Any], outcome: Outcome) -> list[dict[str, Any]]:
+        """What to append to the conversation so the agent can fix its answer: its message, then the errors."""
+        errors = "\n".join(f"- {path}: {msg}" for path, msg in outcome.errors[:20])
+        calls = [c for c in message.get("tool_calls") or () if isinstance(c, Mapping)]
+        assistant: dict[str, Any] = {"role": "assistant", "content": message.get("content")}
+        if calls:
+            assistant["tool_calls"] = [
+                {
+                    "id": c.get("id") or f"call_{i}",
+                    "type": "function",
+                    "function": {
+                        "name": (c.get("function") or {}).get("name") or "",
+                        "arguments": (c.get("function") or {}).get("arguments") or "",
+                    },
+                }
+                for i, c in enumerate(calls)
+            ]
+            replies = []
+            for call in assistant["tool_calls"]:
+                if call["function"]["name"] == self.name and outcome.source == "tool":
+                    content = (
+                        f"Validation failed:\n{errors}\nCall {self.name} again with arguments that fix these errors."
+                    )
+                else:
+                    content = f"Not run: give the final answer by calling {self.name}."
+                replies.append({"role": "tool", "tool_call_id": call["id"], "content": content})
+            return [assistant, *replies]
+        if assistant["content"] is None:
+            assistant["content"] = ""
+        if self.strategy == "json":
+            ask = "Reply again with only one JSON object that fixes these errors."
+        elif self.strategy == "tool":
+            ask = f"Give the answer by calling {self.name}."
+        else:
+            ask = (
+                f"Give the answer by calling {self.name}, or reply with only one JSON object valid against this "
+                f"JSON Schema:\n{_dumps(self.schema)}"
+            )
+        return [assistant, {"role": "user", "content": f"Your answer is not valid:\n{errors}\n{ask}"}]
+
+
+def message_of(completion: Any) -> dict[str, Any]:
+    """The first choice's assistant message of a ``ChatCompletion`` as the dict :meth:`OutputSpec.parse` reads.
+
+    Built from attributes, not ``model_dump``: the batch calls this once per answer.
+    """
+    message = completion.choices[0].message if completion.choices else None
+    if message is None:
+        return {}
+    out: dict[str, Any] = {"role": "assistant", "content": message.content}
+    if message.tool_calls:
+        out["tool_calls"] = [
+            {"id": c.id, "type": "function", "function": {"name": c.function.name, "arguments": c.function.arguments}}
+            for c in message.tool_calls
+        ]
+    return out
+
+
+def result_fields(spec: OutputSpec, completion: Any, secret: str | None = None) -> dict[str, Any]:
+    """What a batch result line gets for one answer: ``{"output": value}``, or the ``invalid_output`` error.
+
+    The error keeps the paths and messages and what the agent answered (``raw``, the key redacted), so an
+    invalid row can be inspected, and it is sent again on a rerun with ``retry_failed``.
+    """
+    outcome = spec.parse(message_of(completion))
+    if outcome.ok:
+        return {"output": outcome.value}
+    outcome = outcome.redacted(secret)
+    return {
+        "status": "error",
+        "error": {
+            "type": "invalid_output",
+            "message": f"the answer does not match the output schema: {outcome.describe(5)}",
+            "errors": [list(pair) for pair in outcome.errors],
+        },
+        "raw": outcome.raw,
+    }
+
+
+def _schema_error(error: Any) -> tuple[str, str]:
+    """A jsonschema error as ``(path, message)``; a missing property is named in the path, as pydantic does."""
+    path = list(error.absolute_path)
+    if error.validator == "required" and isinstance(error.instance, Mapping):
+        missing = [name for name in error.validator_value if name not in error.instance]
+        for name in missing:
+            if error.message.startswith(repr(name)):
+                return json_path([*path, name]), "Field required"
+    return json_path(path), error.message
+
+
+def add_usage(total: dict[str, Any], usage: Mapping[str, Any]) -> dict[str, Any]:
+    """Add one round's token counts to ``total`` (every round of a repaired answer is paid for)."""
+    for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
+        value = usage.get(key)
+        if isinstance(value, int):
+            total[key] = total.get(key, 0) + value
+    return total
+
+
+def truncate(text: str | None, limit: int = _MAX_RAW) -> str:
+    """What the agent answered, cut for an error message or a log line."""
+    if text is None:
+        return "(no text)"
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text) - limit} more characters)"
+
+
+# ---------------------------------------------------------------------------------------------- schema checks
+
+
+def _json_schema_validator(schema: dict[str, Any]) -> Any:
+    from jsonschema import SchemaError
+    from jsonschema.validators import validator_for
+
+    cls = validator_for(schema)
+    try:
+        cls.check_schema(schema)
+    except SchemaError as exc:
+        raise _invalid("output_schema", f"not a valid JSON Schema: {exc.message}") from None
+    validator = cls(schema)
+    _check_refs(schema, validator)
+    return validator
+
+
+def _check_refs(schema: dict[str, Any], validator: Any) -> None:
+    """Every ``$ref`` must resolve inside the schema: nothing is fetched, so a remote one is refused."""
+    from referencing.exceptions import Unresolvable
+
+    resolver = validator._resolver  # jsonschema's own resolver for this schema (the same rules it validates by)
+    stack: list[Any] = [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, Mapping):
+            ref = node.get("$ref")
+            if isinstance(ref, str):
+                try:
+                    resolver.lookup(ref)
+                except Unresolvable:
+                    raise _invalid("output_schema", f"$ref {ref!r} cannot be resolved within the schema") from None
+            stack.extend(v for k, v in node.items() if k not in ("const", "enum", "default", "examples"))
+        elif isinstance(node, list):
+            stack.extend(node)
+
+
+def _check_object_at_top(schema: dict[str, Any]) -> None:
+    """Function parameters and the first-JSON-object rule both need an object at the top."""
+    top: Any = schema
+    ref = top.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/"):  # pydantic puts recursive models behind a $ref
+        for part in ref[2:].split("/"):
+            top = top.get(part, {}) if isinstance(top, Mapping) else {}
+    kind = top.get("type") if isinstance(top, Mapping) else None
+    if kind != "object" and not (kind is None and isinstance(top, Mapping) and "properties" in top):
+        raise _invalid("output_schema", f"must describe an object at the top (type 'object'), got type {kind!r}")

@@ -1,0 +1,141 @@
+"""AgentChatBranchOperator and @task.agent_chat_branch: real Airflow against the dev server and a scripted server."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from airflow_agentchat.exceptions import InvalidRequestError
+from airflow_agentchat.operators.branch import AgentChatBranchOperator, branch_schema
+
+BRANCHES = ("refund", "escalate", "reply")
+
+
+def task_states(dag_id: str) -> dict[str, str]:
+    from airflow.models.dagrun import DagRun
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        run = session.query(DagRun).filter(DagRun.dag_id == dag_id).order_by(DagRun.id.desc()).first()
+        rows = session.query(TaskInstance).filter(TaskInstance.dag_id == dag_id, TaskInstance.run_id == run.run_id)
+        return {ti.task_id: str(ti.state) for ti in rows}
+
+
+@pytest.fixture(scope="module")
+def cases(run_dag) -> dict:
+    x = run_dag("agentchat_branch_cases")
+    return {**x, "_states": task_states("agentchat_branch_cases")}
+
+
+def test_the_chosen_branch_runs_and_the_others_are_skipped(cases):
+    choice = cases[("pick", -1, "choice")]
+    assert choice["branch"] in BRANCHES
+    states = cases["_states"]
+    assert states[choice["branch"]] == "success"
+    assert {states[b] for b in BRANCHES if b != choice["branch"]} == {"skipped"}
+    assert states["join"] == "success"  # trigger rule none_failed_min_one_success joins after the skip
+    assert cases[("join", -1, "return_value")] == "joined"
+
+
+def test_an_invalid_choice_is_repaired_and_usage_counts_both_rounds(cases):
+    assert "Answer 1 does not match the output schema" in cases["_log"]
+    assert "not-one-of-the-allowed-values" in cases["_log"]
+    response = cases[("pick", -1, "response")]
+    assert cases[("pick", -1, "usage")]["total_tokens"] > response["usage"]["total_tokens"]
+
+
+def test_allow_multiple_returns_a_list_and_skips_the_rest(cases):
+    chosen = cases[("multi", -1, "choice")]["branches"]
+    assert chosen and set(chosen) <= {f"m_{b}" for b in BRANCHES}
+    states = cases["_states"]
+    for b in BRANCHES:
+        assert states[f"m_{b}"] == ("success" if f"m_{b}" in chosen else "skipped")
+
+
+def test_decorator_branches(cases):
+    choice = cases[("decorated_pick", -1, "choice")]["branch"]
+    states = cases["_states"]
+    for b in BRANCHES:
+        assert states[f"d_{b}"] == ("success" if f"d_{b}" == choice else "skipped")
+    assert sum(states[f"d_{b}"] == "success" for b in BRANCHES) == 1
+
+
+# ------------------------------------------------------------------------------- in-process (scripted server)
+
+
+def test_branch_schema_is_an_enum_of_the_task_ids():
+    one = branch_schema({"a": "when A", "b": "when B"}, allow_multiple=False)
+    assert one["properties"]["branch"]["enum"] == ["a", "b"] and one["required"] == ["branch"]
+    assert "- a: when A" in one["properties"]["branch"]["description"]
+    many = branch_schema({"a": "x"}, allow_multiple=True)
+    assert many["properties"]["branches"]["items"]["enum"] == ["a"] and many["properties"]["branches"]["minItems"] == 1
+
+
+def test_the_agent_can_only_name_a_branch(scripted, make_conn):
+    """A task id outside the branches is invalid and goes back to the agent; the request carries the enum."""
+
+    def call(args: dict) -> tuple[int, dict, bytes]:
+        message = {
+            "role": "assistant",
+            "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "choose_branch", "arguments": json.dumps(args)}}
+            ],
+        }
+        body = {
+            "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls"}],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7},
+        }
+        return 200, {"content-type": "application/json"}, json.dumps(body).encode()
+
+    scripted.script(call({"branch": "drop_table"}), call({"branch": "b", "reason": "because"}))
+    operator = AgentChatBranchOperator(
+        task_id="t", agentchat_conn_id=make_conn("branch_unit", scripted.url), prompt="x", branches={"a": "A", "b": "B"}
+    )
+    pushed: dict = {}
+    chosen = []
+    operator.do_branch = lambda context, branches: chosen.append(branches) or branches  # no DAG run to skip in
+    result = operator.execute(
+        {"ti": type("TI", (), {"xcom_push": lambda self, key, value: pushed.__setitem__(key, value)})()}
+    )
+    assert result == "b" and chosen == ["b"]
+    assert pushed["choice"] == {"branch": "b", "reason": "because"}
+    assert pushed["usage"]["total_tokens"] == 14
+    first = json.loads(scripted.requests[0].body)
+    assert first["tool_choice"] == {"type": "function", "function": {"name": "choose_branch"}}
+    assert first["tools"][-1]["function"]["parameters"]["properties"]["branch"]["enum"] == ["a", "b"]
+    second = json.loads(scripted.requests[1].body)["messages"]
+    assert second[-1]["role"] == "tool" and second[-1]["tool_call_id"] == "c1" and "branch" in second[-1]["content"]
+
+
+def test_branches_must_be_downstream_before_any_request(scripted, make_conn):
+    import pendulum
+    from airflow.sdk import DAG
+    from airflow.sdk.bases.operator import BaseOperator
+
+    scripted.script()
+    with DAG("branch_check", start_date=pendulum.datetime(2026, 1, 1), schedule=None):
+        pick = AgentChatBranchOperator(
+            task_id="pick",
+            agentchat_conn_id=make_conn("branch_dag", scripted.url),
+            prompt="x",
+            branches={"a": "A", "b": "B"},
+        )
+        pick >> BaseOperator(task_id="a")
+    with pytest.raises(InvalidRequestError, match="branches: b not downstream of pick"):
+        pick.execute({})
+    assert scripted.requests == []
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"branches": {}}, "non-empty mapping"),
+        ({"branches": {"a": 1}}, "descriptions"),
+        ({"branches": {"a": "A"}, "output_schema": {"type": "object"}}, "builds its output schema"),
+    ],
+)
+def test_bad_branch_arguments_fail_at_parse_time(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        AgentChatBranchOperator(task_id="t", prompt="x", **kwargs)
