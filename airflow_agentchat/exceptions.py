@@ -271,9 +271,9 @@ class TruncatedStreamError(StreamError):
 
 
 def __getattr__(name: str) -> Any:
-    # batch/ still imports redact from here; it moved to wire_errors with the rest of the response parsing.
+    # batch/ still imports redact from here; it moved to airflow_agentchat.redaction.
     if name == "redact":
-        from airflow_agentchat.wire_errors import redact
+        from airflow_agentchat.redaction import redact
 
         return redact
     raise AttributeError(name)

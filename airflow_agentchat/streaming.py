@@ -43,7 +43,8 @@ from airflow_agentchat.models import (
     TokenLogprob,
     Usage,
 )
-from airflow_agentchat.wire_errors import error_from_response, redact
+from airflow_agentchat.redaction import redact
+from airflow_agentchat.wire_errors import error_from_response
 
 __all__ = ["ChunkFolder", "aiter_chunks", "fold_chunks", "iter_chunks"]
 

@@ -26,7 +26,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from airflow_agentchat.exceptions import AgentChatError, InvalidRequestError, redact
+from airflow_agentchat.exceptions import AgentChatError, InvalidRequestError
+from airflow_agentchat.redaction import redact
 
 Strategy = Literal["auto", "tool", "json"]
 STRATEGIES: tuple[str, ...] = ("auto", "tool", "json")
@@ -44,6 +45,8 @@ class OutputValidationError(AgentChatError):
     ``errors`` holds ``(path, message)`` pairs of the last answer, ``raw`` what the agent answered (cut and
     with the access key redacted), ``rounds`` how many answers were checked, ``usage`` the tokens of all of them.
     """
+
+    kind = "invalid_output"
 
     def __init__(
         self, errors: list[tuple[str, str]], raw: str | None, rounds: int, usage: dict[str, Any] | None = None

@@ -8,8 +8,9 @@ A transport failure becomes a connection-error subclass chosen by the *type* of 
 message. httpx's own type is not enough: the aiohttp transport reports a refused, reset or unresolvable host as
 ``httpx.ConnectTimeout``, and only the cause it chains says which it was.
 
-Every string taken from a response goes through :func:`redact` before it becomes part of an error, so a server
-that echoes the key back cannot put it in ``str``, ``repr``, an attribute, a log line or an output file.
+Every string taken from a response goes through :func:`~airflow_agentchat.redaction.redact` before it becomes
+part of an error, so a server that echoes the key back cannot put it in ``str``, ``repr``, an attribute, a log
+line or an output file.
 """
 
 from __future__ import annotations
@@ -36,24 +37,9 @@ from airflow_agentchat.exceptions import (
     ServerError,
     TLSError,
 )
+from airflow_agentchat.redaction import redact, redact_optional
 
 _MAX_MESSAGE = 500
-
-
-def redact(text: str, secret: str | None) -> str:
-    """Remove ``secret`` from ``text`` (a server may echo the key back in an error message).
-
-    Secrets shorter than four characters are left alone, like Airflow's own masker does: replacing every "a"
-    would garble messages without protecting anything.
-    """
-    if secret and len(secret) >= 4 and secret in text:
-        text = text.replace(secret, "***")
-    return text
-
-
-def redact_optional(text: str | None, secret: str | None) -> str | None:
-    """:func:`redact` for a field that may be absent."""
-    return None if text is None else redact(text, secret)
 
 
 def _first_str(*values: Any) -> str | None:

@@ -44,12 +44,8 @@ from airflow_agentchat.exceptions import (
     TLSError,
 )
 from airflow_agentchat.hooks.retry import RetryController, RetryPolicy, SharedPause, retry_after_from_headers
-from airflow_agentchat.wire_errors import (
-    connection_error,
-    error_from_response,
-    redact_optional,
-    request_id_from_headers,
-)
+from airflow_agentchat.redaction import redact_optional
+from airflow_agentchat.wire_errors import connection_error, error_from_response, request_id_from_headers
 
 if TYPE_CHECKING:
     from airflow.sdk import Connection
