@@ -24,10 +24,13 @@ import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from airflow_agentchat.exceptions import AgentChatError, InvalidRequestError
 from airflow_agentchat.redaction import redact
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 Strategy = Literal["auto", "tool", "json"]
 STRATEGIES: tuple[str, ...] = ("auto", "tool", "json")
@@ -59,6 +62,15 @@ class OutputValidationError(AgentChatError):
         super().__init__(
             f"The agent's answer does not match the output schema after {rounds} round(s): {shown}. It answered: {raw}"
         )
+
+    def to_dict(self) -> dict[str, Any]:
+        errors = [list(pair) for pair in self.errors]
+        return {**super().to_dict(), "errors": errors, "raw": self.raw, "rounds": self.rounds, "usage": self.usage}
+
+    @classmethod
+    def _rebuild(cls, data: dict[str, Any]) -> AgentChatError:
+        errors = [(str(path), str(message)) for path, message in data.get("errors") or []]
+        return cls(errors, data.get("raw"), int(data.get("rounds") or 0), data.get("usage"))
 
 
 def _invalid(field_name: str, rule: str) -> InvalidRequestError:
@@ -138,7 +150,7 @@ class OutputSpec:
         self,
         schema: dict[str, Any],
         *,
-        model: type | None,
+        model: type[BaseModel] | None,
         strategy: str,
         retries: int,
         name: str,
@@ -179,9 +191,9 @@ class OutputSpec:
         if isinstance(output_schema, str):
             try:
                 output_schema = json.loads(output_schema)
-            except ValueError as exc:
+            except json.JSONDecodeError as exc:
                 raise _invalid("output_schema", f"not valid JSON ({exc.msg} at line {exc.lineno})") from None
-        model: type | None = None
+        model: type[BaseModel] | None = None
         if isinstance(output_schema, type):
             from pydantic import BaseModel
 
@@ -310,8 +322,8 @@ class OutputSpec:
             try:
                 instance = self.model.model_validate(value)
             except ValidationError as exc:
-                errors = exc.errors(include_url=False, include_input=False, include_context=False)
-                return None, sorted((json_path(e["loc"]), e["msg"]) for e in errors)
+                details = exc.errors(include_url=False, include_input=False, include_context=False)
+                return None, sorted((json_path(e["loc"]), e["msg"]) for e in details)
             return instance.model_dump(mode="json"), []
         errors = sorted(_schema_error(e) for e in self._validator.iter_errors(value))  # by path, as for a model
         return (None, errors) if errors else (value, [])

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from airflow_agentchat import exceptions as errors
+from airflow_agentchat.structured_output import OutputValidationError
 
 # The names result files carried before kinds moved onto the classes: they must not change.
 KINDS_WRITTEN_BEFORE = {
@@ -63,6 +64,7 @@ SAMPLES = [
     errors.StreamError("Error event in stream: boom"),
     errors.StreamError("Stream broke while reading", retryable=True),
     errors.TruncatedStreamError("ended early"),
+    OutputValidationError([("name", "Field required")], '{"nam": 1}', 2, {"total_tokens": 9}),
 ]
 
 
@@ -78,7 +80,18 @@ def test_to_dict_and_back_keeps_class_text_and_fields(error):
         error.retryable,
         3,
     )
-    fields = ("status", "message", "code", "error_type", "param", "request_id", "retry_after", "errors")
+    fields = (
+        "status",
+        "message",
+        "code",
+        "error_type",
+        "param",
+        "request_id",
+        "retry_after",
+        "errors",
+        "raw",
+        "rounds",
+    )
     assert {f: getattr(rebuilt, f, None) for f in fields} == {f: getattr(error, f, None) for f in fields}
 
 
