@@ -44,11 +44,11 @@ from airflow_agentchat.devserver import responses as wire
 from airflow_agentchat.devserver.answers import clean_prompt, last_user_text, make_choices, prompt_tokens
 from airflow_agentchat.devserver.faults import Fault, FaultQueue, parse_markers
 from airflow_agentchat.devserver.validation import make_validator
+from airflow_agentchat.models import DEFAULT_MODEL
 
 STREAM_KINDS = frozenset({"truncate", "malformed", "error_event"})
 REQUEST_ID_KEY = "agentchat.request_id"
 TRANSPORT_KEY = "agentchat.transport"
-DEFAULT_MODEL = "devserver-echo"
 
 
 @dataclass
