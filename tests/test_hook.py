@@ -1020,3 +1020,42 @@ def test_a_response_message_with_unknown_keys_can_be_sent_back(hook_for, scripte
         "role": "assistant",
         "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}],
     }
+
+
+def test_before_attempt_runs_once_per_request_sent_and_never_inside_a_pause(scripted, make_conn):
+    """The batch takes a rate slot here: waiting out a shared pause or a back-off must not take one."""
+    calls: list[tuple[str, int, float]] = []
+    hook_box: list[AgentChatHook] = []
+
+    async def before_attempt(attempt: int) -> None:
+        calls.append((asyncio.current_task().get_name(), attempt, hook_box[0].pause_remaining()))
+
+    hook = AgentChatHook(
+        make_conn("before", scripted.url), retry_policy=RetryPolicy(jitter=lambda: 1), before_attempt=before_attempt
+    )
+    hook_box.append(hook)
+    scripted.script()
+    scripted.responder = _pause_responder({"first": 0.3}, threading.Event())
+
+    async def send(prompt: str) -> str | None:
+        return (await hook.acreate_chat_completion([{"role": "user", "content": prompt}])).text
+
+    async def run() -> list[str | None]:
+        first = asyncio.create_task(send("first"), name="first")
+        while hook.pause_remaining() <= 0:
+            await asyncio.sleep(0.005)
+        others = [asyncio.create_task(send(p), name=p) for p in ("second", "third")]  # start inside the pause
+        try:
+            return await asyncio.gather(first, *others)
+        finally:
+            await hook.aclose()
+
+    assert asyncio.run(run()) == ["hi there"] * 3
+    assert len(calls) == len(scripted.requests) == 4
+    assert sorted((name, attempt) for name, attempt, _ in calls) == [
+        ("first", 1),
+        ("first", 2),
+        ("second", 1),
+        ("third", 1),
+    ]
+    assert all(remaining <= 0 for _, _, remaining in calls)

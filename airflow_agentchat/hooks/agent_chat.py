@@ -161,6 +161,9 @@ class AgentChatHook(BaseHook):
     :param sleep: replaces the sync retry loop's wait (tests record the delays); by default the wait ends
         early when :meth:`cancel` is called.
     :param async_sleep: ``asyncio.sleep`` replacement for the async retry loop.
+    :param before_attempt: awaited by the async path just before each attempt goes out, with its number
+        (1, 2, ...), after any shared pause is over: where a caller takes a rate-limit slot, so that time spent
+        paused or backing off never takes one. The batch engine's request pacing uses it.
     """
 
     conn_name_attr = "agentchat_conn_id"
@@ -178,6 +181,7 @@ class AgentChatHook(BaseHook):
         retry_policy: RetryPolicy | None = None,
         sleep: Callable[[float], object] | None = None,
         async_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        before_attempt: Callable[[int], Awaitable[None]] | None = None,
     ) -> None:
         super().__init__()
         self.agentchat_conn_id = agentchat_conn_id
@@ -189,6 +193,7 @@ class AgentChatHook(BaseHook):
         # Back-off sleeps wait on the cancel event, so on_kill ends a retry wait at once.
         self._sleep = sleep or self._cancel_event.wait
         self._async_sleep = async_sleep
+        self._before_attempt = before_attempt
         self._async_transport: httpx.AsyncBaseTransport | None = None
         self._async_loop: asyncio.AbstractEventLoop | None = None
         self._pause = SharedPause()  # shared by every request of this hook
@@ -430,6 +435,8 @@ class AgentChatHook(BaseHook):
         while True:
             while (pause := retries.wait()) > 0:
                 await self._async_sleep(pause)
+            if self._before_attempt is not None:
+                await self._before_attempt(retries.attempts + 1)
             retries.sent()
             response: httpx.Response | None = None
             try:
