@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 UV := $(shell command -v uv 2>/dev/null || echo "$(HOME)/.local/bin/uv")
 
-.PHONY: venv test lint typecheck demo ui bench clean
+.PHONY: venv test lint typecheck demo ui bench scale-demo clean
 
 $(UV):
 	python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
@@ -42,6 +42,10 @@ ui:
 
 bench: venv
 	$(PY) benchmarks/run_all.py
+
+# The sharded batch example on two Celery workers with S3 storage, all on this machine (docs/scale-out.md).
+scale-demo: venv
+	$(PY) dev/scale_demo.py $(SCALE_DEMO_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache

@@ -6,11 +6,13 @@
 Measures, against one dev server subprocess on 127.0.0.1 (so client and server do not share a GIL):
 
 1. **Latency bound**: 2,000 prompts, 100 ms server latency, ``max_concurrency=50``. Ideal wall time is
-   items / concurrency x latency = 4.0 s; target within 1.2x. The sequential hook (one request at a time) is
+   items / concurrency x latency = 4.0 s; target within 1.1x. The sequential hook (one request at a time) is
    timed on a sample and scaled; target at least 20x slower than the batch.
 2. **CPU bound**: zero latency, same concurrency; items/second of the operator vs a bare ``aiohttp`` loop
    (target >= 0.35x) and a bare ``httpx.AsyncClient`` loop (target >= 3x), interleaved rounds in the same
-   run, medians reported.
+   run, medians reported. Durability cost: the engine's rate (``items_per_s``) writing ``file://`` (every
+   result appended and handed to the OS per burst) vs ``memory://`` (an object store: a part per second);
+   target >= 0.9x.
 3. **Memory**: the operator over a 2,000- and a 20,000-line JSONL input, each in a fresh subprocess; peak
    RSS (``ru_maxrss``) below 300 MB and growing less than 60 MB between the two.
 
@@ -52,16 +54,25 @@ def prompts(n: int, tag: str) -> list[str]:
     return [f"Summarise item {i} of run {tag} in one line." for i in range(n)]
 
 
-def run_operator(n: int, concurrency: int, tag: str, *, input_path: str | None = None) -> float:
+def run_operator(
+    n: int, concurrency: int, tag: str, *, input_path: str | None = None, output: str | None = None
+) -> float:
     """Wall time of one ``execute`` (fresh output, so nothing is resumed)."""
+    return run_summary(n, concurrency, tag, input_path=input_path, output=output)[0]
+
+
+def run_summary(
+    n: int, concurrency: int, tag: str, *, input_path: str | None = None, output: str | None = None
+) -> tuple[float, dict]:
+    """Wall time and summary of one ``execute``; ``output`` defaults to a fresh ``file://`` path."""
     from airflow_agentchat.operators.batch import AgentChatBatchOperator
 
-    out = Path(tempfile.mkdtemp(prefix="agentchat-bench-")) / "out.jsonl"
+    out = output or f"file://{Path(tempfile.mkdtemp(prefix='agentchat-bench-')) / 'out.jsonl'}"
     kwargs = {"input_path": input_path} if input_path else {"prompts": prompts(n, tag)}
     op = AgentChatBatchOperator(
         task_id=f"bench_{tag}",
         agentchat_conn_id="agentchat_bench",
-        output_path=f"file://{out}",
+        output_path=out,
         max_concurrency=concurrency,
         progress_interval=3600,
         **kwargs,
@@ -71,7 +82,7 @@ def run_operator(n: int, concurrency: int, tag: str, *, input_path: str | None =
     elapsed = time.perf_counter() - started
     if summary["succeeded"] != n:
         raise SystemExit(f"batch lost items: {summary}")
-    return elapsed
+    return elapsed, summary
 
 
 async def bare_aiohttp(url: str, n: int, concurrency: int) -> float:
@@ -201,10 +212,24 @@ def main() -> int:
 
         # 2. cpu bound, interleaved so background load hits every contender alike
         server.configure(latency_ms=0)
-        rates: dict[str, list[float]] = {"batch": [], "aiohttp": [], "httpx": []}
+        from airflow.sdk.io import attach
+        from fsspec.implementations.memory import MemoryFileSystem
+
+        attach("memory", fs=MemoryFileSystem())  # stands in for an object store: no append, parts only
+        rates: dict[str, list[float]] = {
+            "batch": [],
+            "aiohttp": [],
+            "httpx": [],
+            "engine_file": [],
+            "engine_memory": [],
+        }
         for r in range(args.rounds):
             rates["aiohttp"].append(n_cpu / asyncio.run(bare_aiohttp(server.url, n_cpu, concurrency)))
-            rates["batch"].append(n_cpu / run_operator(n_cpu, concurrency, f"cpu{r}"))
+            wall, summary = run_summary(n_cpu, concurrency, f"cpu{r}")
+            rates["batch"].append(n_cpu / wall)
+            rates["engine_file"].append(summary["items_per_s"])
+            _, summary = run_summary(n_cpu, concurrency, f"mem{r}", output=f"memory:///bench-{r}/out.jsonl")
+            rates["engine_memory"].append(summary["items_per_s"])
             rates["httpx"].append(n_cpu / asyncio.run(bare_httpx(server.url, n_cpu, concurrency)))
         med = {name: statistics.median(values) for name, values in rates.items()}
         results["cpu"] = {
@@ -215,6 +240,9 @@ def main() -> int:
             "httpx_items_per_s": round(med["httpx"]),
             "batch_vs_aiohttp": round(med["batch"] / med["aiohttp"], 3),
             "batch_vs_httpx": round(med["batch"] / med["httpx"], 2),
+            "engine_file_items_per_s": round(med["engine_file"]),
+            "engine_memory_items_per_s": round(med["engine_memory"]),
+            "append_vs_parts": round(med["engine_file"] / med["engine_memory"], 3),
             "all_rounds": {name: [round(v) for v in values] for name, values in rates.items()},
         }
 
@@ -229,10 +257,11 @@ def main() -> int:
 
     lat, cpu, mem = results["latency"], results["cpu"], results["memory"]
     checks = {
-        "latency wall <= 1.2x ideal": lat["vs_ideal"] <= 1.2,  # type: ignore[index]
+        "latency wall <= 1.1x ideal": lat["vs_ideal"] <= 1.1,  # type: ignore[index]
         ">= 20x sequential hook": lat["speedup_vs_sequential"] >= 20,  # type: ignore[index]
         ">= 0.35x bare aiohttp": cpu["batch_vs_aiohttp"] >= 0.35,  # type: ignore[index]
         ">= 3x bare httpx": cpu["batch_vs_httpx"] >= 3,  # type: ignore[index]
+        "append >= 0.9x parts": cpu["append_vs_parts"] >= 0.9,  # type: ignore[index]
         "peak RSS < 300 MB": mem["large"]["peak_rss_mb"] < 300,  # type: ignore[index]
         "RSS growth < 60 MB": mem["growth_mb"] < 60,  # type: ignore[index]
     }
@@ -245,8 +274,8 @@ def main() -> int:
         (
             f"{lat['items']:,} prompts, 100 ms latency, 50 in flight: wall time",  # type: ignore[index]
             f"{lat['wall_s']} s = {lat['vs_ideal']}x ideal {lat['ideal_s']} s",  # type: ignore[index]
-            "<= 1.2x ideal",
-            checks["latency wall <= 1.2x ideal"],
+            "<= 1.1x ideal",
+            checks["latency wall <= 1.1x ideal"],
         ),
         (
             "same, vs sequential hook (20-request sample, scaled)",
@@ -265,6 +294,13 @@ def main() -> int:
             f"{cpu['batch_items_per_s']} vs {cpu['httpx_items_per_s']} items/s = {cpu['batch_vs_httpx']}x",  # type: ignore[index]
             ">= 3x",
             checks[">= 3x bare httpx"],
+        ),
+        (
+            "durability: engine rate, every result appended (file://) vs a part a second (memory://)",
+            f"{cpu['engine_file_items_per_s']} vs {cpu['engine_memory_items_per_s']} items/s"  # type: ignore[index]
+            f" = {cpu['append_vs_parts']}x",  # type: ignore[index]
+            ">= 0.9x",
+            checks["append >= 0.9x parts"],
         ),
         (
             f"peak RSS, {mem['large']['items']:,} items",  # type: ignore[index]
@@ -311,7 +347,12 @@ on every response), which held the batch at 0.26x of bare aiohttp. The hook now 
 and hands each request straight to the `httpx-aiohttp` transport (~170 us), which is what lifts the batch to the
 figure above; the batch engine itself adds ~15 us per item (item normalisation, ids, result lines).
 Peak RSS is reached while Airflow and the HTTP stack are imported, before the first item; the RSS at the end
-of the run (above) is what shows that results and input are streamed, not held."""
+of the run (above) is what shows that results and input are streamed, not held.
+Durability: on `file://` every result is appended to the run's part as it arrives and handed to the OS once per
+event-loop turn (one `write` for the whole burst), so a kill loses only the answers in flight; the "durability"
+row compares that with object-store mode (a new part a second) in the same rounds: no measurable cost.
+This run shared its 2 cores with other test jobs (load average ~5), so absolute rates are about half those of a
+quiet machine; the ratios, measured in interleaved rounds, are what the targets judge."""
 
 
 if __name__ == "__main__":

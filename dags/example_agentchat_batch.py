@@ -9,7 +9,10 @@ retry of one shard resumes that shard only. ``summarise`` adds up the per-shard 
 ``return_value`` of each mapped task) and reads the result files back.
 
 Files go under ``params.base_path`` (any ``ObjectStoragePath`` URI, e.g. ``s3://bucket/agentchat``; by default
-``$AGENTCHAT_EXAMPLE_OUTPUT_DIR`` or the temp dir), in a folder per DAG run.
+``$AGENTCHAT_EXAMPLE_OUTPUT_DIR`` or the temp dir), in a folder per DAG run, read and written with the
+credentials of the connection ``params.storage_conn_id`` (e.g. an ``aws`` connection; none for local files).
+The agent's limit, ``requests_per_minute``, is shared by the mapped shards. ``docs/scale-out.md`` runs this DAG
+on Celery workers with S3 storage.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ with DAG(
         "items": Param(240, type="integer", minimum=1, description="prompts to generate"),
         "shards": Param(3, type="integer", minimum=1, description="mapped batch tasks"),
         "base_path": Param(_DEFAULT_BASE, type="string", description="where inputs and results go"),
+        "storage_conn_id": Param(None, type=["null", "string"], description="connection for base_path"),
     },
     tags=["agentchat", "example", "batch"],
 ):
@@ -48,7 +52,8 @@ with DAG(
 
         from airflow.sdk import ObjectStoragePath
 
-        folder = ObjectStoragePath(params["base_path"]) / re.sub(r"[^A-Za-z0-9_.-]+", "_", run_id)
+        base = ObjectStoragePath(params["base_path"], conn_id=params["storage_conn_id"])
+        folder = base / re.sub(r"[^A-Za-z0-9_.-]+", "_", run_id)
         if folder.protocol == "file":
             folder.mkdir(parents=True, exist_ok=True)
         path = folder / "tickets.jsonl"
@@ -66,10 +71,13 @@ with DAG(
 
     @task
     def make_shards(input_path: str, params: dict) -> list[str]:
-        """One shard per mapped task; deterministic, so a retried split writes the same shards."""
+        """One shard per mapped task; deterministic, so a retried split writes the same shards.
+
+        The shard URIs carry the storage connection (``s3://conn_id@bucket/...``), and so do the result paths.
+        """
         from airflow_agentchat.batch import split_jsonl
 
-        return split_jsonl(input_path, num_shards=params["shards"])
+        return split_jsonl(input_path, num_shards=params["shards"], storage_conn_id=params["storage_conn_id"])
 
     answers = AgentChatBatchOperator.partial(
         task_id="ask_agent",
@@ -77,7 +85,8 @@ with DAG(
         max_tokens=16,
         temperature=0.0,
         max_concurrency=16,
-        requests_per_minute=6000,
+        requests_per_minute=6000,  # the agent's limit: each of the shards running at once paces at its share
+        storage_conn_id="{{ params.storage_conn_id or '' }}",
         max_failed_fraction=0.01,
         retries=2,
     ).expand(input_path=make_shards(generate_dataset()))

@@ -16,7 +16,8 @@ A port already in use is reported in one line naming the flag that changes it::
     python -m dev.ui [--port 8080] [--devserver-port 8088] [--home DIR] [--chunk-delay-ms 60]
 
 :class:`AirflowApiServer` and :func:`airflow_env` are reused by the UI tests, which need the same thing: a
-real API server on 127.0.0.1 with known users.
+real API server on 127.0.0.1 with known users; :class:`AirflowStack` and :func:`stack_env` by the tests that
+need a real scheduler (approval through the human-in-the-loop API, retries in new processes).
 """
 
 from __future__ import annotations
@@ -38,7 +39,16 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import IO, Any
 
-__all__ = ["AirflowApiServer", "Component", "airflow_env", "free_port", "main", "store_connection"]
+__all__ = [
+    "AirflowApiServer",
+    "AirflowStack",
+    "Component",
+    "airflow_env",
+    "free_port",
+    "main",
+    "stack_env",
+    "store_connection",
+]
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPONENTS = ("scheduler", "dag-processor", "triggerer")
@@ -323,12 +333,13 @@ def _login(home: Path) -> dict[str, str]:
     return login
 
 
-def _stack_env(home: Path, port: int, login: Mapping[str, str]) -> dict[str, str]:
+def stack_env(home: Path, port: int, login: Mapping[str, str], dags_folder: Path = ROOT / "dags") -> dict[str, str]:
+    """Environment of every component of a stack: LocalExecutor, one JWT secret, free log-server ports."""
     env = airflow_env(home, {"admin": ("admin", login["password"])})
     url = f"http://127.0.0.1:{port}"
     env.update(
         {
-            "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder),
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             "AIRFLOW__CORE__PARALLELISM": "4",  # SQLite has one writer; a few task processes are plenty here
             "AIRFLOW__API__BASE_URL": url,
@@ -343,6 +354,35 @@ def _stack_env(home: Path, port: int, login: Mapping[str, str]) -> dict[str, str
         }
     )
     return env
+
+
+class AirflowStack:
+    """``airflow api-server``, ``scheduler``, ``dag-processor`` and ``triggerer`` sharing one environment.
+
+    What ``make ui`` runs; tests that need a real scheduler start one per module through this class.
+    ``start`` returns the components not healthy yet (empty when all are); ``stop`` stops every process.
+    """
+
+    def __init__(self, env: Mapping[str, str], *, port: int, logs: Path, startup_timeout: float = 180) -> None:
+        logs.mkdir(parents=True, exist_ok=True)
+        self.api = AirflowApiServer(env, port=port, startup_timeout=startup_timeout, log_path=logs / "api-server.log")
+        self.components = [self.api.component] + [
+            Component(name, [sys.executable, "-m", "airflow", name], env, logs / f"{name}.log") for name in COMPONENTS
+        ]
+
+    @property
+    def url(self) -> str:
+        return self.api.url
+
+    def start(self) -> list[str]:
+        for component in self.components[1:]:
+            component.start()
+        self.api.component.start()
+        self.api.wait_healthy()
+        return _wait_components(self.api, self.components)
+
+    def stop(self) -> None:
+        stop_all(self.components)
 
 
 def _wait_components(api: AirflowApiServer, components: list[Component], timeout: float = 180.0) -> list[str]:
@@ -375,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
     logs = home / "component-logs"
     logs.mkdir(exist_ok=True)
     login = _login(home)
-    env = _stack_env(home, args.port, login)
+    env = stack_env(home, args.port, login)
     os.environ.update(env)  # this process stores the connection in the same metadata DB
 
     from airflow_agentchat.devserver import DevServer
@@ -398,14 +438,10 @@ def main(argv: list[str] | None = None) -> int:
             description="Offline dev server started by `make ui` (answers 'Echo: <your prompt>').",
         )
         print(f"Dev agent endpoint: {dev.url} (agentchat_default). Starting Airflow ...", flush=True)
-        api = AirflowApiServer(env, port=args.port, startup_timeout=180, log_path=logs / "api-server.log")
-        components.append(api.component)
-        for name in COMPONENTS:
-            cmd = [sys.executable, "-m", "airflow", name]
-            components.append(Component(name, cmd, env, logs / f"{name}.log").start())
-        api.component.start()
-        api.wait_healthy()
-        not_ready = _wait_components(api, components)
+        stack = AirflowStack(env, port=args.port, logs=logs)
+        api = stack.api
+        components.extend(stack.components)
+        not_ready = stack.start()
         print(
             "\n"
             f"  Airflow UI:   {api.url}/   (DAGs from {ROOT / 'dags'})\n"

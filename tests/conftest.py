@@ -92,10 +92,18 @@ def run_dag(airflow_db: Path, devserver) -> Callable[..., dict]:
     """Run ``airflow dags test DAG_ID [DATE]`` against the dev server; return the run's XComs.
 
     The result maps ``(task_id, map_index, key)`` to the value; ``result["_log"]`` holds the command's output
-    and ``result["_returncode"]`` its exit code. ``conn`` overrides ``agentchat_default``'s JSON.
+    and ``result["_returncode"]`` its exit code. ``conn`` overrides ``agentchat_default``'s JSON; ``conf`` is
+    the run's conf (params).
     """
 
-    def run(dag_id: str, logical_date: str | None = None, *, conn: dict | None = None, check: bool = True) -> dict:
+    def run(
+        dag_id: str,
+        logical_date: str | None = None,
+        *,
+        conn: dict | None = None,
+        check: bool = True,
+        conf: dict | None = None,
+    ) -> dict:
         env = os.environ.copy()
         env["AIRFLOW_CONN_AGENTCHAT_DEFAULT"] = json.dumps(
             conn or {"conn_type": "agentchat", "host": devserver.url, "password": CANARY_KEY}
@@ -104,6 +112,8 @@ def run_dag(airflow_db: Path, devserver) -> Callable[..., dict]:
         args = [sys.executable, "-m", "airflow", "dags", "test", dag_id]
         if logical_date:
             args.append(logical_date)
+        if conf is not None:
+            args += ["--conf", json.dumps(conf)]
         proc = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
         log = proc.stdout + proc.stderr
         if check and proc.returncode:

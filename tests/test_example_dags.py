@@ -100,3 +100,18 @@ def test_triage_with_an_output_schema(run_dag):
     )
     ran = {t for t in ("page_on_call", "notify_team", "daily_digest") if (t, -1, "return_value") in x}
     assert ran == {chosen}
+
+
+def test_support_agent_runs_its_tools_validates_the_reply_and_sends_it(run_dag, airflow_db):
+    """Review off (``airflow dags test`` would wait for a person forever); tests/test_approval.py covers it."""
+    x = run_dag("example_agentchat_support", conf={"require_approval": False})
+    trace = x[("draft_reply", -1, "tool_trace")]
+    assert [entry["name"] for entry in trace] == ["lookup_order"]  # the dev server calls the first tool once
+    assert json.loads(trace[0]["result"])["found"] is False
+    reply = x[("draft_reply", -1, "return_value")]
+    assert reply["status"] in ("processing", "shipped", "delivered", "not_found") and reply["reply"]
+    assert x[("draft_reply", -1, "usage")]["total_tokens"] > x[("draft_reply", -1, "response")]["usage"]["total_tokens"]
+    sent = x[("send_reply", -1, "return_value")]
+    assert sent["sent_to"] == "Ada Lovelace" and sent["status"] == reply["status"]
+    last = json.loads(Path(sent["outbox"]).read_text().splitlines()[-1])
+    assert last == {"to": "Ada Lovelace", **reply}

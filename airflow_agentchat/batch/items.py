@@ -11,8 +11,10 @@ An item is one of
   joining results back to rows); any other key is an error, so a typo like ``temprature`` is caught.
 
 Items without an ``id`` get one derived from their content (:func:`stable_id`), so the same input gives the
-same ids on every run: that is what lets a retried task skip the items it already paid for. Two items with
-the same id are the same work; the second one is skipped and counted as a duplicate.
+same ids on every run: that is what lets a retried task skip the items it already paid for. An id is one
+answer: a second item with the same id and the same content is skipped and counted as a duplicate; one with
+the same id but other content (``7`` and ``"7"`` included) becomes an ``invalid_item`` line of its own, under
+``<id>#<content hash>``, so neither result overwrites the other.
 
 Everything here runs once per item on the batch's hot path, so it avoids pydantic round trips: the only
 validation is the hook's ``build_request`` (which raises before any network call).
@@ -46,7 +48,8 @@ def stable_id(value: Any) -> str:
     80 bits keep an accidental collision out of reach for any realistic batch (about 1 in 10^12 for a
     billion items) while staying short enough to read in a log line.
     """
-    return hashlib.blake2b(canonical_json(value).encode(), digest_size=10).hexdigest()
+    # surrogatepass: an item holding a lone surrogate still gets its id, then fails validation as an item
+    return hashlib.blake2b(canonical_json(value).encode("utf-8", "surrogatepass"), digest_size=10).hexdigest()
 
 
 @dataclass(slots=True)
@@ -78,7 +81,8 @@ class InputStats:
     duplicates: int = 0
     rejected: int = 0
     queued: int = 0
-    ids: set[str] = field(default_factory=set)
+    # id -> fingerprint of the item that claimed it (None when the id is itself derived from the content)
+    ids: dict[str, str | None] = field(default_factory=dict)
 
 
 class _BadLine(Exception):
@@ -115,11 +119,20 @@ def parse_prompts(value: Any) -> list[Any]:
 def iter_jsonl(path: Any) -> Iterator[Any]:
     """Stream the values of a JSONL file (any ``ObjectStoragePath``); blank lines are skipped.
 
-    A line that is not JSON is yielded as a :class:`_BadLine` so it becomes a failed item, not a crash.
+    A line that is not UTF-8 JSON is yielded as a :class:`_BadLine` so it becomes a failed item, not a crash
+    (and never a request with U+FFFD in place of what the file really holds). A UTF-8 byte order mark at the
+    start of the file is dropped.
     """
     with path.open("rb") as handle:
         for lineno, raw in enumerate(handle, start=1):
-            text = raw.decode("utf-8", errors="replace").strip()
+            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            try:
+                text = raw.decode("utf-8").strip()
+            except UnicodeDecodeError as exc:
+                shown = raw.decode("utf-8", errors="backslashreplace").strip()
+                yield _BadLine(shown, lineno, f"line {lineno} is not valid UTF-8 ({exc.reason} at byte {exc.start})")
+                continue
             if not text:
                 continue
             try:
@@ -167,7 +180,7 @@ def prepare(
         stats.seen += 1
         if isinstance(value, _BadLine):
             item_id = stable_id(value.text)
-            if _first_time(item_id, stats, skip):
+            if _claim(item_id, None, stats, skip) is _NEW:
                 stats.rejected += 1
                 yield Rejected(item_id, _error("invalid_item", str(value)))
             continue
@@ -175,11 +188,16 @@ def prepare(
             item_id, prompt, messages, item_system, overrides, context = _split(value)
         except InvalidRequestError as exc:
             item_id = _explicit_id(value) or stable_id(value)
-            if _first_time(item_id, stats, skip):
+            if _claim(item_id, value, stats, skip) is _NEW:
                 stats.rejected += 1
                 yield Rejected(item_id, _error("invalid_item", str(exc), exc.errors))
             continue
-        if not _first_time(item_id, stats, skip):
+        claim = _claim(item_id, value, stats, skip)
+        if claim is not _NEW:
+            if isinstance(claim, Rejected):
+                stats.rejected += 1
+                claim.context = context
+                yield claim
             continue
         try:
             params = dict(shared)
@@ -198,6 +216,11 @@ def prepare(
             stats.rejected += 1
             yield Rejected(item_id, _error("invalid_request", str(exc), exc.errors), context)
             continue
+        except Exception as exc:  # the same input fails the same way on every rerun: final, never retried
+            stats.rejected += 1
+            message = f"the item could not be made into a request: {type(exc).__name__}: {exc}"
+            yield Rejected(item_id, _error("invalid_request", message), context)
+            continue
         stats.queued += 1
         cap = getattr(request, "max_tokens", None) or getattr(request, "max_completion_tokens", None)
         if cap is not None:
@@ -205,12 +228,35 @@ def prepare(
         yield Prepared(item_id, request, context, _estimate_tokens(built), cap)
 
 
-def _first_time(item_id: str, stats: InputStats, skip: set[str] | frozenset[str]) -> bool:
+_NEW = object()
+
+
+def _claim(item_id: str, value: Any, stats: InputStats, skip: set[str] | frozenset[str]) -> Any:
+    """``_NEW`` for an id seen the first time; ``None`` to skip it; a :class:`Rejected` for a conflicting item.
+
+    Only items with an explicit id can conflict (a derived id *is* the content), so the fingerprint is
+    computed for those alone, keeping the hot path of plain prompts free of a second hash.
+    """
+    fingerprint = stable_id(value) if _explicit_id(value) is not None else None
+    claimed = stats.ids.get(item_id, fingerprint)
+    if fingerprint is None or claimed == fingerprint:
+        return _NEW if _first_time(item_id, fingerprint, stats, skip) else None
+    conflict_id = f"{item_id}#{fingerprint}"
+    if not _first_time(conflict_id, fingerprint, stats, skip):
+        return None
+    message = (
+        f"input item {stats.seen} has id {item_id!r}, already taken by an earlier item with other content "
+        f'(ids are compared as text, so 7 and "7" are the same id); recorded as {conflict_id!r}, not sent'
+    )
+    return Rejected(conflict_id, _error("invalid_item", message, [("id", f"duplicate id {item_id!r}")]))
+
+
+def _first_time(item_id: str, fingerprint: str | None, stats: InputStats, skip: set[str] | frozenset[str]) -> bool:
     """Record the id; False when it is a duplicate in this input or already done in the output."""
     if item_id in stats.ids:
         stats.duplicates += 1
         return False
-    stats.ids.add(item_id)
+    stats.ids[item_id] = fingerprint
     if item_id in skip:
         stats.resumed += 1
         return False

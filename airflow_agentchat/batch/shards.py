@@ -21,6 +21,7 @@ def split_jsonl(
     *,
     num_shards: int | None = None,
     shard_size: int | None = None,
+    storage_conn_id: str | None = None,
 ) -> list[str]:
     """Split ``input_path`` (any ``ObjectStoragePath`` URI) into shards and return their URIs, in order.
 
@@ -28,6 +29,8 @@ def split_jsonl(
     :param output_dir: where shards go; default ``<input_path>.shards/`` next to the input.
     :param num_shards: how many shards (at most one per line); give this or ``shard_size``.
     :param shard_size: lines per shard (the last one may be shorter).
+    :param storage_conn_id: the Airflow connection with the storage credentials (e.g. an ``aws`` connection
+        for ``s3://``); the returned URIs carry it (``s3://conn_id@bucket/...``), so the mapped tasks use it too.
     :return: shard URIs (``<stem>-00000-of-00008.jsonl``, ...), ready for ``.expand(input_path=...)``.
     """
     from airflow_agentchat.batch.items import count_jsonl
@@ -39,8 +42,8 @@ def split_jsonl(
         raise ValueError("num_shards must be at least 1")
     if shard_size is not None and shard_size < 1:
         raise ValueError("shard_size must be at least 1")
-    source = to_path(input_path)
-    target = to_path(output_dir) if output_dir is not None else source.parent / f"{source.name}.shards"
+    source = to_path(input_path, storage_conn_id)
+    target = to_path(output_dir, storage_conn_id) if output_dir is not None else source.parent / f"{source.name}.shards"
     lines = count_jsonl(source)
     if shard_size is None:
         shard_size = max(1, math.ceil(lines / num_shards)) if lines else 1

@@ -64,7 +64,8 @@ def agent_chat_task(python_callable: Callable | None = None, **kwargs: Any) -> T
     """Wrap a function that returns a prompt (or messages, or a request) into an agent chat completion task.
 
     Takes every keyword of :class:`AgentChatCompletionOperator` (``system_prompt``, ``temperature``,
-    ``output``, ``agentchat_conn_id``, ...).
+    ``output``, ``agentchat_conn_id``, Python functions in ``tools``, ``require_approval``, ...). After a review
+    the task resumes without calling the function again: the answer travels with the resume.
     """
     return task_decorator_factory(
         python_callable=python_callable,

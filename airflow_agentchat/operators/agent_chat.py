@@ -7,7 +7,8 @@ imported in ``execute``, because DAG files are parsed far more often than tasks 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -19,12 +20,16 @@ if TYPE_CHECKING:
 
     from airflow_agentchat.hooks.agent_chat import AgentChatHook
     from airflow_agentchat.models import ChatCompletion
+    from airflow_agentchat.operators.round_state import RoundState
     from airflow_agentchat.structured_output import OutputSpec
+    from airflow_agentchat.tools import Toolbox
 
 Output = Literal["text", "message", "response"]
 _OUTPUTS = ("text", "message", "response")
 _FILE_FIELDS = ("messages", "request", "output_schema")  # the fields that may name a .json / .j2 template file
 _STRATEGIES = ("auto", "tool", "json")  # structured_output.STRATEGIES, repeated to keep it out of DAG parsing
+_TOOL_ERRORS = ("return", "raise")
+_APPROVAL_DEFAULTS = ("approve", "reject")  # approval.DEFAULTS, repeated to keep it out of DAG parsing
 
 
 class AgentChatCompletionOperator(AgentChatRequestOperator):
@@ -55,6 +60,17 @@ class AgentChatCompletionOperator(AgentChatRequestOperator):
     :param output_strategy: how the schema travels: ``"tool"`` (a forced function call), ``"json"`` (an
         instruction, the value read from the text) or ``"auto"`` (tool, accepting JSON text as a fallback).
     :param output_retries: repair rounds after an invalid answer (default 2).
+    :param tools: tool dicts of the reference and/or Python functions. The provider runs the loop for the
+        functions: it validates the agent's arguments, calls them, sends the results back and asks again
+        until a final answer; XCom key ``tool_trace`` lists every call. See ``docs/tools-and-approval.md``.
+    :param max_tool_rounds: rounds of tool calls allowed before the task fails (default 8).
+    :param tool_errors: ``"return"`` (default) sends a function's exception to the agent as its result;
+        ``"raise"`` fails the task.
+    :param require_approval: a person approves, edits or rejects the final answer in Airflow's
+        human-in-the-loop before the task succeeds (templated: ``True``/``False`` or the texts
+        ``"true"``/``"false"``).
+    :param approval_timeout: how long to wait for the review (a ``timedelta`` or seconds; default: forever).
+    :param approval_default: ``"approve"`` or ``"reject"`` when the timeout passes; without it the task fails.
     :param stream: stream the answer and log it as it arrives (buffered into readable lines).
     :param deferrable: wait for the answer in the triggerer instead of holding a worker slot (default:
         ``[operators] default_deferrable``). Streaming requests always run in the worker.
@@ -74,6 +90,7 @@ class AgentChatCompletionOperator(AgentChatRequestOperator):
         "messages",
         "request",
         "output_schema",
+        "require_approval",
         *AgentChatRequestOperator.template_fields,
     )
     template_ext: Sequence[str] = (".json", ".j2")
@@ -99,10 +116,49 @@ class AgentChatCompletionOperator(AgentChatRequestOperator):
         output_schema: type | Mapping[str, Any] | str | None = None,
         output_strategy: Literal["auto", "tool", "json"] = "auto",
         output_retries: int = 2,
+        tools: Sequence[Mapping[str, Any] | Callable[..., Any]] | str | None = None,
+        max_tool_rounds: int = 8,
+        tool_errors: Literal["return", "raise"] = "return",
+        require_approval: bool | str = False,
+        approval_timeout: timedelta | float | None = None,
+        approval_default: Literal["approve", "reject"] | None = None,
         deferrable: bool | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        # Functions stay out of the templated ``tools`` field: Airflow calls callables when it renders one.
+        python_tools: list[Callable[..., Any]] = []
+        if isinstance(tools, list | tuple):  # checked here without importing the tools module (DAG parsing)
+            python_tools = [tool for tool in tools if callable(tool) and not isinstance(tool, Mapping)]
+            names = [getattr(tool, "__name__", None) for tool in python_tools]
+            for tool, name in zip(python_tools, names, strict=True):
+                if not isinstance(name, str) or not name.replace("-", "_").isidentifier():
+                    raise ValueError(
+                        f"a Python tool needs a name (a def, not a lambda or partial): {tool!r} has {name!r}"
+                    )
+            if len(set(names)) != len(names):
+                raise ValueError(f"two Python tools have the same name: {sorted(map(str, names))}")
+            tools = [tool for tool in tools if not (callable(tool) and not isinstance(tool, Mapping))] or None
+        super().__init__(tools=tools, **kwargs)  # type: ignore[arg-type]  # the functions were taken out
+        self.python_tools = python_tools
+        if not isinstance(max_tool_rounds, int) or isinstance(max_tool_rounds, bool) or max_tool_rounds < 1:
+            raise ValueError(f"max_tool_rounds must be a whole number >= 1, got {max_tool_rounds!r}")
+        if tool_errors not in _TOOL_ERRORS:
+            raise ValueError(f"tool_errors must be one of {', '.join(_TOOL_ERRORS)}, got {tool_errors!r}")
+        if approval_default is not None and approval_default not in _APPROVAL_DEFAULTS:
+            raise ValueError(f"approval_default must be 'approve', 'reject' or None, got {approval_default!r}")
+        if require_approval is True and output != "text":
+            raise ValueError("require_approval reviews the answer: leave output at 'text'")
+        if isinstance(approval_timeout, int | float) and not isinstance(approval_timeout, bool):
+            approval_timeout = timedelta(seconds=approval_timeout)
+        if approval_timeout is not None and (
+            not isinstance(approval_timeout, timedelta) or approval_timeout.total_seconds() <= 0
+        ):
+            raise ValueError(f"approval_timeout must be a timedelta or seconds > 0, got {approval_timeout!r}")
+        self.max_tool_rounds = max_tool_rounds
+        self.tool_errors = tool_errors
+        self.require_approval = require_approval
+        self.approval_timeout = approval_timeout
+        self.approval_default = approval_default
         if output not in _OUTPUTS:
             raise ValueError(f"output must be one of {', '.join(_OUTPUTS)}, got {output!r}")
         if output_strategy not in _STRATEGIES:
@@ -177,18 +233,64 @@ class AgentChatCompletionOperator(AgentChatRequestOperator):
         schema = self.output_model or load_json("output_schema", self.output_schema)
         return OutputSpec.build(schema, strategy=self.output_strategy, retries=self.output_retries)
 
+    @cached_property
+    def toolbox(self) -> Toolbox | None:
+        """The Python tools, built (schemas, validators) on first use in ``execute``; None without any."""
+        if not self.python_tools:
+            return None
+        from airflow_agentchat.tools import Toolbox
+
+        others = [
+            (tool.get("function") or {}).get("name")
+            for tool in load_json("tools", getattr(self, "tools", None)) or ()
+            if isinstance(tool, Mapping)
+        ]
+        return Toolbox(
+            self.python_tools,
+            other_names=[name for name in others if name],
+            tool_errors=self.tool_errors,
+            secret=self.hook.settings.api_key,
+        )
+
     def prepare(self) -> tuple[list[dict[str, Any]], dict[str, Any], OutputSpec | None]:
         """Messages, body fields and output spec of this task, all checked before anything is sent."""
         messages, params = self.build_body()
+        toolbox = self.toolbox
+        if toolbox is not None:
+            params["tools"] = [*(params.get("tools") or []), *toolbox.definitions]
         spec = self.output_spec()
         if spec is not None:
             messages, params = spec.apply(messages, params)
+            if toolbox is not None and spec.strategy != "json":
+                # Forcing the output tool would leave the agent no way to call the Python tools.
+                params["tool_choice"] = "required"
+        if self.approval_required():
+            from airflow_agentchat.exceptions import InvalidRequestError
+
+            if self.output_mode != "text":
+                raise InvalidRequestError([("require_approval", "reviews the answer: leave output at 'text'")])
+            if (params.get("n") or 1) != 1:
+                raise InvalidRequestError([("n", "must be 1 with require_approval (one answer is reviewed)")])
         return messages, params, spec
+
+    def approval_required(self) -> bool:
+        """``require_approval`` after rendering: a bool, or the texts a template gives (``"True"``, ``"false"``)."""
+        value = self.require_approval
+        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+            return value.strip().lower() == "true"
+        if isinstance(value, bool):
+            return value
+        from airflow_agentchat.exceptions import InvalidRequestError
+
+        raise InvalidRequestError([("require_approval", f"must be true or false, got {value!r}")])
 
     def execute(self, context: Context) -> Any:
         messages, params, spec = self.prepare()
         request = self.hook.build_request(messages, **params)
-        if self.deferrable and not request.stream:
+        state = self._load_state(context, messages, params)
+        if state.final is not None:  # an earlier try has the answer; only the review is missing
+            return self._review_saved(state, context)
+        if self.deferrable and not request.stream and self.toolbox is None and not state.resumed:
             from airflow_agentchat.triggers.agent_chat import AgentChatCompletionTrigger
 
             self.defer(
@@ -201,10 +303,8 @@ class AgentChatCompletionOperator(AgentChatRequestOperator):
                 method_name="execute_complete",
             )
         started = time.perf_counter()
-        completion = self._send(request)
-        if spec is not None:
-            return self._structured(spec, messages, params, completion, context, started)
-        return self._publish(completion, context, started)
+        completion = None if state.resumed or self.toolbox is not None else self._send(request)
+        return self._converse(spec, messages, params, completion, context, started, state)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
         """Resume after the trigger: check the event, then publish like a direct run.
@@ -222,53 +322,210 @@ class AgentChatCompletionOperator(AgentChatRequestOperator):
             raise AgentChatError(event.get("message") or "agent chat request failed in the triggerer")
         completion = ChatCompletion.model_validate(event["response"])
         completion._meta = dict(event.get("meta") or {})
-        spec = self.output_spec()
-        if spec is None:
-            return self._publish(completion, context, None)
-        messages, params = spec.apply(*self.build_body())
-        return self._structured(spec, messages, params, completion, context, None)
+        messages, params, spec = self.prepare()
+        return self._converse(spec, messages, params, completion, context, None)
 
     def _send(self, request: Any) -> ChatCompletion:
         return self._stream(request) if request.stream else self.hook.send(request)
 
-    def _structured(
+    def _converse(
         self,
-        spec: OutputSpec,
+        spec: OutputSpec | None,
         messages: list[dict[str, Any]],
         params: dict[str, Any],
-        completion: ChatCompletion,
+        completion: ChatCompletion | None,
         context: Context,
         started: float | None,
+        state: RoundState | None = None,
     ) -> Any:
-        """Validate the answer; send the errors back until it is valid or ``output_retries`` are spent."""
-        from airflow_agentchat.structured_output import add_usage, message_of
+        """From the first answer to the final one: run Python tools, repair invalid answers, then deliver.
 
-        usage = add_usage({}, completion.usage_dict())
-        rounds = 1
-        while True:
-            message = message_of(completion)
-            outcome = spec.parse(message)
-            if outcome.ok:
-                break
-            if rounds > spec.retries:
-                self._publish(completion, context, started, usage=usage)
-                raise spec.failure(outcome, rounds, usage, self.hook.settings.api_key)
-            self.log.warning(
-                "Answer %d does not match the output schema (%s); sending the errors back (repair %d of %d)",
-                rounds,
-                outcome.redacted(self.hook.settings.api_key).describe(3),
-                rounds,
-                spec.retries,
-            )
-            messages = [*messages, *spec.repair_messages(message, outcome)]
-            completion = self._send(self.hook.build_request(messages, **params))
+        ``completion`` is the first answer (None: send the next request of ``state``'s conversation). Every
+        round is added to the usage and saved in ``state`` (see ``round_state``), so a retry resumes here.
+        """
+        from airflow_agentchat.structured_output import add_usage, message_of
+        from airflow_agentchat.tools import ToolError, assistant_message, describe_call
+
+        if state is None:
+            state = self._load_state(context, messages, params)
+        if state.messages is not None:
+            messages = state.messages
+        usage = state.usage
+        if completion is not None:
             add_usage(usage, completion.usage_dict())
-            rounds += 1
-        self.log.info(
-            "Output valid after %d round(s) (%s strategy, from the %s)", rounds, spec.strategy, outcome.source
+        toolbox = self.toolbox
+        secret = self.hook.settings.api_key
+        repairs = 0
+        outcome = None
+        asking = params  # the body fields of the next request
+        while True:
+            if state.pending is None:
+                if completion is None:
+                    if toolbox is not None:
+                        self.log.info("Round %d: asking the agent", state.tool_rounds + repairs + 1)
+                    completion = self._send(self.hook.build_request(messages, **asking))
+                    add_usage(usage, completion.usage_dict())
+                message = message_of(completion)
+                outcome = spec.parse(message) if spec is not None else None
+                if outcome is not None and outcome.ok:
+                    break
+                calls = toolbox.calls_to_run(message) if toolbox is not None else []
+                if spec is not None and all(c["function"]["name"] == spec.name for c in calls):
+                    calls = []  # only the output tool, and invalid: a repair round, not a tool round
+                if not calls:
+                    if outcome is None:
+                        break
+                    if repairs >= spec.retries:  # type: ignore[union-attr]
+                        self._push_trace(context, state)
+                        self._publish(completion, context, started, usage=usage)
+                        raise spec.failure(outcome, repairs + 1, usage, secret)  # type: ignore[union-attr]
+                    repairs += 1
+                    self.log.warning(
+                        "Answer %d does not match the output schema (%s); sending the errors back (repair %d of %d)",
+                        repairs,
+                        outcome.redacted(secret).describe(3),
+                        repairs,
+                        spec.retries,  # type: ignore[union-attr]
+                    )
+                    messages = [*messages, *spec.repair_messages(message, outcome)]  # type: ignore[union-attr]
+                    if toolbox is not None:  # a repair asks for the final answer only, not for more tool calls
+                        choice = "none" if spec.strategy == "json" else spec.tool_choice  # type: ignore[union-attr]
+                        asking = {**params, "tool_choice": choice}
+                    state.messages, completion = messages, None
+                    state.save()
+                    continue
+                notes = {}
+                if spec is not None and outcome is not None:
+                    why = outcome.redacted(secret).describe(5)
+                    notes = {
+                        c["id"]: f"Not accepted: {why}. Call {spec.name} again when you have the final answer."
+                        for c in calls
+                        if c["function"]["name"] == spec.name
+                    }
+                # The paid answer is saved before any tool runs: a retry answers it instead of asking again.
+                state.pending = {"message": assistant_message(message, calls), "results": {}, "notes": notes}
+                state.save()
+            pending = state.pending
+            calls = pending["message"]["tool_calls"]
+            if state.tool_rounds >= self.max_tool_rounds:
+                self._push_trace(context, state)
+                context["ti"].xcom_push(key="usage", value=usage)
+                names = ", ".join(sorted({c["function"]["name"] for c in calls}))
+                raise ToolError(
+                    f"The agent still called tools ({names}) after max_tool_rounds={self.max_tool_rounds} rounds; "
+                    "raise max_tool_rounds or tell the agent when to answer",
+                )
+            round_no = state.tool_rounds + 1
+            for call in calls:
+                if call["id"] in pending["results"]:
+                    continue  # answered by an earlier try
+                result = toolbox.answer(call, round_no, pending["notes"].get(call["id"]))  # type: ignore[union-attr]
+                self.log.info("Round %d: %s", round_no, describe_call(result.trace))
+                pending["results"][call["id"]] = result.message
+                state.trace.append(result.trace)
+                state.save()
+            messages = [*messages, pending["message"], *(pending["results"][c["id"]] for c in calls)]
+            state.messages, state.pending, state.tool_rounds, completion = messages, None, round_no, None
+            asking = params
+            state.save()
+        if toolbox is not None:
+            self.log.info("Final answer after %d tool round(s) and %d call(s)", state.tool_rounds, len(state.trace))
+            self._push_trace(context, state)
+        if outcome is not None:
+            self.log.info(
+                "Output valid after %d round(s) (%s strategy, from the %s)",
+                repairs + 1,
+                spec.strategy,  # type: ignore[union-attr]
+                outcome.source,
+            )
+        published = self._publish(completion, context, started, usage=usage)
+        structured = outcome is not None
+        value = outcome.value if structured else published  # type: ignore[union-attr]
+        if not self.approval_required():
+            state.clear()
+            return self.output_value(value, context) if structured else value
+        state.messages = messages
+        state.final = {"value": value, "structured": structured, "message": message, "response": completion.to_dict()}
+        state.save()
+        return self._request_review(context, state)
+
+    def _load_state(self, context: Context, messages: list[dict[str, Any]], params: dict[str, Any]) -> RoundState:
+        from airflow_agentchat.operators.round_state import RoundState
+
+        keep = self.toolbox is not None or self.approval_required()
+        return RoundState.load(context, messages, params, self.log, enabled=keep)
+
+    def _push_trace(self, context: Context, state: RoundState) -> None:
+        if self.toolbox is not None:
+            context["ti"].xcom_push(key="tool_trace", value=state.trace)
+
+    def _review_saved(self, state: RoundState, context: Context) -> Any:
+        """A retry of a task whose answer an earlier try got: push its XComs again and ask for the review."""
+        ti = context["ti"]
+        ti.xcom_push(key="response", value=state.final["response"])  # type: ignore[index]
+        ti.xcom_push(key="usage", value=state.usage)
+        self._push_trace(context, state)
+        self.log.info("The answer was paid for by an earlier try; asking for its review again")
+        return self._request_review(context, state)
+
+    def _request_review(self, context: Context, state: RoundState) -> Any:
+        from airflow_agentchat.operators.approval import park_for_review
+
+        final = state.final or {}
+        park_for_review(
+            self,
+            context,
+            final.get("value"),
+            structured=bool(final.get("structured")),
+            usage=state.usage,
+            tool_calls=len(state.trace),
+            timeout=self.approval_timeout,
+            default=self.approval_default,
         )
-        self._publish(completion, context, started, usage=usage)
-        return self.output_value(outcome.value, context)
+
+    def approval_complete(
+        self, context: Context, event: dict[str, Any], answer: Any = None, structured: bool = False
+    ) -> Any:
+        """Resume after the review: the approved (or edited) answer, or the failure the reviewer chose."""
+        from airflow_agentchat.operators import round_state
+        from airflow_agentchat.operators.approval import ApprovalError, review_outcome
+
+        spec = self.output_spec() if structured else None
+        ti = context["ti"]
+        try:
+            value, record = review_outcome(
+                event, answer, structured=structured, validate=spec.validate if spec is not None else None
+            )
+        except ApprovalError as exc:
+            ti.xcom_push(key="approval", value={"decision": exc.decision, "by": exc.reviewer, "comment": exc.comment})
+            saved = round_state.saved(context)
+            if exc.decision == "rejected" and saved and saved.get("final"):
+                # A retry asks the agent for a revision with the reviewer's comment, repeating no tool.
+                final = saved.pop("final")
+                why = exc.comment or "no reason given"
+                saved["messages"] = [
+                    *(saved.get("messages") or []),
+                    {"role": "assistant", "content": final["message"].get("content") or ""}
+                    if not final["message"].get("tool_calls")
+                    else final["message"],
+                    *(
+                        {"role": "tool", "tool_call_id": call["id"], "content": "Rejected by the reviewer."}
+                        for call in final["message"].get("tool_calls") or ()
+                    ),
+                    {"role": "user", "content": f"A reviewer rejected this answer: {why}. Give a revised answer."},
+                ]
+                saved["final"] = None
+                round_state.store_raw(context, saved)
+            raise
+        self.log.info(
+            "Answer %s by %s%s",
+            record["decision"],
+            record["by"] or ("nobody (approval_default)" if record["timed_out"] else "a reviewer"),
+            f": {record['comment']}" if record["comment"] else "",
+        )
+        ti.xcom_push(key="approval", value=record)
+        round_state.forget(context)
+        return self.output_value(value, context) if structured else value
 
     def output_value(self, value: Any, context: Context) -> Any:
         """What ``return_value`` holds for a validated value (the branch operator branches here)."""

@@ -34,6 +34,10 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         "context", "params", <body field>...}``; per-item body fields override the operator's.
     :param input_path: a JSONL file of such items, one per line (templated; any ``ObjectStoragePath`` URI:
         ``file://``, ``s3://``, ``gs://``...). Use this with ``.expand(input_path=shards)``.
+    :param storage_conn_id: the Airflow connection holding the storage credentials for ``input_path`` and
+        ``output_path`` (templated), e.g. an ``aws`` connection for ``s3://``. Without it a plain
+        ``s3://bucket/key`` uses no connection, only the worker's ambient credentials;
+        ``s3://conn_id@bucket/key`` names the connection in the URI instead.
 
     Output:
 
@@ -46,15 +50,18 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
     Throughput and limits:
 
     :param max_concurrency: requests in flight (also the hook's connection pool size).
-    :param requests_per_minute: pace requests (retries included) to at most this many per minute; DO
-        documents 250 per agent.
-    :param tokens_per_minute: keep total tokens (estimated up front, corrected by real usage) under this.
+    :param requests_per_minute: the agent's request limit (DO documents 250 per agent): requests, retries
+        included, are paced to stay under it. The shards of a mapped task share it: each paces at the limit
+        divided by the number of shards that can run at once (see :meth:`shards_at_once`).
+    :param tokens_per_minute: the agent's token limit (estimated up front, corrected by real usage), shared
+        by the shards the same way.
     :param max_failed_fraction: after writing everything, fail the task when more than this fraction of
         the items in the output failed (default 0: any failure fails the task, and the retry resends them).
     :param retry_failed: on a rerun, send again the items whose recorded result is a retryable error.
     :param include_response: put the full response object on each line (turn off for smaller outputs).
-    :param flush_every: write a part after this many results ...
-    :param flush_interval: ... or after this many seconds, whichever comes first (the most a SIGKILL loses).
+    :param flush_every: on object storage (which cannot append), write a part after this many results ...
+    :param flush_interval: ... or after this many seconds, whichever comes first: about the most a SIGKILL
+        loses there. On local files every result is appended as it arrives and these do not apply.
     :param progress_interval: seconds between progress log lines.
 
     Typed results (see ``docs/output-schemas.md``):
@@ -74,6 +81,7 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         "prompts",
         "input_path",
         "output_path",
+        "storage_conn_id",
         "output_schema",
         *AgentChatRequestOperator.template_fields,
     )
@@ -92,6 +100,7 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         prompts: Sequence[Any] | str | None = None,
         input_path: str | None = None,
         output_path: str | None = None,
+        storage_conn_id: str | None = None,
         max_concurrency: int = 32,
         requests_per_minute: float | None = None,
         tokens_per_minute: float | None = None,
@@ -99,7 +108,7 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         retry_failed: bool = True,
         include_response: bool = True,
         flush_every: int = 1000,
-        flush_interval: float = 5.0,
+        flush_interval: float = 1.0,
         progress_interval: float = 5.0,
         output_schema: Any = None,
         output_strategy: str = "auto",
@@ -113,6 +122,7 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         self.prompts = prompts
         self.input_path = input_path
         self.output_path = output_path
+        self.storage_conn_id = storage_conn_id
         self.max_concurrency = max_concurrency
         self.requests_per_minute = requests_per_minute
         self.tokens_per_minute = tokens_per_minute
@@ -128,13 +138,31 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         self.output_strategy = output_strategy
         self._loop: Any = None
         self._main: Any = None
+        self._shards = 1
 
     @cached_property
     def gate(self) -> RateGate:
-        """Request pacing and token budget; the hook calls it before every retry, too."""
+        """Request pacing and token budget (this shard's share); the hook calls it before every retry, too."""
         from airflow_agentchat.batch.runner import RateGate
 
-        return RateGate(self.requests_per_minute, self.tokens_per_minute)
+        rpm, tpm = self.requests_per_minute, self.tokens_per_minute
+        return RateGate(rpm / self._shards if rpm else rpm, tpm / self._shards if tpm else tpm)
+
+    def shards_at_once(self, context: Context) -> int:
+        """How many task instances of this (mapped) task can send at once: the divisor of the agent's limits.
+
+        1 when the task is not mapped; else the number of mapped task instances in this run, capped by
+        ``max_active_tis_per_dagrun`` and ``max_active_tis_per_dag``. Static shares keep every window under
+        the limit however the shards overlap; to use the whole limit, let that many shards run at once (worker
+        slots, pools), or set ``max_active_tis_per_dagrun`` to the number that really can.
+        """
+        ti = context.get("ti")
+        map_index = getattr(ti, "map_index", None)
+        if not isinstance(map_index, int) or map_index < 0 or not (self.requests_per_minute or self.tokens_per_minute):
+            return 1
+        mapped = ti.get_ti_count(dag_id=ti.dag_id, task_ids=[ti.task_id], run_ids=[ti.run_id])
+        caps = [int(c) for c in (mapped, self.max_active_tis_per_dagrun, self.max_active_tis_per_dag) if c]
+        return max(1, min(caps, default=1))
 
     @cached_property
     def hook(self) -> AgentChatHook:
@@ -160,17 +188,41 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         import time
 
-        from airflow_agentchat.batch.items import InputStats, count_jsonl, iter_jsonl, parse_prompts, prepare
-        from airflow_agentchat.batch.runner import BatchRunner, run_coroutine
-        from airflow_agentchat.batch.store import ResultStore, to_path
-        from airflow_agentchat.exceptions import AgentChatError
+        from airflow_agentchat.batch.store import ResultStore
 
         started = time.monotonic()
         if (self.prompts is None) == (self.input_path is None):
             raise ValueError("give exactly one of prompts or input_path")
+        self._shards = self.shards_at_once(context)  # before the gate exists: it paces at this shard's share
+        shared = self.body_params()
+        output, build_request = self._output()
+        # Shared fields are checked once, before anything else: a bad temperature fails the task, not every item.
+        build_request([{"role": "user", "content": "check"}], **shared)
+        ti = context.get("ti")
+        owner = {key: getattr(ti, key, None) for key in ("dag_id", "task_id", "run_id", "map_index", "try_number")}
         store = ResultStore(
-            self.resolve_output_path(), flush_every=self.flush_every, flush_interval=self.flush_interval
+            self.resolve_output_path(),
+            flush_every=self.flush_every,
+            flush_interval=self.flush_interval,
+            owner=owner,
+            conn_id=self.storage_conn_id or None,
         )
+        store.open()  # before anything is paid for: the output is writable and no other live run holds it
+        try:
+            return self._execute(context, store, shared, output, build_request, started)
+        finally:
+            store.release()
+
+    def _execute(
+        self, context: Context, store: Any, shared: dict[str, Any], output: Any, build_request: Any, started: float
+    ) -> dict[str, Any]:
+        import time
+
+        from airflow_agentchat.batch.items import InputStats, count_jsonl, iter_jsonl, parse_prompts, prepare
+        from airflow_agentchat.batch.runner import BatchRunner, run_coroutine
+        from airflow_agentchat.batch.store import to_path
+        from airflow_agentchat.exceptions import AgentChatError
+
         scan = store.scan(retry_failed=self.retry_failed)
         if scan.lines:
             self.log.info(
@@ -184,23 +236,21 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
             values: Any = parse_prompts(self.prompts)
             total = len(values)
         else:
-            source = to_path(self.input_path)
+            source = to_path(self.input_path, self.storage_conn_id or None)
             total = count_jsonl(source)
             values = iter_jsonl(source)
 
         settings = self.hook.settings  # resolve the connection now, outside the event loop
-        shared = self.body_params()
-        output, build_request = self._output()
-        # Shared fields are checked once, so a bad temperature fails the task instead of every item.
-        build_request([{"role": "user", "content": "check"}], **shared)
         self.log.info(
-            "Batch of %d items to %s -> %s: max_concurrency=%d, requests_per_minute=%s, tokens_per_minute=%s",
+            "Batch of %d items to %s -> %s: max_concurrency=%d, requests_per_minute=%s, tokens_per_minute=%s "
+            "(the agent's limits; this task's share: 1/%d)",
             total,
             settings.base_url,
             store.output,
             self.max_concurrency,
             self.requests_per_minute,
             self.tokens_per_minute,
+            self._shards,
         )
         input_stats = InputStats()
         work = prepare(
@@ -243,6 +293,11 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
             "invalid": input_stats.rejected,
             "elapsed_s": round(elapsed, 3),
             "items_per_s": round(run.sent / run.elapsed, 1) if run.elapsed > 0 else 0.0,
+            "rate_share": {
+                "shards_at_once": self._shards,
+                "requests_per_minute": self.gate.requests_per_minute,
+                "tokens_per_minute": self.gate.tokens_per_minute,
+            },
         }
         self.log.info("Batch summary: %s", summary)
         if fraction > self.max_failed_fraction:

@@ -1,0 +1,232 @@
+"""Batch misuse and odd input, in this process against the fault server: outputs that cannot be written, the
+output lease, duplicate ids, empty input, encodings, lone surrogates. Every check is on what the server
+counted and on the files written."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from pathlib import Path
+
+import pytest
+from fault_server import FaultServer
+
+from airflow_agentchat.batch.items import stable_id
+from airflow_agentchat.batch.store import OutputPathError, ResultStore
+
+CONN = "agentchat_edges"
+
+
+@pytest.fixture()
+def server(make_conn):
+    server = FaultServer().start()
+    make_conn(CONN, server.url)
+    yield server
+    server.stop()
+
+
+class TI:
+    def __init__(self, task_id: str = "batch", run_id: str = "run-1", try_number: int = 1) -> None:
+        self.dag_id, self.task_id, self.run_id, self.map_index, self.try_number = (
+            "edges",
+            task_id,
+            run_id,
+            -1,
+            try_number,
+        )
+
+    def xcom_push(self, key: str, value: object) -> None:
+        pass
+
+
+def run(tmp_path: Path, ti: TI | None = None, **kwargs):
+    from airflow_agentchat.operators.batch import AgentChatBatchOperator
+
+    kwargs.setdefault("output_path", f"file://{tmp_path}/out.jsonl")
+    op = AgentChatBatchOperator(task_id="batch", agentchat_conn_id=CONN, max_failed_fraction=1.0, **kwargs)
+    return op.execute({"ti": ti or TI()})
+
+
+def lines_of(path: Path) -> dict[str, dict]:
+    return {line["id"]: line for line in map(json.loads, path.read_text().splitlines())}
+
+
+# ------------------------------------------------------------------------------------ unwritable output
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        "under-a-file",  # a folder that is really a regular file: even root cannot create anything in it
+        "proc",  # /proc takes no new files, root or not
+        "nul",  # a NUL byte: no storage accepts it in a name
+    ],
+)
+def test_unwritable_output_fails_before_the_first_request(server, tmp_path, where):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file, not a folder")
+    output = {
+        "under-a-file": f"file://{blocker}/out.jsonl",
+        "proc": "file:///proc/agentchat-batch/out.jsonl",
+        "nul": f"file://{tmp_path}/out\x00.jsonl",
+    }[where]
+    with pytest.raises(OutputPathError, match="output_path") as caught:
+        run(tmp_path, prompts=[f"never sent {i}" for i in range(5)], output_path=output)
+    assert "cannot" in str(caught.value)
+    assert sum(server.counts.values()) == 0  # nothing was paid for
+
+
+# ----------------------------------------------------------------------------------------------- lease
+
+
+def write_lease(tmp_path: Path, **fields: object) -> None:
+    holder = {
+        "dag_id": "other_dag",
+        "task_id": "other_task",
+        "run_id": "run-9",
+        "map_index": -1,
+        "try_number": 1,
+        "hostname": "another-host",
+        "pid": 12345,
+        "token": "theirs",
+        "heartbeat": time.time(),
+    }
+    (tmp_path / "out.jsonl.lease").write_text(json.dumps({**holder, **fields}))
+
+
+def test_a_live_lease_of_another_task_refuses_the_run_before_sending(server, tmp_path):
+    write_lease(tmp_path)
+    with pytest.raises(OutputPathError, match="another live run") as caught:
+        run(tmp_path, prompts=["blocked"])
+    assert "other_task" in str(caught.value) and "another-host" in str(caught.value)
+    assert sum(server.counts.values()) == 0
+    assert json.loads((tmp_path / "out.jsonl.lease").read_text())["token"] == "theirs"  # not taken, not removed
+
+
+@pytest.mark.parametrize(
+    "holder",
+    [
+        {"heartbeat": time.time() - 3600},  # stale: its run died without releasing
+        {"dag_id": "edges", "task_id": "batch", "run_id": "run-1", "try_number": 1},  # an earlier try of this TI
+        {"hostname": socket.gethostname(), "pid": 2**22 + 12345},  # this host, and that process is gone
+    ],
+    ids=["stale", "same-task-instance", "dead-pid-on-this-host"],
+)
+def test_a_dead_holders_lease_is_taken_over(server, tmp_path, holder):
+    write_lease(tmp_path, **holder)
+    summary = run(tmp_path, ti=TI(try_number=2), prompts=["taken over"])
+    assert summary["succeeded"] == 1 and server.counts["taken over"] == 1
+    assert not (tmp_path / "out.jsonl.lease").exists()  # released at the end
+
+
+def test_heartbeat_renews_the_lease_and_notices_a_takeover(tmp_path):
+    store = ResultStore(f"file://{tmp_path}/out.jsonl", owner={"dag_id": "d", "task_id": "t", "run_id": "r"})
+    store.open()
+    first = json.loads((tmp_path / "out.jsonl.lease").read_text())
+    assert first["pid"] == os.getpid() and first["task_id"] == "t"
+    time.sleep(0.01)
+    store.heartbeat()
+    assert json.loads((tmp_path / "out.jsonl.lease").read_text())["heartbeat"] > first["heartbeat"]
+    write_lease(tmp_path)  # someone presumed this run dead and took over
+    with pytest.raises(OutputPathError, match="lost the lease"):
+        store.heartbeat()
+    store.release()
+    assert json.loads((tmp_path / "out.jsonl.lease").read_text())["token"] == "theirs"  # theirs is left alone
+
+
+def test_compose_deletes_only_the_parts_it_read(server, tmp_path):
+    parts = tmp_path / "out.jsonl.parts"
+    parts.mkdir()
+    (parts / "README.txt").write_text("someone else's file")
+    (parts / "part-20200101T000000000000-aaaaaa-000000.jsonl").write_text(
+        json.dumps({"id": stable_id("old"), "status": "ok", "text": "earlier"}) + "\n"
+    )
+    summary = run(tmp_path, prompts=["old", "new"])
+    assert summary["total"] == 2 and summary["sent"] == 1
+    assert sorted(p.name for p in parts.iterdir()) == ["README.txt"]
+
+
+# ------------------------------------------------------------------------------------------ duplicate ids
+
+
+def test_same_id_other_content_is_an_invalid_item_and_never_overwrites(server, tmp_path):
+    items = [
+        {"id": 7, "prompt": "seven as a number"},
+        {"id": "7", "prompt": "seven as text"},  # same id as text, other content
+        {"id": "a", "prompt": "first a"},
+        {"id": "a", "prompt": "second a"},
+        {"id": "a", "prompt": "first a"},  # identical to the first: skipped, counted as a duplicate
+        "plain",
+        "plain",
+    ]
+    summary = run(tmp_path, prompts=items)
+    out = lines_of(tmp_path / "out.jsonl")
+    assert out["7"]["text"] == "Echo: seven as a number" and out["a"]["text"] == "Echo: first a"
+    conflicts = {key: line for key, line in out.items() if "#" in key}
+    assert sorted(conflicts) == sorted([f"7#{stable_id(items[1])}", f"a#{stable_id(items[3])}"])
+    for key, line in conflicts.items():
+        assert line["status"] == "error" and line["error"]["type"] == "invalid_item", line
+        assert f"id {key.split('#')[0]!r}" in line["error"]["message"] and "other content" in line["error"]["message"]
+    assert set(server.counts) == {"seven as a number", "first a", "plain"}
+    assert summary["duplicates"] == 2 and summary["invalid"] == 2 and summary["total"] == 5
+
+    # a rerun sends nothing and keeps the conflicts (invalid items are final)
+    again = run(tmp_path, prompts=items)
+    assert again["sent"] == 0 and sum(server.counts.values()) == 3 and again["failed"] == 2
+
+
+# --------------------------------------------------------------------------------------------- empty input
+
+
+def test_empty_input_writes_an_empty_output(server, tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n\n")
+    for name, kwargs in {"inline": {"prompts": []}, "file": {"input_path": f"file://{empty}"}}.items():
+        summary = run(tmp_path, output_path=f"file://{tmp_path}/{name}.jsonl", **kwargs)
+        assert (tmp_path / f"{name}.jsonl").read_bytes() == b"" and summary["total"] == 0
+        assert not (tmp_path / f"{name}.jsonl.parts").exists()
+    assert sum(server.counts.values()) == 0
+
+
+# ---------------------------------------------------------------------------------------------- encodings
+
+
+def test_invalid_utf8_is_an_invalid_item_naming_the_line_and_a_bom_is_accepted(server, tmp_path):
+    source = tmp_path / "input.jsonl"
+    source.write_bytes(
+        b"\xef\xbb\xbf"
+        + json.dumps({"id": "first", "prompt": "after a BOM"}).encode()
+        + b"\n"
+        + b'{"id": "latin1", "prompt": "caf\xe9"}\n'
+        + json.dumps({"id": "fine", "prompt": "caf\u00e9"}, ensure_ascii=False).encode()
+        + b"\n"
+    )
+    summary = run(tmp_path, input_path=f"file://{source}")
+    out = lines_of(tmp_path / "out.jsonl")
+    assert out["first"]["text"] == "Echo: after a BOM" and out["fine"]["text"] == "Echo: caf\u00e9"
+    (bad,) = [line for key, line in out.items() if key not in ("first", "fine")]
+    assert bad["error"]["type"] == "invalid_item" and "line 2 is not valid UTF-8" in bad["error"]["message"]
+    assert set(server.counts) == {"after a BOM", "caf\u00e9"}  # nothing with U+FFFD was sent
+    assert summary["invalid"] == 1
+
+
+def test_a_lone_surrogate_is_a_final_invalid_request(server, tmp_path):
+    items = [{"id": "bad", "prompt": "half a pair \ud800 here", "context": {"note": "\udfff"}}, "good"]
+    summary = run(tmp_path, prompts=items)
+    out = lines_of(tmp_path / "out.jsonl")
+    assert out["bad"]["status"] == "error" and out["bad"]["error"]["type"] == "invalid_request"
+    assert out["bad"]["attempts"] == 0 and out["bad"]["context"] == {"note": "\udfff"}
+    assert set(server.counts) == {"good"}
+    assert summary["failed"] == 1
+    again = run(tmp_path, prompts=items)  # final: a rerun does not try it again
+    assert again["sent"] == 0
+
+
+def test_bad_shared_fields_fail_before_touching_the_output(server, tmp_path):
+    from airflow_agentchat.exceptions import InvalidRequestError
+
+    with pytest.raises(InvalidRequestError, match="temperature"):
+        run(tmp_path, prompts=["x"], temperature=9)
+    assert list(tmp_path.iterdir()) == [] and sum(server.counts.values()) == 0
