@@ -268,12 +268,3 @@ class TruncatedStreamError(StreamError):
 
     def __init__(self, message: str, *, retryable: bool = True):
         super().__init__(message, retryable=retryable)
-
-
-def __getattr__(name: str) -> Any:
-    # batch/ still imports redact from here; it moved to airflow_agentchat.redaction.
-    if name == "redact":
-        from airflow_agentchat.redaction import redact
-
-        return redact
-    raise AttributeError(name)

@@ -27,7 +27,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from airflow_agentchat.exceptions import AgentChatError, InvalidRequestError, redact
+from airflow_agentchat.exceptions import AgentChatError, InvalidRequestError
+from airflow_agentchat.redaction import redact
 
 #: How much of a result or of arguments a trace entry keeps.
 TRACE_LIMIT = 1000
@@ -42,10 +43,19 @@ class ToolError(AgentChatError):
     ``tool`` names the tool (None for the round limit), ``round`` the tool round it happened in.
     """
 
+    kind = "tool_error"
+
     def __init__(self, message: str, *, tool: str | None = None, round: int | None = None) -> None:
         self.tool = tool
         self.round = round
         super().__init__(message)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "tool": self.tool, "round": self.round}
+
+    @classmethod
+    def _rebuild(cls, data: dict[str, Any]) -> AgentChatError:
+        return cls(str(data.get("message") or ""), tool=data.get("tool"), round=data.get("round"))
 
 
 def tool_name(func: Callable[..., Any]) -> str:

@@ -7,7 +7,10 @@ import json
 import pytest
 
 from airflow_agentchat import exceptions as errors
+from airflow_agentchat.batch.store import OutputPathError
+from airflow_agentchat.operators.approval import ApprovalError
 from airflow_agentchat.structured_output import OutputValidationError
+from airflow_agentchat.tools import ToolError
 
 # The names result files carried before kinds moved onto the classes: they must not change.
 KINDS_WRITTEN_BEFORE = {
@@ -65,6 +68,9 @@ SAMPLES = [
     errors.StreamError("Stream broke while reading", retryable=True),
     errors.TruncatedStreamError("ended early"),
     OutputValidationError([("name", "Field required")], '{"nam": 1}', 2, {"total_tokens": 9}),
+    ApprovalError("Rejected by ada: wrong tone", decision="rejected", reviewer="ada", comment="wrong tone"),
+    ToolError("lookup raised KeyError", tool="lookup", round=2),
+    OutputPathError("output_path is held by another live run"),
 ]
 
 

@@ -37,7 +37,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from airflow_agentchat.batch.items import Prepared, Rejected
-from airflow_agentchat.exceptions import APIError, InvalidRequestError, redact
+from airflow_agentchat.exceptions import APIError, InvalidRequestError
+from airflow_agentchat.redaction import redact
 from airflow_agentchat.structured_output import result_fields
 
 if TYPE_CHECKING:
@@ -200,8 +201,9 @@ class BatchRunner:
         try:
             workers = [asyncio.create_task(self._worker(work)) for _ in range(self.max_concurrency)]
             everything = asyncio.gather(*workers)
+            watched: list[asyncio.Future[Any]] = [everything, ticker]
             try:
-                await asyncio.wait([everything, ticker], return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
                 if ticker.done():  # only a lost lease ends the ticker: stop sending, keep what arrived
                     ticker.result()
                 await everything

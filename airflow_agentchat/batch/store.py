@@ -50,6 +50,8 @@ _LOCAL = ("file", "local", "")
 class OutputPathError(AgentChatError):
     """``output_path`` cannot be used: not writable, not a valid location, or held by another live run."""
 
+    kind = "output_path_error"
+
 
 def to_path(value: Any, conn_id: str | None = None) -> Any:
     """An ``ObjectStoragePath`` from a URI string (or the path itself); a bare path means ``file://``.

@@ -40,11 +40,25 @@ class ApprovalError(AgentChatError):
     and why, when a person answered.
     """
 
+    kind = "not_approved"
+
     def __init__(self, message: str, *, decision: str, reviewer: str | None = None, comment: str | None = None):
         self.decision = decision
         self.reviewer = reviewer
         self.comment = comment
         super().__init__(message)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "decision": self.decision, "reviewer": self.reviewer, "comment": self.comment}
+
+    @classmethod
+    def _rebuild(cls, data: dict[str, Any]) -> AgentChatError:
+        return cls(
+            str(data.get("message") or ""),
+            decision=str(data.get("decision") or "rejected"),
+            reviewer=data.get("reviewer"),
+            comment=data.get("comment"),
+        )
 
 
 def timeout_of(value: timedelta | float | int | None) -> timedelta | None:

@@ -158,7 +158,8 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         """
         ti = context.get("ti")
         map_index = getattr(ti, "map_index", None)
-        if not isinstance(map_index, int) or map_index < 0 or not (self.requests_per_minute or self.tokens_per_minute):
+        limited = self.requests_per_minute or self.tokens_per_minute
+        if ti is None or not isinstance(map_index, int) or map_index < 0 or not limited:
             return 1
         mapped = ti.get_ti_count(dag_id=ti.dag_id, task_ids=[ti.task_id], run_ids=[ti.run_id])
         caps = [int(c) for c in (mapped, self.max_active_tis_per_dagrun, self.max_active_tis_per_dag) if c]
