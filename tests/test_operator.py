@@ -6,7 +6,7 @@ import pytest
 
 from airflow_agentchat.exceptions import InvalidRequestError
 from airflow_agentchat.operators.agent_chat import AgentChatCompletionOperator
-from airflow_agentchat.operators.request_parts import BODY_FIELDS
+from airflow_agentchat.request_body import BODY_FIELDS
 
 DATE = "2026-03-04"
 

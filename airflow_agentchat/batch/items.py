@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_agentchat.exceptions import InvalidRequestError
-from airflow_agentchat.operators.request_parts import BODY_FIELDS, compose_messages
+from airflow_agentchat.request_body import BODY_FIELDS, compose_messages
 
 #: Keys an item object may carry besides the request body fields.
 ITEM_KEYS = frozenset({"id", "prompt", "messages", "system_prompt", "context", "params"})

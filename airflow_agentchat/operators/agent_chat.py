@@ -13,7 +13,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from airflow_agentchat.operators.base import AgentChatRequestOperator
-from airflow_agentchat.operators.request_parts import compose_messages, load_json
+from airflow_agentchat.request_body import compose_messages, load_json
 
 if TYPE_CHECKING:
     from airflow.sdk import Context

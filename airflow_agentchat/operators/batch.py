@@ -314,7 +314,7 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         """The output spec (None without a schema) and the request builder that adds it to every item."""
         if self.output_model is None and self.output_schema is None:
             return None, self.hook.build_request
-        from airflow_agentchat.operators.request_parts import load_json
+        from airflow_agentchat.request_body import load_json
         from airflow_agentchat.structured_output import OutputSpec
 
         spec = OutputSpec.build(
