@@ -266,8 +266,9 @@ class OutputSpec:
 
         if self.strategy == "json":
             return full
-        messages, params = self.apply([{"role": "user", "content": "-"}], {})
-        shared = build_request(messages, **params)
+        from airflow_agentchat.models import build_fields
+
+        shared = build_fields(**self.apply([], {})[1])
         attach = {"tools": shared.tools, "tool_choice": shared.tool_choice}
 
         def fast(messages: list[dict[str, Any]], **params: Any) -> Any:

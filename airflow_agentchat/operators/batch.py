@@ -197,8 +197,7 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         self._shards = self.shards_at_once(context)  # before the gate exists: it paces at this shard's share
         shared = self.body_params()
         output, build_request = self._output()
-        # Shared fields are checked once, before anything else: a bad temperature fails the task, not every item.
-        build_request([{"role": "user", "content": "check"}], **shared)
+        self._check_shared(shared, output)
         ti = context.get("ti")
         owner = {key: getattr(ti, key, None) for key in ("dag_id", "task_id", "run_id", "map_index", "try_number")}
         store = ResultStore(
@@ -309,6 +308,14 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
                 f"{store.output}. Error types: {composed.error_types}."
             )
         return summary
+
+    @staticmethod
+    def _check_shared(shared: dict[str, Any], output: Any) -> None:
+        """Check the fields every item shares, as fields (with the output schema's additions), once and before
+        anything else: a bad temperature fails the task, not every item."""
+        from airflow_agentchat.models import build_fields
+
+        build_fields(**(output.apply([], shared)[1] if output is not None else shared))
 
     def _output(self) -> tuple[Any, Any]:
         """The output spec (None without a schema) and the request builder that adds it to every item."""
