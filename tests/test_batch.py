@@ -456,3 +456,26 @@ def test_importing_the_operator_stays_light():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out[-1] == "False"
     assert float(out[-2]) < 0.05
+
+
+def test_error_lines_carry_the_kind_of_the_error_class(make_conn, tmp_path):
+    """The type on an error line is the error's own kind, so a refused connection says so."""
+    import socket
+
+    from airflow_agentchat.batch.items import InvalidItemError
+    from airflow_agentchat.exceptions import RefusedError
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    op = make_op(
+        tmp_path,
+        prompts=["x", {"id": "typo", "prompt": "y", "temprature": 1}],
+        agentchat_conn_id=make_conn("batch_closed", closed),
+        max_retries=0,
+        max_failed_fraction=1.0,
+    )
+    summary = op.execute({"ti": _TI()})
+    assert summary["error_types"] == {RefusedError.kind: 1, InvalidItemError.kind: 1}
+    kinds = {line["id"]: line["error"]["type"] for line in lines_of(tmp_path / "out.jsonl")}
+    assert kinds["typo"] == "invalid_item" and sorted(kinds.values()) == ["connection_refused", "invalid_item"]

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from airflow_agentchat import exceptions as errors
+from airflow_agentchat.batch.items import InvalidItemError
 from airflow_agentchat.batch.store import OutputPathError
 from airflow_agentchat.operators.approval import ApprovalError
 from airflow_agentchat.structured_output import OutputValidationError
@@ -71,6 +72,8 @@ SAMPLES = [
     ApprovalError("Rejected by ada: wrong tone", decision="rejected", reviewer="ada", comment="wrong tone"),
     ToolError("lookup raised KeyError", tool="lookup", round=2),
     OutputPathError("output_path is held by another live run"),
+    InvalidItemError("line 2 is not valid UTF-8 (invalid start byte at byte 0)"),
+    InvalidItemError("input item 3 has id '7', already taken", [("id", "duplicate id '7'")]),
 ]
 
 

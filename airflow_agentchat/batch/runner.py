@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from airflow_agentchat.batch.items import Prepared, Rejected
-from airflow_agentchat.exceptions import APIError, InvalidRequestError
+from airflow_agentchat.exceptions import AgentChatError, APIError, InvalidRequestError
 from airflow_agentchat.redaction import redact
 from airflow_agentchat.structured_output import result_fields
 
@@ -239,7 +239,7 @@ class BatchRunner:
         for entry in work:
             if isinstance(entry, Rejected):
                 stats.rejected += 1
-                self._record(entry.id, self._error_line(entry.id, entry.error, 0, 0.0, entry.context))
+                self._record(entry.id, self._error_line(entry.id, self._describe(entry.error), 0, 0.0, entry.context))
             else:
                 await self._send(hook, gate, entry)
             if store.due() and self._writing is None:
@@ -308,10 +308,11 @@ class BatchRunner:
             await gate.settle(estimate, usage)
 
     def _describe(self, exc: BaseException) -> dict[str, Any]:
-        error: dict[str, Any] = {"type": _error_type(exc), "message": redact(str(exc), self._secret)}
+        kind = exc.kind if isinstance(exc, AgentChatError) else "internal_error"
+        error: dict[str, Any] = {"type": kind, "message": redact(str(exc), self._secret)}
         if isinstance(exc, APIError):
             error.update(status=exc.status, code=exc.code, request_id=exc.request_id)
-        if isinstance(exc, InvalidRequestError):
+        if isinstance(exc, InvalidRequestError) and exc.errors:
             error["errors"] = [list(pair) for pair in exc.errors]
         return error
 
@@ -390,30 +391,6 @@ class BatchRunner:
             usage["completion_tokens"],
             s.resumed,
         )
-
-
-_ERROR_TYPES = {
-    "InvalidRequestError": "invalid_request",
-    "UnicodeError": "invalid_request",  # e.g. a lone surrogate: the same item fails the same way every time
-    "AgentChatConnectionError": "connection_error",
-    "AuthenticationError": "authentication_error",
-    "NotFoundError": "not_found",
-    "RateLimitError": "rate_limited",
-    "ServerError": "server_error",
-    "APIError": "api_error",
-    "TruncatedStreamError": "truncated_stream",
-    "StreamError": "stream_error",
-    "AgentChatError": "agentchat_error",
-}
-
-
-def _error_type(exc: BaseException) -> str:
-    """A stable snake_case kind for the output line (the class name of the nearest known error)."""
-    for cls in type(exc).__mro__:
-        kind = _ERROR_TYPES.get(cls.__name__)
-        if kind is not None:
-            return kind
-    return "internal_error"
 
 
 def _duration(seconds: float) -> str:

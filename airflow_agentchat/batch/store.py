@@ -40,10 +40,11 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from airflow_agentchat.exceptions import AgentChatError
+from airflow_agentchat.batch.items import InvalidItemError
+from airflow_agentchat.exceptions import AgentChatError, InvalidRequestError
 
-#: Error types that sending again cannot fix (the item itself is malformed): never retried on resume.
-FINAL_ERROR_TYPES = frozenset({"invalid_request", "invalid_item"})
+#: Kinds of error that sending again cannot fix (the item itself is malformed): never retried on resume.
+FINAL_ERROR_TYPES = frozenset({InvalidRequestError.kind, InvalidItemError.kind})
 _LOCAL = ("file", "local", "")
 
 
