@@ -298,6 +298,23 @@ def test_429_with_retry_after_pauses_the_whole_batch(conn, server, tmp_path):
     assert len(retried) == 1 and retried[0]["latency_ms"] >= 1000
 
 
+def test_every_request_sent_takes_one_rate_slot_and_a_pause_takes_none(conn, server, tmp_path):
+    """Waiting out a 429's shared pause, or a back-off, must not spend request slots (they would be lost)."""
+    server.add_faults([{"kind": "429", "retry_after": 0.5, "times": 1}])
+    op = make_op(tmp_path, prompts=[f"slot {i}" for i in range(20)], max_concurrency=4, requests_per_minute=6000)
+    slots = []
+    take = op.gate._request_slot
+
+    async def counted() -> None:
+        slots.append(1)
+        await take()
+
+    op.gate._request_slot = counted
+    summary = op.execute({"ti": _TI()})
+    assert summary["succeeded"] == 20 and summary["attempts"] == 21
+    assert len(slots) == server.stats()["total"] == 21
+
+
 def test_tokens_per_minute_budget_is_respected(conn, server, tmp_path):
     # 12 tokens per item (6 prompt + 6 completion); 1,800 a minute is 30 a second with a 300-token bucket,
     # so 30 items (360 tokens, reserved as 13 each) cannot all arrive before the budget has refilled.

@@ -11,15 +11,13 @@ ticker also renews the output's lease, and a lost lease stops the batch.
 Limits, all shared by every worker:
 
 * concurrency: the number of workers (and the hook's connection pool size);
-* ``requests_per_minute``: requests are *paced* one every ``60 / (rpm * PACE)`` seconds on a fixed timeline
-  (no bursts), so no window ever holds more than the limit, retries included: the hook calls
-  :meth:`RateGate.retry_sleep` before each retry, which takes a slot after sleeping;
-* ``tokens_per_minute``: each request takes an estimate (prompt size + running mean of completion tokens)
-  from a token bucket holding ten seconds of budget; after the answer the difference to the real usage is
-  charged, so the long-run rate follows the true usage;
+* ``requests_per_minute`` and ``tokens_per_minute``: the :class:`~airflow_agentchat.batch.rate.RateGate`.
+  Every attempt, retries included, takes a request slot in the hook's ``before_attempt``, after any shared
+  pause is over; each item reserves its token estimate here, once;
 * shared back-off: a 429 or ``retry-after`` seen by any request pauses the whole hook
-  (``hook.pause_remaining()``); workers wait for the pause *before* taking a rate slot, so a pause does not
-  leave a pile of slots to be spent at once when it ends.
+  (``hook.pause_remaining()``); workers wait for the pause *before* reserving tokens, and the hook waits for
+  it before taking a request slot, so a pause does not leave a pile of slots to be spent at once when it
+  ends.
 
 Per-item errors become error lines; only a bug in this module stops the batch. Progress is logged every
 ``progress_interval`` seconds from counters (no per-item logging).
@@ -37,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from airflow_agentchat.batch.items import Prepared, Rejected
+from airflow_agentchat.batch.rate import RateGate
 from airflow_agentchat.exceptions import AgentChatError, APIError, InvalidRequestError
 from airflow_agentchat.redaction import redact
 from airflow_agentchat.structured_output import result_fields
@@ -52,83 +51,6 @@ def _line(record: dict[str, Any]) -> bytes:
     """One output line. A lone surrogate (from an item's context or an error message) cannot be UTF-8: it is
     written as its JSON escape (``\\ud800``), which reads back as the same string."""
     return _encoder.encode(record).encode("utf-8", "backslashreplace")
-
-
-#: Share of ``requests_per_minute`` actually paced (see :class:`RateGate`).
-PACE = 0.98
-
-
-class RateGate:
-    """Request pacing and token budget shared by every request of a batch (retries included)."""
-
-    def __init__(self, requests_per_minute: float | None = None, tokens_per_minute: float | None = None) -> None:
-        if requests_per_minute is not None and requests_per_minute <= 0:
-            raise ValueError("requests_per_minute must be positive")
-        if tokens_per_minute is not None and tokens_per_minute <= 0:
-            raise ValueError("tokens_per_minute must be positive")
-        self.requests_per_minute = requests_per_minute
-        self.tokens_per_minute = tokens_per_minute
-        # Pacing, not bursts, so every sliding window stays within the limit. The server counts arrivals, not
-        # sends: pacing at PACE of the limit leaves room for the jitter on the way (several shards' worth of it
-        # when a mapped task shares one agent).
-        self._period = 60.0 / (requests_per_minute * PACE) if requests_per_minute else None
-        self._next_slot = 0.0
-        self._tokens: Any = None
-        self._mean_completion = 64.0
-        self._answers = 0
-        if tokens_per_minute:
-            from aiolimiter import AsyncLimiter
-
-            self._tokens = AsyncLimiter(tokens_per_minute / 6.0, 10.0)
-
-    @property
-    def active(self) -> bool:
-        return self._period is not None or self._tokens is not None
-
-    async def _request_slot(self) -> None:
-        """Wait for the next request slot: one every ``period`` seconds on a fixed timeline.
-
-        Slots are booked back to back, so a waiter the event loop wakes late does not push every later slot
-        back (a bucket of one, as ``aiolimiter`` has, loses that time: ~6% of the limit on a busy 2-core
-        worker); a gap with nothing to send is not made up, so there is never a burst.
-        """
-        assert self._period is not None
-        now = asyncio.get_running_loop().time()
-        slot = max(now, self._next_slot)
-        self._next_slot = slot + self._period
-        if slot > now:
-            await asyncio.sleep(slot - now)
-
-    def estimate(self, prompt_tokens: int, max_completion: int | None = None) -> int:
-        """Tokens to reserve: the prompt plus the running mean of completions (capped by the request's max)."""
-        completion = self._mean_completion if max_completion is None else min(self._mean_completion, max_completion)
-        return int(prompt_tokens + completion + 0.999)
-
-    async def acquire(self, estimate: int) -> None:
-        """Wait for a request slot and ``estimate`` tokens of budget."""
-        if self._tokens is not None:
-            await self._tokens.acquire(min(float(estimate), self._tokens.max_rate))
-        if self._period is not None:
-            await self._request_slot()
-
-    async def settle(self, estimate: int, usage: dict[str, Any]) -> None:
-        """Charge the difference between the estimate and the real usage (refunds are not possible)."""
-        completion = usage.get("completion_tokens")
-        if isinstance(completion, int):
-            self._answers += 1
-            self._mean_completion += (completion - self._mean_completion) / min(self._answers, 100)
-        if self._tokens is None:
-            return
-        total = usage.get("total_tokens")
-        if isinstance(total, int) and total > estimate:
-            await self._tokens.acquire(min(float(total - estimate), self._tokens.max_rate))
-
-    async def retry_sleep(self, delay: float) -> None:
-        """The hook's ``async_sleep``: sleep out a back-off, then take a request slot for the next attempt."""
-        if delay > 0:
-            await asyncio.sleep(delay)
-        if self._period is not None:
-            await self._request_slot()
 
 
 @dataclass
@@ -254,7 +176,7 @@ class BatchRunner:
                 await asyncio.sleep(pause)
                 pause = hook.pause_remaining()
             estimate = gate.estimate(entry.est_prompt_tokens, entry.max_completion_tokens)
-            await gate.acquire(estimate)
+            await gate.reserve(estimate)  # the request slot is the hook's before_attempt
         stats = self.stats
         stats.sent += 1
         started = time.perf_counter()
@@ -335,7 +257,7 @@ class BatchRunner:
         except BaseException as exc:
             # Put the lines back so the next (or the final, synchronous) flush writes them; the final flush
             # raises if storage is still failing, so nothing is lost silently.
-            self.store._buffer[:0] = lines
+            self.store.put_back(lines)
             if not isinstance(exc, Exception):
                 raise
             self.log.warning("Writing a result part failed (%s); will retry with the next flush", exc)

@@ -369,6 +369,10 @@ class ResultStore:
         self._last_flush = time.monotonic()
         return lines
 
+    def put_back(self, lines: list[bytes]) -> None:
+        """Return lines a writer could not store: they go out first with the next flush."""
+        self._buffer[:0] = lines
+
     def _next_part(self) -> Any:
         name = f"part-{self.run_token}-{self._seq:06d}.jsonl"
         self._seq += 1

@@ -20,7 +20,7 @@ from airflow_agentchat.operators.base import AgentChatRequestOperator
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from airflow_agentchat.batch.runner import RateGate
+    from airflow_agentchat.batch.rate import RateGate
     from airflow_agentchat.hooks.agent_chat import AgentChatHook
 
 
@@ -143,7 +143,7 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
     @cached_property
     def gate(self) -> RateGate:
         """Request pacing and token budget (this shard's share); the hook calls it before every retry, too."""
-        from airflow_agentchat.batch.runner import RateGate
+        from airflow_agentchat.batch.rate import RateGate
 
         rpm, tpm = self.requests_per_minute, self.tokens_per_minute
         return RateGate(rpm / self._shards if rpm else rpm, tpm / self._shards if tpm else tpm)
@@ -174,7 +174,7 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
             timeout=self.timeout,
             max_retries=self.max_retries,
             max_connections=self.max_concurrency,
-            async_sleep=self.gate.retry_sleep,
+            before_attempt=self.gate.before_attempt,  # every attempt takes a request slot, never a pause
         )
 
     def resolve_output_path(self) -> str:
