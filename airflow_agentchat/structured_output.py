@@ -423,15 +423,6 @@ def _schema_error(error: Any) -> tuple[str, str]:
     return json_path(path), error.message
 
 
-def add_usage(total: dict[str, Any], usage: Mapping[str, Any]) -> dict[str, Any]:
-    """Add one round's token counts to ``total`` (every round of a repaired answer is paid for)."""
-    for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
-        value = usage.get(key)
-        if isinstance(value, int):
-            total[key] = total.get(key, 0) + value
-    return total
-
-
 def truncate(text: str | None, limit: int = _MAX_RAW) -> str:
     """What the agent answered, cut for an error message or a log line."""
     if text is None:

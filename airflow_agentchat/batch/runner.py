@@ -39,6 +39,7 @@ from airflow_agentchat.batch.rate import RateGate
 from airflow_agentchat.exceptions import AgentChatError, APIError, InvalidRequestError
 from airflow_agentchat.redaction import redact
 from airflow_agentchat.structured_output import result_fields
+from airflow_agentchat.usage import ZERO, TokenUsage
 
 if TYPE_CHECKING:
     from airflow_agentchat.batch.store import ResultStore
@@ -64,9 +65,7 @@ class RunStats:
     failed: int = 0
     rejected: int = 0
     attempts: int = 0
-    usage: dict[str, int] = field(
-        default_factory=lambda: {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
-    )
+    usage: TokenUsage = ZERO
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
 
@@ -200,11 +199,7 @@ class BatchRunner:
             stats.succeeded += 1
         meta = completion.meta
         usage = completion.usage_dict()
-        totals = stats.usage
-        for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
-            value = usage.get(key)
-            if isinstance(value, int):
-                totals[key] += value
+        stats.usage += TokenUsage.of(usage)
         attempts = meta.get("attempts", 1)
         stats.attempts += attempts
         record: dict[str, Any] = {
@@ -243,7 +238,7 @@ class BatchRunner:
             "id": item_id,
             "status": "error",
             "error": error,
-            "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+            "usage": ZERO.as_dict(),
             "attempts": attempts,
             "latency_ms": latency_ms,
         }
@@ -308,9 +303,9 @@ class BatchRunner:
             rate,
             "elapsed" if final else "ETA",
             _duration(s.elapsed) if final else eta,
-            usage["total_tokens"],
-            usage["prompt_tokens"],
-            usage["completion_tokens"],
+            usage.total_tokens,
+            usage.prompt_tokens,
+            usage.completion_tokens,
             s.resumed,
         )
 

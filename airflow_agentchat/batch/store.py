@@ -42,6 +42,7 @@ from typing import Any
 
 from airflow_agentchat.batch.items import InvalidItemError
 from airflow_agentchat.exceptions import AgentChatError, InvalidRequestError
+from airflow_agentchat.usage import ZERO, TokenUsage
 
 #: Kinds of error that sending again cannot fix (the item itself is malformed): never retried on resume.
 FINAL_ERROR_TYPES = frozenset({InvalidRequestError.kind, InvalidItemError.kind})
@@ -105,9 +106,7 @@ class ComposeResult:
     total: int = 0
     succeeded: int = 0
     failed: int = 0
-    usage: dict[str, int] = field(
-        default_factory=lambda: {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
-    )
+    usage: TokenUsage = ZERO
     error_types: dict[str, int] = field(default_factory=dict)
 
 
@@ -469,7 +468,4 @@ def _tally(result: ComposeResult, record: dict[str, Any]) -> None:
         result.succeeded += 1
     usage = record.get("usage")
     if isinstance(usage, dict):
-        for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
-            value = usage.get(key)
-            if isinstance(value, int):
-                result.usage[key] += value
+        result.usage += TokenUsage.of(usage)

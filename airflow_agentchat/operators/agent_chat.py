@@ -343,16 +343,16 @@ class AgentChatCompletionOperator(AgentChatRequestOperator):
         ``completion`` is the first answer (None: send the next request of ``state``'s conversation). Every
         round is added to the usage and saved in ``state`` (see ``round_state``), so a retry resumes here.
         """
-        from airflow_agentchat.structured_output import add_usage, message_of
+        from airflow_agentchat.structured_output import message_of
         from airflow_agentchat.tools import ToolError, assistant_message, describe_call
+        from airflow_agentchat.usage import TokenUsage
 
         if state is None:
             state = self._load_state(context, messages, params)
         if state.messages is not None:
             messages = state.messages
-        usage = state.usage
         if completion is not None:
-            add_usage(usage, completion.usage_dict())
+            state.usage += TokenUsage.of(completion.usage_dict())
         toolbox = self.toolbox
         secret = self.hook.settings.api_key
         repairs = 0
@@ -364,7 +364,7 @@ class AgentChatCompletionOperator(AgentChatRequestOperator):
                     if toolbox is not None:
                         self.log.info("Round %d: asking the agent", state.tool_rounds + repairs + 1)
                     completion = self._send(self.hook.build_request(messages, **asking))
-                    add_usage(usage, completion.usage_dict())
+                    state.usage += TokenUsage.of(completion.usage_dict())
                 message = message_of(completion)
                 outcome = spec.parse(message) if spec is not None else None
                 if outcome is not None and outcome.ok:
@@ -377,8 +377,8 @@ class AgentChatCompletionOperator(AgentChatRequestOperator):
                         break
                     if repairs >= spec.retries:  # type: ignore[union-attr]
                         self._push_trace(context, state)
-                        self._publish(completion, context, started, usage=usage)
-                        raise spec.failure(outcome, repairs + 1, usage, secret)  # type: ignore[union-attr]
+                        self._publish(completion, context, started, usage=state.usage.as_dict())
+                        raise spec.failure(outcome, repairs + 1, state.usage.as_dict(), secret)  # type: ignore[union-attr]
                     repairs += 1
                     self.log.warning(
                         "Answer %d does not match the output schema (%s); sending the errors back (repair %d of %d)",
@@ -409,7 +409,7 @@ class AgentChatCompletionOperator(AgentChatRequestOperator):
             calls = pending["message"]["tool_calls"]
             if state.tool_rounds >= self.max_tool_rounds:
                 self._push_trace(context, state)
-                context["ti"].xcom_push(key="usage", value=usage)
+                context["ti"].xcom_push(key="usage", value=state.usage.as_dict())
                 names = ", ".join(sorted({c["function"]["name"] for c in calls}))
                 raise ToolError(
                     f"The agent still called tools ({names}) after max_tool_rounds={self.max_tool_rounds} rounds; "
@@ -438,7 +438,7 @@ class AgentChatCompletionOperator(AgentChatRequestOperator):
                 spec.strategy,  # type: ignore[union-attr]
                 outcome.source,
             )
-        published = self._publish(completion, context, started, usage=usage)
+        published = self._publish(completion, context, started, usage=state.usage.as_dict())
         structured = outcome is not None
         value = outcome.value if structured else published  # type: ignore[union-attr]
         if not self.approval_required():
@@ -463,7 +463,7 @@ class AgentChatCompletionOperator(AgentChatRequestOperator):
         """A retry of a task whose answer an earlier try got: push its XComs again and ask for the review."""
         ti = context["ti"]
         ti.xcom_push(key="response", value=state.final["response"])  # type: ignore[index]
-        ti.xcom_push(key="usage", value=state.usage)
+        ti.xcom_push(key="usage", value=state.usage.as_dict())
         self._push_trace(context, state)
         self.log.info("The answer was paid for by an earlier try; asking for its review again")
         return self._request_review(context, state)
@@ -477,7 +477,7 @@ class AgentChatCompletionOperator(AgentChatRequestOperator):
             context,
             final.get("value"),
             structured=bool(final.get("structured")),
-            usage=state.usage,
+            usage=state.usage.as_dict(),
             tool_calls=len(state.trace),
             timeout=self.approval_timeout,
             default=self.approval_default,
