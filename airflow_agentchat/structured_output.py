@@ -391,25 +391,25 @@ def message_of(completion: Any) -> dict[str, Any]:
     return out
 
 
-def result_fields(spec: OutputSpec, completion: Any, secret: str | None = None) -> dict[str, Any]:
-    """What a batch result line gets for one answer: ``{"output": value}``, or the ``invalid_output`` error.
+def result_fields(
+    spec: OutputSpec, completion: Any, secret: str | None = None
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """What a batch result line gets for one answer: ``({"output": value}, None)``, or ``({"raw": answer},
+    error)`` with the ``invalid_output`` error.
 
     The error keeps the paths and messages and what the agent answered (``raw``, the key redacted), so an
     invalid row can be inspected, and it is sent again on a rerun with ``retry_failed``.
     """
     outcome = spec.parse(message_of(completion))
     if outcome.ok:
-        return {"output": outcome.value}
+        return {"output": outcome.value}, None
     outcome = outcome.redacted(secret)
-    return {
-        "status": "error",
-        "error": {
-            "type": "invalid_output",
-            "message": f"the answer does not match the output schema: {outcome.describe(5)}",
-            "errors": [list(pair) for pair in outcome.errors],
-        },
-        "raw": outcome.raw,
+    error = {
+        "type": OutputValidationError.kind,
+        "message": f"the answer does not match the output schema: {outcome.describe(5)}",
+        "errors": [list(pair) for pair in outcome.errors],
     }
+    return {"raw": outcome.raw}, error
 
 
 def _schema_error(error: Any) -> tuple[str, str]:

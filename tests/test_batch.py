@@ -496,3 +496,17 @@ def test_error_lines_carry_the_kind_of_the_error_class(make_conn, tmp_path):
     assert summary["error_types"] == {RefusedError.kind: 1, InvalidItemError.kind: 1}
     kinds = {line["id"]: line["error"]["type"] for line in lines_of(tmp_path / "out.jsonl")}
     assert kinds["typo"] == "invalid_item" and sorted(kinds.values()) == ["connection_refused", "invalid_item"]
+
+
+def test_result_lines_ok_and_error_have_one_shape():
+    from airflow_agentchat.batch.runner import result_line
+
+    answer = {"text": "hi", "finish_reason": "stop"}
+    usage = {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
+    ok = json.loads(result_line("a", None, answer=answer, usage=usage, attempts=1, latency_ms=2.0, request_id="r"))
+    failed = json.loads(result_line("b", {"type": "timeout", "message": "m"}, attempts=2, latency_ms=3.0, context=7))
+    core = {"id", "status", "usage", "attempts", "latency_ms"}
+    assert core <= set(ok) and core <= set(failed)
+    assert (ok["status"], ok["text"], ok["request_id"], "error" in ok) == ("ok", "hi", "r", False)
+    assert (failed["status"], failed["error"]["type"], failed["context"]) == ("error", "timeout", 7)
+    assert failed["usage"] == {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}

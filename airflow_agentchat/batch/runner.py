@@ -54,6 +54,38 @@ def _line(record: dict[str, Any]) -> bytes:
     return _encoder.encode(record).encode("utf-8", "backslashreplace")
 
 
+def result_line(
+    item_id: str,
+    error: dict[str, Any] | None,
+    *,
+    answer: dict[str, Any] | None = None,
+    usage: dict[str, Any] | None = None,
+    attempts: int,
+    latency_ms: float | None,
+    request_id: str | None = None,
+    context: Any = None,
+    response: dict[str, Any] | None = None,
+) -> bytes:
+    """The one shape of a result line: ``status`` is ``ok``, or ``error`` with the ``error`` object.
+
+    ``answer`` holds what an answer adds (``text``, ``finish_reason``, ``output`` or ``raw``); an item with no
+    answer used no tokens.
+    """
+    record: dict[str, Any] = {"id": item_id, "status": "ok" if error is None else "error"}
+    if error is not None:
+        record["error"] = error
+    if answer:
+        record.update(answer)
+    record.update(usage=usage if usage is not None else ZERO.as_dict(), attempts=attempts, latency_ms=latency_ms)
+    if answer is not None:
+        record["request_id"] = request_id
+    if context is not None:
+        record["context"] = context
+    if response is not None:
+        record["response"] = response
+    return _line(record)
+
+
 @dataclass
 class RunStats:
     """Counters of this run (the composed output has the all-runs totals)."""
@@ -160,7 +192,7 @@ class BatchRunner:
         for entry in work:
             if isinstance(entry, Rejected):
                 stats.rejected += 1
-                self._record(entry.id, self._error_line(entry.id, self._describe(entry.error), 0, 0.0, entry.context))
+                self._record(entry.id, self._error_line(entry.id, entry.error, 0, 0.0, entry.context))
             else:
                 await self._send(hook, gate, entry)
             if store.due() and self._writing is None:
@@ -189,11 +221,10 @@ class BatchRunner:
             attempts = 0 if isinstance(exc, UnicodeError) else getattr(exc, "attempts", 0) or 1
             stats.attempts += attempts
             latency = round((time.perf_counter() - started) * 1000, 1)
-            line = self._error_line(entry.id, self._describe(exc), attempts, latency, entry.context)
-            self._record(entry.id, line)
+            self._record(entry.id, self._error_line(entry.id, exc, attempts, latency, entry.context))
             return
-        checked = result_fields(self.output, completion, self._secret) if self.output is not None else None
-        if checked is not None and "error" in checked:
+        fields, error = result_fields(self.output, completion, self._secret) if self.output is not None else ({}, None)
+        if error is not None:
             stats.failed += 1
         else:
             stats.succeeded += 1
@@ -202,27 +233,25 @@ class BatchRunner:
         stats.usage += TokenUsage.of(usage)
         attempts = meta.get("attempts", 1)
         stats.attempts += attempts
-        record: dict[str, Any] = {
-            "id": entry.id,
-            "status": "ok",
-            "text": completion.text,
-            "finish_reason": completion.finish_reason,
-            "usage": usage,
-            "attempts": attempts,
-            "latency_ms": meta.get("latency_ms"),
-            "request_id": meta.get("request_id"),
-        }
-        if checked is not None:
-            record.update(checked)
-        if entry.context is not None:
-            record["context"] = entry.context
-        if self.include_response:
-            record["response"] = completion.to_dict()
+        line = result_line(
+            entry.id,
+            error,
+            answer={"text": completion.text, "finish_reason": completion.finish_reason, **fields},
+            usage=usage,
+            attempts=attempts,
+            latency_ms=meta.get("latency_ms"),
+            request_id=meta.get("request_id"),
+            context=entry.context,
+            response=completion.to_dict() if self.include_response else None,
+        )
         # Record first: settling the token budget may wait, and a kill during that wait must not lose (and
         # later pay again for) an answer already received.
-        self._record(entry.id, _line(record))
+        self._record(entry.id, line)
         if gate.active:
             await gate.settle(estimate, usage)
+
+    def _error_line(self, item_id: str, exc: BaseException, attempts: int, latency_ms: float, context: Any) -> bytes:
+        return result_line(item_id, self._describe(exc), attempts=attempts, latency_ms=latency_ms, context=context)
 
     def _describe(self, exc: BaseException) -> dict[str, Any]:
         kind = exc.kind if isinstance(exc, AgentChatError) else "internal_error"
@@ -232,19 +261,6 @@ class BatchRunner:
         if isinstance(exc, InvalidRequestError) and exc.errors:
             error["errors"] = [list(pair) for pair in exc.errors]
         return error
-
-    def _error_line(self, item_id: str, error: dict[str, Any], attempts: int, latency_ms: float, context: Any) -> bytes:
-        record: dict[str, Any] = {
-            "id": item_id,
-            "status": "error",
-            "error": error,
-            "usage": ZERO.as_dict(),
-            "attempts": attempts,
-            "latency_ms": latency_ms,
-        }
-        if context is not None:
-            record["context"] = context
-        return _line(record)
 
     async def _write(self, lines: list[bytes]) -> None:
         try:
