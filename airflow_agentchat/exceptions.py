@@ -51,11 +51,13 @@ class AgentChatError(AirflowException):
     attempts: int = 0
     retryable: bool = False
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
+    def __init_subclass__(cls, kind: str | None = None, **kwargs: Any) -> None:
+        """Register the subclass under the kind its class statement names: ``class X(Base, kind="x")``."""
         super().__init_subclass__(**kwargs)
-        if "kind" not in cls.__dict__:
-            raise TypeError(f"{cls.__name__} must name its own kind")
-        _BY_KIND[cls.kind] = cls
+        if kind is None:
+            raise TypeError(f"{cls.__name__} must name its own kind: class {cls.__name__}(..., kind='...')")
+        cls.kind = kind
+        _BY_KIND[kind] = cls
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON from which :meth:`from_dict` rebuilds this error, class included."""
@@ -76,14 +78,12 @@ class AgentChatError(AirflowException):
 _BY_KIND[AgentChatError.kind] = AgentChatError
 
 
-class InvalidRequestError(AgentChatError, ValueError):
+class InvalidRequestError(AgentChatError, ValueError, kind="invalid_request"):
     """The request breaks a rule of the reference; raised before anything is sent.
 
     ``errors`` holds one ``(field, rule)`` pair per problem, with ``field`` in dotted form
     (``messages[0].role``), so a UI can point at the field.
     """
-
-    kind = "invalid_request"
 
     def __init__(self, errors: list[tuple[str, str]]):
         self.errors = errors
@@ -98,57 +98,47 @@ class InvalidRequestError(AgentChatError, ValueError):
         return cls([(str(field), str(rule)) for field, rule in data.get("errors") or []])
 
 
-class AgentChatConnectionError(AgentChatError):
-    """The server could not be reached, or the connection broke or timed out before the answer was complete."""
+class AgentChatConnectionError(AgentChatError, kind="connection_error"):
+    """The server could not be reached, or the connection broke or timed out before the answer was complete.
 
-    kind = "connection_error"
+    ``what`` is how the error text starts: the subclasses, named by the cause, know what happened.
+    """
+
     retryable = True
-    what: ClassVar[str | None] = None  # how the error text starts; the subclasses know what happened
+    what: ClassVar[str | None] = None
+
+    def __init_subclass__(cls, what: str | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if what is not None:
+            cls.what = what
 
 
-class DNSError(AgentChatConnectionError):
+class DNSError(AgentChatConnectionError, kind="dns_error", what="Cannot resolve the host"):
     """The host name of the endpoint does not resolve (a typo in the host, or no DNS from this worker)."""
 
-    kind = "dns_error"
-    what = "Cannot resolve the host"
 
-
-class RefusedError(AgentChatConnectionError):
+class RefusedError(AgentChatConnectionError, kind="connection_refused", what="Connection refused"):
     """The host refused the connection: nothing listens on that port, or a firewall rejects it."""
 
-    kind = "connection_refused"
-    what = "Connection refused"
 
-
-class TLSError(AgentChatConnectionError):
+class TLSError(AgentChatConnectionError, kind="tls_error", what="TLS failed"):
     """The TLS handshake failed: an untrusted certificate, or TLS spoken to a plain-HTTP port."""
 
-    kind = "tls_error"
-    what = "TLS failed"
 
-
-class NetworkTimeoutError(AgentChatConnectionError):
+class NetworkTimeoutError(AgentChatConnectionError, kind="timeout", what="Timed out"):
     """Connecting, sending or reading took longer than the connection's timeout."""
 
-    kind = "timeout"
-    what = "Timed out"
 
-
-class ResetError(AgentChatConnectionError):
+class ResetError(AgentChatConnectionError, kind="connection_reset", what="Connection reset"):
     """The connection was closed or reset before the whole answer arrived."""
 
-    kind = "connection_reset"
-    what = "Connection reset"
 
-
-class APIError(AgentChatError):
+class APIError(AgentChatError, kind="api_error"):
     """The server answered with an error status.
 
     Carries what a person needs to act: HTTP ``status``, the server's ``code`` and ``message``, and the
     ``request_id`` to quote to the provider's support.
     """
-
-    kind = "api_error"
 
     def __init__(
         self,
@@ -209,48 +199,36 @@ class APIError(AgentChatError):
         )
 
 
-class AuthenticationError(APIError):
+class AuthenticationError(APIError, kind="authentication_error"):
     """401 or 403: the agent access key is missing, wrong, or not allowed on this agent."""
 
-    kind = "authentication_error"
 
-
-class NotFoundError(APIError):
+class NotFoundError(APIError, kind="not_found"):
     """404: the endpoint does not serve ``/api/v1/chat/completions`` (check the connection host)."""
 
-    kind = "not_found"
 
-
-class RateLimitError(APIError):
+class RateLimitError(APIError, kind="rate_limited"):
     """429: too many requests, or ``insufficient_quota`` (final)."""
 
-    kind = "rate_limited"
 
-
-class ServerError(APIError):
+class ServerError(APIError, kind="server_error"):
     """5xx from the server or a proxy in front of it."""
 
-    kind = "server_error"
 
-
-class InvalidResponseError(APIError):
+class InvalidResponseError(APIError, kind="invalid_response"):
     """A 2xx whose body is not a chat completion (a proxy's page, a cut or garbled body): retried."""
-
-    kind = "invalid_response"
 
     @property
     def retryable(self) -> bool:  # type: ignore[override]
         return True
 
 
-class StreamError(AgentChatError):
+class StreamError(AgentChatError, kind="stream_error"):
     """A streamed response broke after it started.
 
     A break, a timeout or data that is not a chunk is ``retryable``; an error event is the server's answer
     and is not. The hook retries only while no chunk was delivered to the caller.
     """
-
-    kind = "stream_error"
 
     def __init__(self, message: str, *, retryable: bool = False):
         super().__init__(message)
@@ -261,10 +239,8 @@ class StreamError(AgentChatError):
         return cls(str(data.get("message") or ""), retryable=bool(data.get("retryable")))
 
 
-class TruncatedStreamError(StreamError):
+class TruncatedStreamError(StreamError, kind="truncated_stream"):
     """The stream ended without ``data: [DONE]`` and without a finish reason on every choice."""
-
-    kind = "truncated_stream"
 
     def __init__(self, message: str, *, retryable: bool = True):
         super().__init__(message, retryable=retryable)

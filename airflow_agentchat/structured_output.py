@@ -42,14 +42,12 @@ _decoder = json.JSONDecoder()
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
-class OutputValidationError(AgentChatError):
+class OutputValidationError(AgentChatError, kind="invalid_output"):
     """The agent's answer still did not match the output schema after every repair round.
 
     ``errors`` holds ``(path, message)`` pairs of the last answer, ``raw`` what the agent answered (cut and
     with the access key redacted), ``rounds`` how many answers were checked, ``usage`` the tokens of all of them.
     """
-
-    kind = "invalid_output"
 
     def __init__(
         self, errors: list[tuple[str, str]], raw: str | None, rounds: int, usage: dict[str, Any] | None = None

@@ -36,14 +36,12 @@ _NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 _SECTION = re.compile(r"^\s*(:param\b|:arg\b|Args:|Arguments:|Parameters\b|Returns?:|:returns?:|Raises:)")
 
 
-class ToolError(AgentChatError):
+class ToolError(AgentChatError, kind="tool_error"):
     """A Python tool could not be used: it raised with ``tool_errors="raise"``, returned what JSON cannot
     hold, or the agent kept calling tools past ``max_tool_rounds``.
 
     ``tool`` names the tool (None for the round limit), ``round`` the tool round it happened in.
     """
-
-    kind = "tool_error"
 
     def __init__(self, message: str, *, tool: str | None = None, round: int | None = None) -> None:
         self.tool = tool

@@ -48,6 +48,11 @@ def test_a_class_without_its_own_kind_is_refused():
         class Unnamed(errors.APIError):
             pass
 
+    class Named(errors.APIError, kind="test_named"):
+        pass
+
+    assert Named.kind == "test_named" and type(errors.AgentChatError.from_dict({"kind": "test_named"})) is Named
+
 
 SAMPLES = [
     errors.AgentChatError("something odd"),

@@ -37,12 +37,10 @@ ITEM_KEYS = frozenset({"id", "prompt", "messages", "system_prompt", "context", "
 _BODY = frozenset(BODY_FIELDS)
 
 
-class InvalidItemError(InvalidRequestError):
+class InvalidItemError(InvalidRequestError, kind="invalid_item"):
     """An input item that cannot be read as one: a line that is not UTF-8 JSON, a value that is not an item's
     shape, or an id that an earlier item with other content already took. Like any invalid request, the same
     input fails the same way on every run, so it is never sent again."""
-
-    kind = "invalid_item"
 
     def __init__(self, message: str, errors: list[tuple[str, str]] | None = None) -> None:
         self.errors = list(errors or [])

@@ -49,10 +49,8 @@ FINAL_ERROR_TYPES = frozenset({InvalidRequestError.kind, InvalidItemError.kind})
 _LOCAL = ("file", "local", "")
 
 
-class OutputPathError(AgentChatError):
+class OutputPathError(AgentChatError, kind="output_path_error"):
     """``output_path`` cannot be used: not writable, not a valid location, or held by another live run."""
-
-    kind = "output_path_error"
 
 
 def to_path(value: Any, conn_id: str | None = None) -> Any:

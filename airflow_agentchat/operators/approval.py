@@ -33,14 +33,12 @@ DEFAULTS = {"approve": APPROVE, "reject": REJECT}
 RESUME_METHOD = "approval_complete"
 
 
-class ApprovalError(AgentChatError):
+class ApprovalError(AgentChatError, kind="not_approved"):
     """The answer was not approved: rejected, not reviewed in time, or edited into an invalid value.
 
     ``decision`` is ``"rejected"``, ``"timed_out"`` or ``"invalid_edit"``; ``reviewer`` and ``comment`` say who
     and why, when a person answered.
     """
-
-    kind = "not_approved"
 
     def __init__(self, message: str, *, decision: str, reviewer: str | None = None, comment: str | None = None):
         self.decision = decision
