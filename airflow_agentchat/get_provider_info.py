@@ -79,6 +79,16 @@ def get_provider_info() -> dict[str, Any]:
                         "description": "PEM file of CA certificates to trust instead of the system store.",
                         "schema": {"type": ["string", "null"]},
                     },
+                    "prompt_token_price": {
+                        "label": "Prompt token price",
+                        "description": "Price per million prompt tokens (any currency): gives tasks a cost.",
+                        "schema": {"type": ["number", "null"], "minimum": 0},
+                    },
+                    "completion_token_price": {
+                        "label": "Completion token price",
+                        "description": "Price per million completion tokens, in the same currency.",
+                        "schema": {"type": ["number", "null"], "minimum": 0},
+                    },
                     "allow_insecure_http": {
                         "label": "Allow plain http",
                         "description": "Permit http:// to non-loopback hosts (the key travels in clear text).",

@@ -93,7 +93,8 @@ def run_dag(airflow_db: Path, devserver) -> Callable[..., dict]:
 
     The result maps ``(task_id, map_index, key)`` to the value; ``result["_log"]`` holds the command's output
     and ``result["_returncode"]`` its exit code. ``conn`` overrides ``agentchat_default``'s JSON; ``conf`` is
-    the run's conf (params).
+    the run's conf (params); ``env`` adds environment variables (e.g. ``AIRFLOW__METRICS__*`` or
+    ``AIRFLOW__OPENLINEAGE__*``) for this run only.
     """
 
     def run(
@@ -103,12 +104,14 @@ def run_dag(airflow_db: Path, devserver) -> Callable[..., dict]:
         conn: dict | None = None,
         check: bool = True,
         conf: dict | None = None,
+        env: dict[str, str] | None = None,
     ) -> dict:
-        env = os.environ.copy()
+        extra_env, env = env or {}, os.environ.copy()
         env["AIRFLOW_CONN_AGENTCHAT_DEFAULT"] = json.dumps(
             conn or {"conn_type": "agentchat", "host": devserver.url, "password": CANARY_KEY}
         )
         env["AGENTCHAT_EXAMPLE_OUTPUT_DIR"] = str(AIRFLOW_HOME)
+        env.update(extra_env)
         args = [sys.executable, "-m", "airflow", "dags", "test", dag_id]
         if logical_date:
             args.append(logical_date)

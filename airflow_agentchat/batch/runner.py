@@ -36,7 +36,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_agentchat.batch.items import Prepared, Rejected
 from airflow_agentchat.batch.rate import RateGate
-from airflow_agentchat.exceptions import AgentChatError, APIError, InvalidRequestError
+from airflow_agentchat.exceptions import APIError, InvalidRequestError
+from airflow_agentchat.metrics import error_kind
 from airflow_agentchat.redaction import redact
 from airflow_agentchat.structured_output import result_fields
 from airflow_agentchat.usage import ZERO, TokenUsage
@@ -44,6 +45,8 @@ from airflow_agentchat.usage import ZERO, TokenUsage
 if TYPE_CHECKING:
     from airflow_agentchat.batch.store import ResultStore
     from airflow_agentchat.hooks.agent_chat import AgentChatHook
+    from airflow_agentchat.metrics import TaskMetrics
+    from airflow_agentchat.spend import Budget, Prices
 
 _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
@@ -65,18 +68,22 @@ def result_line(
     request_id: str | None = None,
     context: Any = None,
     response: dict[str, Any] | None = None,
+    cost: float | None = None,
 ) -> bytes:
     """The one shape of a result line: ``status`` is ``ok``, or ``error`` with the ``error`` object.
 
     ``answer`` holds what an answer adds (``text``, ``finish_reason``, ``output`` or ``raw``); an item with no
-    answer used no tokens.
+    answer used no tokens. ``cost`` is there when the connection's prices are known.
     """
     record: dict[str, Any] = {"id": item_id, "status": "ok" if error is None else "error"}
     if error is not None:
         record["error"] = error
     if answer:
         record.update(answer)
-    record.update(usage=usage if usage is not None else ZERO.as_dict(), attempts=attempts, latency_ms=latency_ms)
+    record["usage"] = usage if usage is not None else ZERO.as_dict()
+    if cost is not None:
+        record["cost"] = cost
+    record.update(attempts=attempts, latency_ms=latency_ms)
     if answer is not None:
         record["request_id"] = request_id
     if context is not None:
@@ -129,6 +136,9 @@ class BatchRunner:
         log: logging.Logger | Any = None,
         secret: str | None = None,
         output: Any = None,
+        budget: Budget | None = None,
+        prices: Prices | None = None,
+        metrics: TaskMetrics | None = None,
     ) -> None:
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
@@ -144,6 +154,10 @@ class BatchRunner:
         self._secret = secret
         self._sync_pending = False
         self.output = output  # a structured_output.OutputSpec: every answer is validated against it
+        # Spend: an active budget stops sending when the next request's estimate would go over it.
+        self.budget = budget if budget is not None and budget.active else None
+        self.prices = prices if prices is not None and prices.known else None
+        self.metrics = metrics  # None when metrics are off
 
     # --------------------------------------------------------------------------------------------- run
 
@@ -172,6 +186,8 @@ class BatchRunner:
                 await asyncio.gather(self._writing, return_exceptions=True)
             self.store.flush()  # synchronous on purpose: it must happen even while being cancelled
             self.stats.finished = time.monotonic()
+            if self.metrics is not None:
+                self.metrics.flush()
             self._log_progress(final=True)
         return self.stats
 
@@ -188,11 +204,13 @@ class BatchRunner:
         self.store.sync()
 
     async def _worker(self, work: Iterator[Prepared | Rejected]) -> None:
-        hook, gate, stats, store = self.hook, self.gate, self.stats, self.store
+        hook, gate, stats, store, budget = self.hook, self.gate, self.stats, self.store, self.budget
         for entry in work:
+            if budget is not None and budget.exhausted:
+                break  # the entry taken stays unsent and unrecorded: a rerun with a larger budget sends it
             if isinstance(entry, Rejected):
                 stats.rejected += 1
-                self._record(entry.id, self._error_line(entry.id, entry.error, 0, 0.0, entry.context))
+                self._record(entry.id, self._error_line(entry.id, self._describe(entry.error), 0, 0.0, entry.context))
             else:
                 await self._send(hook, gate, entry)
             if store.due() and self._writing is None:
@@ -201,12 +219,18 @@ class BatchRunner:
     async def _send(self, hook: AgentChatHook, gate: RateGate, entry: Prepared) -> None:
         """Send one item and record its line; a paid answer is recorded before anything else can wait."""
         estimate = 0
+        budget = self.budget
+        if budget is not None:
+            estimate = gate.estimate(entry.est_prompt_tokens, entry.max_completion_tokens)
+            if not budget.reserve(entry.est_prompt_tokens, estimate - entry.est_prompt_tokens):
+                return  # over budget: not sent, not recorded; requests in flight still finish
         if gate.active:
             pause = hook.pause_remaining()
-            while pause > 0:  # a 429 paused the hook: wait here, before taking a rate slot
+            while pause > 0:  # a 429 paused the hook: wait here, before reserving tokens
                 await asyncio.sleep(pause)
                 pause = hook.pause_remaining()
-            estimate = gate.estimate(entry.est_prompt_tokens, entry.max_completion_tokens)
+            if budget is None:
+                estimate = gate.estimate(entry.est_prompt_tokens, entry.max_completion_tokens)
             await gate.reserve(estimate)  # the request slot is the hook's before_attempt
         stats = self.stats
         stats.sent += 1
@@ -221,10 +245,15 @@ class BatchRunner:
             attempts = 0 if isinstance(exc, UnicodeError) else getattr(exc, "attempts", 0) or 1
             stats.attempts += attempts
             latency = round((time.perf_counter() - started) * 1000, 1)
-            self._record(entry.id, self._error_line(entry.id, exc, attempts, latency, entry.context))
+            error = self._describe(exc)
+            self._record(entry.id, self._error_line(entry.id, error, attempts, latency, entry.context))
+            if budget is not None:
+                budget.settle(entry.est_prompt_tokens, estimate - entry.est_prompt_tokens, None)
+            if self.metrics is not None and attempts:
+                self.metrics.request(error["type"], attempts, latency, None)
             return
-        fields, error = result_fields(self.output, completion, self._secret) if self.output is not None else ({}, None)
-        if error is not None:
+        fields, invalid = result_fields(self.output, completion, self._secret) if self.output else ({}, None)
+        if invalid is not None:
             stats.failed += 1
         else:
             stats.succeeded += 1
@@ -235,7 +264,7 @@ class BatchRunner:
         stats.attempts += attempts
         line = result_line(
             entry.id,
-            error,
+            invalid,
             answer={"text": completion.text, "finish_reason": completion.finish_reason, **fields},
             usage=usage,
             attempts=attempts,
@@ -243,19 +272,25 @@ class BatchRunner:
             request_id=meta.get("request_id"),
             context=entry.context,
             response=completion.to_dict() if self.include_response else None,
+            cost=self.prices.cost(usage) if self.prices is not None else None,
         )
         # Record first: settling the token budget may wait, and a kill during that wait must not lose (and
         # later pay again for) an answer already received.
         self._record(entry.id, line)
-        if gate.active:
+        if budget is not None:
+            budget.settle(entry.est_prompt_tokens, estimate - entry.est_prompt_tokens, usage)
+        if self.metrics is not None:
+            outcome = invalid["type"] if invalid is not None else "ok"
+            self.metrics.request(outcome, attempts, meta.get("latency_ms"), usage)
+        if gate.active or budget is not None:
             await gate.settle(estimate, usage)
 
-    def _error_line(self, item_id: str, exc: BaseException, attempts: int, latency_ms: float, context: Any) -> bytes:
-        return result_line(item_id, self._describe(exc), attempts=attempts, latency_ms=latency_ms, context=context)
+    def _error_line(self, item_id: str, error: dict[str, Any], attempts: int, latency_ms: float, context: Any) -> bytes:
+        cost = 0.0 if self.prices is not None else None
+        return result_line(item_id, error, attempts=attempts, latency_ms=latency_ms, context=context, cost=cost)
 
     def _describe(self, exc: BaseException) -> dict[str, Any]:
-        kind = exc.kind if isinstance(exc, AgentChatError) else "internal_error"
-        error: dict[str, Any] = {"type": kind, "message": redact(str(exc), self._secret)}
+        error: dict[str, Any] = {"type": error_kind(exc), "message": redact(str(exc), self._secret)}
         if isinstance(exc, APIError):
             error.update(status=exc.status, code=exc.code, request_id=exc.request_id)
         if isinstance(exc, InvalidRequestError) and exc.errors:
@@ -299,6 +334,8 @@ class BatchRunner:
             if now >= next_log:
                 next_log += self.progress_interval
                 self._log_progress()
+            if self.metrics is not None:
+                self.metrics.flush()
 
     def _log_progress(self, final: bool = False) -> None:
         s = self.stats

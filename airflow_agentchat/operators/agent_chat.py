@@ -7,7 +7,8 @@ imported in ``execute``, because DAG files are parsed far more often than tasks 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from airflow_agentchat.hooks.agent_chat import AgentChatHook
     from airflow_agentchat.models import ChatCompletion
     from airflow_agentchat.operators.round_state import RoundState
+    from airflow_agentchat.operators.spending import TaskSpend
     from airflow_agentchat.structured_output import OutputSpec
     from airflow_agentchat.tools import Toolbox
 
@@ -49,6 +51,10 @@ class AgentChatCompletionOperator(AgentChatRequestOperator):
     is the answer validated against it, as JSON data (``model_dump(mode="json")`` for a model); an invalid
     answer is sent back to the agent with the errors up to ``output_retries`` times, and ``usage`` counts every
     round. See ``docs/output-schemas.md``.
+
+    Spend (see ``docs/operations.md``): ``max_total_tokens`` / ``max_cost`` bound the task's requests, repair
+    rounds and Airflow retries together; with prices on the connection, key ``cost`` sits next to ``usage``.
+    Both are pushed even when the task fails after paid requests.
 
     :param prompt: the user message to send (templated).
     :param system_prompt: a system message put first (templated).
@@ -287,12 +293,14 @@ class AgentChatCompletionOperator(AgentChatRequestOperator):
     def execute(self, context: Context) -> Any:
         messages, params, spec = self.prepare()
         request = self.hook.build_request(messages, **params)
+        spend = self._begin_spend(context)
         state = self._load_state(context, messages, params)
         if state.final is not None:  # an earlier try has the answer; only the review is missing
             return self._review_saved(state, context)
         if self.deferrable and not request.stream and self.toolbox is None and not state.resumed:
             from airflow_agentchat.triggers.agent_chat import AgentChatCompletionTrigger
 
+            spend.check(request)  # the triggerer sends it: the budget is checked here
             self.defer(
                 trigger=AgentChatCompletionTrigger(
                     agentchat_conn_id=self.agentchat_conn_id,
@@ -303,8 +311,9 @@ class AgentChatCompletionOperator(AgentChatRequestOperator):
                 method_name="execute_complete",
             )
         started = time.perf_counter()
-        completion = None if state.resumed or self.toolbox is not None else self._send(request)
-        return self._converse(spec, messages, params, completion, context, started, state)
+        with self._spend_guard(context):
+            completion = None if state.resumed or self.toolbox is not None else self._send(request)
+            return self._converse(spec, messages, params, completion, context, started, state)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
         """Resume after the trigger: check the event, then publish like a direct run.
@@ -316,17 +325,62 @@ class AgentChatCompletionOperator(AgentChatRequestOperator):
 
         if not isinstance(event, dict) or event.get("status") not in ("success", "error"):
             raise AgentChatError(f"Unexpected trigger event: {str(event)[:200]}")
-        if event["status"] == "error":
-            if isinstance(event.get("error"), dict):
-                raise AgentChatError.from_dict(event["error"])  # the class direct mode would raise
-            raise AgentChatError(event.get("message") or "agent chat request failed in the triggerer")
-        completion = ChatCompletion.model_validate(event["response"])
-        completion._meta = dict(event.get("meta") or {})
-        messages, params, spec = self.prepare()
-        return self._converse(spec, messages, params, completion, context, None)
+        spend = self._begin_spend(context)
+        with self._spend_guard(context):
+            if event["status"] == "error":
+                error = (
+                    AgentChatError.from_dict(event["error"])  # the class direct mode would raise
+                    if isinstance(event.get("error"), dict)
+                    else AgentChatError(event.get("message") or "agent chat request failed in the triggerer")
+                )
+                spend.failed(error, None)
+                raise error
+            completion = ChatCompletion.model_validate(event["response"])
+            completion._meta = dict(event.get("meta") or {})
+            spend.paid(completion, None)
+            messages, params, spec = self.prepare()
+            return self._converse(spec, messages, params, completion, context, None)
 
     def _send(self, request: Any) -> ChatCompletion:
+        spend = self.__dict__.get("_spend")
+        if spend is None:
+            return self._send_now(request)
+        return spend.send(request, self._send_now)
+
+    def _send_now(self, request: Any) -> ChatCompletion:
         return self._stream(request) if request.stream else self.hook.send(request)
+
+    # ------------------------------------------------------------------------------ spend and lineage
+
+    def _begin_spend(self, context: Context) -> TaskSpend:
+        """Budget, prices and metrics of this try (earlier tries' spend read from the task state store)."""
+        from airflow_agentchat.operators.spending import TaskSpend
+
+        self._spend = TaskSpend(self, context)
+        return self._spend
+
+    @contextmanager
+    def _spend_guard(self, context: Context) -> Iterator[None]:
+        """Usage and cost reach XCom even when the task fails after paid requests."""
+        spend = self._spend
+        try:
+            yield
+        except BaseException:
+            ti = context.get("ti")
+            if ti is not None and spend.requests and not spend.pushed:
+                spend.push(ti)
+            raise
+        spend.succeeded()
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """No datasets (the conversation is not one); a run facet with endpoint host, model, tokens, errors."""
+        from airflow_agentchat.lineage import operator_lineage
+
+        spend = self.__dict__.get("_spend")
+        settings = self.hook.settings
+        model = getattr(self, "model", None)  # a body field, set from BODY_FIELDS by the base class
+        facts = spend.facts(settings.base_url, spend.model or model or settings.model) if spend else {}
+        return operator_lineage(facts)
 
     def _converse(
         self,
@@ -377,6 +431,8 @@ class AgentChatCompletionOperator(AgentChatRequestOperator):
                         break
                     if repairs >= spec.retries:  # type: ignore[union-attr]
                         self._push_trace(context, state)
+                        if "_spend" in self.__dict__:
+                            self._spend.invalid_output()
                         self._publish(completion, context, started, usage=state.usage.as_dict())
                         raise spec.failure(outcome, repairs + 1, state.usage.as_dict(), secret)  # type: ignore[union-attr]
                     repairs += 1
@@ -573,7 +629,11 @@ class AgentChatCompletionOperator(AgentChatRequestOperator):
         response = completion.to_dict()
         ti = context["ti"]
         ti.xcom_push(key="response", value=response)
-        ti.xcom_push(key="usage", value=usage)
+        spend = self.__dict__.get("_spend")
+        if spend is not None:
+            spend.push(ti, usage)
+        else:
+            ti.xcom_push(key="usage", value=usage)
         if self.output_mode == "response":
             return response
         choices = sorted(response.get("choices", []), key=lambda c: c.get("index", 0))

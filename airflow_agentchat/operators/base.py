@@ -24,6 +24,9 @@ class AgentChatRequestOperator(BaseOperator):
     :param system_prompt: a system message put first (templated).
     :param timeout: read timeout in seconds for this task (overrides the connection).
     :param max_retries: retries for this task (overrides the connection).
+    :param max_total_tokens: stop sending when the task's tokens (all rounds, runs and tries) would pass this.
+    :param max_cost: the same in money, priced by the connection's ``prompt_token_price`` /
+        ``completion_token_price`` extras (per million tokens). See ``docs/operations.md``.
 
     The other keywords are the reference's body fields (``model``, ``temperature``, ``top_p``, ``n``,
     ``stop``, ``max_tokens``, ``max_completion_tokens``, ``tools``, ``tool_choice``, ``metadata``, ...), the
@@ -66,16 +69,29 @@ class AgentChatRequestOperator(BaseOperator):
         include_guardrails_info: bool | None = None,
         provide_citations: bool | None = None,
         extra_body: Mapping[str, Any] | None = None,
+        max_total_tokens: int | None = None,
+        max_cost: float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         values = locals()
+        from airflow_agentchat.spend import check_limits  # no pydantic, no HTTP: cheap at parse time
+
+        check_limits(max_total_tokens, max_cost)
+        self.max_total_tokens = max_total_tokens
+        self.max_cost = max_cost
         self.agentchat_conn_id = agentchat_conn_id
         self.system_prompt = system_prompt
         self.timeout = timeout
         self.max_retries = max_retries
         for name in BODY_FIELDS:
             setattr(self, name, values[name])
+
+    def prices(self) -> Any:
+        """The connection's token prices (:class:`~airflow_agentchat.spend.Prices`; unknown when not set)."""
+        from airflow_agentchat.spend import Prices
+
+        return Prices.from_extra(self.hook.get_connection(self.agentchat_conn_id).extra_dejson)  # type: ignore[attr-defined]
 
     def body_params(self, request: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """The rendered body fields as ``hook.build_request`` keywords, over an optional request body."""

@@ -72,6 +72,16 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         ``retry_failed``. No repair rounds in a batch: one request per item and attempt.
     :param output_strategy: ``"auto"`` (default), ``"tool"`` or ``"json"``, as on the completion operator.
 
+    Spend (see ``docs/operations.md``):
+
+    :param max_total_tokens: a token budget for the whole batch, across its runs: before each request its
+        estimate is reserved; when the next one would go over, sending stops, requests in flight finish, and
+        unsent items get no line (a rerun with a larger budget sends them).
+    :param max_cost: the same in money (needs the connection's ``prompt_token_price`` /
+        ``completion_token_price``).
+    :param on_budget_exhausted: ``"fail"`` (default) fails the task after writing the output; ``"succeed"``
+        returns the summary, with ``budget_exhausted`` and ``not_sent`` in it.
+
     Request (shared by every item, as on :class:`AgentChatCompletionOperator`): ``system_prompt``,
     ``agentchat_conn_id``, ``timeout``, ``max_retries`` and the body fields of the reference (``model``,
     ``temperature``, ``max_tokens``, ``tools``, DO extras, ``extra_body``...).
@@ -112,13 +122,21 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         progress_interval: float = 5.0,
         output_schema: Any = None,
         output_strategy: str = "auto",
+        on_budget_exhausted: str = "fail",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        from airflow_agentchat.spend import check_limits
+
+        check_limits(None, None, on_budget_exhausted)
+        self.on_budget_exhausted = on_budget_exhausted
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
         if not 0.0 <= max_failed_fraction <= 1.0:
             raise ValueError("max_failed_fraction must be between 0 and 1")
+        # An upstream task's XCom as input is named in lineage: remember which one before it is resolved.
+        source = getattr(prompts, "operator", None)
+        self._prompts_xcom = (source.task_id, getattr(prompts, "key", "return_value")) if source is not None else None
         self.prompts = prompts
         self.input_path = input_path
         self.output_path = output_path
@@ -139,6 +157,7 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         self._loop: Any = None
         self._main: Any = None
         self._shards = 1
+        self._facts: dict[str, Any] = {}  # what this run did, for lineage (see get_openlineage_facets_on_complete)
 
     @cached_property
     def gate(self) -> RateGate:
@@ -198,6 +217,10 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         shared = self.body_params()
         output, build_request = self._output()
         self._check_shared(shared, output)
+        from airflow_agentchat.spend import Budget
+
+        prices = self.prices()
+        Budget(self.max_total_tokens, self.max_cost, prices)  # max_cost without prices fails here, before any request
         ti = context.get("ti")
         owner = {key: getattr(ti, key, None) for key in ("dag_id", "task_id", "run_id", "map_index", "try_number")}
         store = ResultStore(
@@ -209,12 +232,19 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         )
         store.open()  # before anything is paid for: the output is writable and no other live run holds it
         try:
-            return self._execute(context, store, shared, output, build_request, started)
+            return self._execute(context, store, shared, output, build_request, started, prices)
         finally:
             store.release()
 
     def _execute(
-        self, context: Context, store: Any, shared: dict[str, Any], output: Any, build_request: Any, started: float
+        self,
+        context: Context,
+        store: Any,
+        shared: dict[str, Any],
+        output: Any,
+        build_request: Any,
+        started: float,
+        prices: Any,
     ) -> dict[str, Any]:
         import time
 
@@ -222,8 +252,11 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         from airflow_agentchat.batch.runner import BatchRunner, run_coroutine
         from airflow_agentchat.batch.store import to_path
         from airflow_agentchat.exceptions import AgentChatError
+        from airflow_agentchat.metrics import TaskMetrics
+        from airflow_agentchat.spend import Budget, BudgetExhaustedError
 
         scan = store.scan(retry_failed=self.retry_failed)
+        budget = Budget(self.max_total_tokens, self.max_cost, prices, used=dict(scan.usage))
         if scan.lines:
             self.log.info(
                 "Resuming %s: %d ids already recorded (%d failed ones will be sent again), %d parts",
@@ -271,7 +304,11 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
             log=self.log,
             secret=settings.api_key,
             output=output,
+            budget=budget,
+            prices=prices,
+            metrics=TaskMetrics.create(self.agentchat_conn_id, context),
         )
+        self._facts = {"host": settings.base_url, "input": self.input_path, "output": str(self.resolve_output_path())}
         run = run_coroutine(self._run(runner, work, total, len(scan.done)))
         composed = store.compose()
         elapsed = time.monotonic() - started
@@ -299,7 +336,32 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
                 "tokens_per_minute": self.gate.tokens_per_minute,
             },
         }
+        if prices.known:
+            summary["cost"] = prices.cost(summary["usage"])
+            summary["run_cost"] = prices.cost(summary["run_usage"])
+        if budget.active:
+            not_sent = max(0, total - input_stats.resumed - input_stats.duplicates - run.done)
+            summary.update(budget_exhausted=budget.exhausted, not_sent=not_sent if budget.exhausted else 0)
+        self._facts.update(
+            model=shared.get("model") or settings.model,
+            usage=summary["usage"],
+            requests=run.sent,
+            attempts=run.attempts,
+            errors=composed.error_types,
+            cost=summary.get("cost"),
+        )
         self.log.info("Batch summary: %s", summary)
+        # Usage and cost first: they reach XCom even when the task fails below.
+        self._push_spend(context, summary["usage"], summary.get("cost"))
+        if budget.exhausted:
+            message = (
+                f"Budget exhausted: {budget.describe()}; {summary['not_sent']} items not sent (a rerun with a larger "
+                f"budget sends them). {composed.total} results are in {store.output}."
+            )
+            if self.on_budget_exhausted == "fail":
+                context["ti"].xcom_push(key="summary", value=summary)
+                raise BudgetExhaustedError(message)
+            self.log.warning("%s on_budget_exhausted='succeed': the task succeeds.", message)
         if fraction > self.max_failed_fraction:
             context["ti"].xcom_push(key="summary", value=summary)
             raise AgentChatError(
@@ -316,6 +378,12 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         from airflow_agentchat.models import build_fields
 
         build_fields(**(output.apply([], shared)[1] if output is not None else shared))
+
+    def _push_spend(self, context: Context, usage: dict[str, Any], cost: float | None) -> None:
+        ti = context["ti"]
+        ti.xcom_push(key="usage", value=usage)
+        if cost is not None:
+            ti.xcom_push(key="cost", value=cost)
 
     def _output(self) -> tuple[Any, Any]:
         """The output spec (None without a schema) and the request builder that adds it to every item."""
@@ -339,6 +407,20 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         finally:
             self._main = None
             await self.hook.aclose()
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """Input file (or the upstream XCom) and output file as datasets, and the run facet; never a part file."""
+        from airflow_agentchat.lineage import dataset_name, operator_lineage
+
+        facts = self._facts
+        inputs = []
+        if facts.get("input"):
+            inputs.append(dataset_name(facts["input"]))
+        elif self._prompts_xcom is not None:
+            task_id, key = self._prompts_xcom
+            inputs.append(("airflow", f"xcom/{self.dag_id}/{task_id}/{key}"))
+        outputs = [dataset_name(facts["output"])] if facts.get("output") else []
+        return operator_lineage(facts, inputs, outputs)
 
     def on_kill(self) -> None:
         """Cancel the batch: requests in flight are dropped, results already received are flushed."""

@@ -1,0 +1,172 @@
+"""What a task may spend and what it spent: token budgets and cost, with no I/O.
+
+Both operators use the same two pieces: :class:`Prices` turns token usage into money (from the connection's
+``prompt_token_price`` / ``completion_token_price`` extras, currency units per million tokens), and
+:class:`Budget` decides whether one more request may be sent. A budget *reserves* a request's estimate before
+it is sent and settles it against the real usage when the answer arrives, so requests in flight at the same
+time cannot overshoot it together; it never stops a request that was already sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from airflow_agentchat.exceptions import AgentChatError
+
+USAGE_KEYS = ("prompt_tokens", "completion_tokens", "total_tokens")
+BUDGET_ACTIONS = ("fail", "succeed")
+
+
+class BudgetExhaustedError(AgentChatError, kind="budget_exhausted"):
+    """The task's token or cost budget does not allow another request."""
+
+
+def zero_usage() -> dict[str, int]:
+    return dict.fromkeys(USAGE_KEYS, 0)
+
+
+def add_usage(total: dict[str, int], usage: Mapping[str, Any] | None) -> dict[str, int]:
+    """Add token counts to ``total`` in place (non-integers are ignored) and return it."""
+    if usage:
+        for key in USAGE_KEYS:
+            value = usage.get(key)
+            if isinstance(value, int) and not isinstance(value, bool):
+                total[key] = total.get(key, 0) + value
+    return total
+
+
+def _price(extra: Mapping[str, Any], key: str) -> float | None:
+    value = extra.get(key)
+    if value is None or value == "":
+        return None
+    try:
+        price = float(value)
+    except (TypeError, ValueError):
+        raise AgentChatError(f"Connection extra {key!r} must be a number (per million tokens), got {value!r}") from None
+    if not price >= 0 or price == float("inf"):
+        raise AgentChatError(f"Connection extra {key!r} must be a finite number >= 0, got {value!r}")
+    return price
+
+
+@dataclass(frozen=True)
+class Prices:
+    """Currency units per million prompt / completion tokens; ``known`` only when at least one is set."""
+
+    prompt: float = 0.0
+    completion: float = 0.0
+    known: bool = False
+
+    @classmethod
+    def from_extra(cls, extra: Mapping[str, Any] | None) -> Prices:
+        extra = extra or {}
+        prompt = _price(extra, "prompt_token_price")
+        completion = _price(extra, "completion_token_price")
+        if prompt is None and completion is None:
+            return cls()
+        return cls(prompt or 0.0, completion or 0.0, True)
+
+    def cost(self, usage: Mapping[str, Any] | None) -> float | None:
+        """The cost of ``usage`` (None without prices), rounded to a millionth of a unit."""
+        if not self.known:
+            return None
+        usage = usage or {}
+        prompt = usage.get("prompt_tokens") or 0
+        completion = usage.get("completion_tokens") or 0
+        return round((prompt * self.prompt + completion * self.completion) / 1_000_000, 6)
+
+
+def check_limits(max_total_tokens: Any, max_cost: Any, on_budget_exhausted: Any = "fail") -> None:
+    """Refuse bad budget arguments when the DAG is parsed, naming the field and the rule."""
+    if max_total_tokens is not None and (
+        not isinstance(max_total_tokens, int) or isinstance(max_total_tokens, bool) or max_total_tokens < 1
+    ):
+        raise ValueError(f"max_total_tokens must be a whole number >= 1, got {max_total_tokens!r}")
+    if max_cost is not None and (
+        not isinstance(max_cost, (int, float)) or isinstance(max_cost, bool) or not max_cost > 0
+    ):
+        raise ValueError(f"max_cost must be a number > 0, got {max_cost!r}")
+    if on_budget_exhausted not in BUDGET_ACTIONS:
+        raise ValueError(f"on_budget_exhausted must be one of {', '.join(BUDGET_ACTIONS)}, got {on_budget_exhausted!r}")
+
+
+@dataclass
+class Budget:
+    """Tokens and cost already used, what is reserved for requests in flight, and the limits.
+
+    ``used`` starts with what earlier runs or tries spent, so the limits hold across them.
+    """
+
+    max_total_tokens: int | None = None
+    max_cost: float | None = None
+    prices: Prices = field(default_factory=Prices)
+    used: dict[str, int] = field(default_factory=zero_usage)
+    reserved_tokens: int = 0
+    reserved_cost: float = 0.0
+    exhausted: bool = False
+
+    def __post_init__(self) -> None:
+        if self.max_cost is not None and not self.prices.known:
+            raise AgentChatError(
+                "max_cost needs prices: set the connection extras prompt_token_price and/or completion_token_price "
+                "(currency units per million tokens)"
+            )
+
+    @property
+    def active(self) -> bool:
+        return self.max_total_tokens is not None or self.max_cost is not None
+
+    @property
+    def used_cost(self) -> float | None:
+        return self.prices.cost(self.used)
+
+    def _estimate_cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        return (prompt_tokens * self.prices.prompt + completion_tokens * self.prices.completion) / 1_000_000
+
+    def reserve(self, prompt_tokens: int, completion_tokens: int) -> bool:
+        """Reserve a request's estimate; False (and ``exhausted``) when it would go over a limit."""
+        if self.exhausted:
+            return False
+        tokens = prompt_tokens + completion_tokens
+        if (
+            self.max_total_tokens is not None
+            and self.used["total_tokens"] + self.reserved_tokens + tokens > self.max_total_tokens
+        ):
+            self.exhausted = True
+            return False
+        cost = self._estimate_cost(prompt_tokens, completion_tokens) if self.max_cost is not None else 0.0
+        if self.max_cost is not None and (self.used_cost or 0.0) + self.reserved_cost + cost > self.max_cost:
+            self.exhausted = True
+            return False
+        self.reserved_tokens += tokens
+        self.reserved_cost += cost
+        return True
+
+    def settle(self, prompt_tokens: int, completion_tokens: int, usage: Mapping[str, Any] | None) -> None:
+        """Replace a reservation by what the request really used (an error answer may have used nothing)."""
+        self.reserved_tokens = max(0, self.reserved_tokens - prompt_tokens - completion_tokens)
+        if self.max_cost is not None:
+            self.reserved_cost = max(0.0, self.reserved_cost - self._estimate_cost(prompt_tokens, completion_tokens))
+        add_usage(self.used, usage)
+
+    def describe(self) -> str:
+        """Used against the limits, for log lines and error messages."""
+        parts = []
+        if self.max_total_tokens is not None:
+            parts.append(f"{self.used['total_tokens']} of max_total_tokens={self.max_total_tokens} tokens used")
+        if self.max_cost is not None:
+            parts.append(f"cost {self.used_cost:.6f} of max_cost={self.max_cost}")
+        return ", ".join(parts) or f"{self.used['total_tokens']} tokens used"
+
+
+def estimate_tokens(messages: Any) -> int:
+    """A rough prompt size in tokens (about four characters per token) for a reservation."""
+    size = 0
+    for message in messages or ():
+        content = message.get("content") if isinstance(message, Mapping) else None
+        if isinstance(content, str):
+            size += len(content)
+        elif content is not None:
+            size += len(str(content))
+    return size // 4 + 4 * len(messages or ()) + 1

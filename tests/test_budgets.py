@@ -1,0 +1,223 @@
+"""Token budgets and cost: the batch stops sending at its budget and a rerun continues; cost = usage x price.
+
+Everything runs against the session dev server, and every assertion is on what it counted or on the output.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from airflow_agentchat.batch.items import stable_id
+from airflow_agentchat.spend import Budget, BudgetExhaustedError, Prices
+
+CONN = "agentchat_budget"
+PROMPT_PRICE = 2.5  # per million prompt tokens
+COMPLETION_PRICE = 10.0
+
+
+@pytest.fixture()
+def server(devserver):
+    devserver.reset()
+    devserver.configure(latency_ms=30)  # requests overlap, so the stop has requests in flight
+    yield devserver
+    devserver.reset()
+    devserver.configure(latency_ms=0)
+
+
+@pytest.fixture()
+def conn(server, make_conn) -> str:
+    return make_conn(CONN, server.url, prompt_token_price=PROMPT_PRICE, completion_token_price=COMPLETION_PRICE)
+
+
+class _TI:
+    def __init__(self) -> None:
+        self.pushed: dict[str, object] = {}
+
+    def xcom_push(self, key: str, value: object) -> None:
+        self.pushed[key] = value
+
+
+def batch(tmp_path: Path, **kwargs):
+    from airflow_agentchat.operators.batch import AgentChatBatchOperator
+
+    kwargs.setdefault("output_path", f"file://{tmp_path}/out.jsonl")
+    kwargs.setdefault("agentchat_conn_id", CONN)
+    return AgentChatBatchOperator(task_id="batch", **kwargs)
+
+
+def lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def price(usage: dict) -> float:
+    return round((usage["prompt_tokens"] * PROMPT_PRICE + usage["completion_tokens"] * COMPLETION_PRICE) / 1e6, 6)
+
+
+PROMPTS = [f"budget question number {i}" for i in range(60)]
+
+
+def test_batch_stops_at_its_budget_and_a_rerun_sends_only_the_rest(conn, server, tmp_path):
+    out = tmp_path / "out.jsonl"
+    ti = _TI()
+    with pytest.raises(BudgetExhaustedError) as failure:
+        batch(tmp_path, prompts=PROMPTS, max_concurrency=6, max_total_tokens=400).execute({"ti": ti})
+    first = lines(out)
+    sent = server.stats(timestamps=False)["total"]
+    # Stopped part way; every request that was sent (in flight at the stop included) has its line.
+    assert 0 < sent < len(PROMPTS)
+    assert len(first) == sent and all(line["status"] == "ok" for line in first)
+    used = sum(line["usage"]["total_tokens"] for line in first)
+    message = str(failure.value)
+    assert f"{used} of max_total_tokens=400 tokens used" in message
+    assert f"{len(PROMPTS) - sent} items not sent" in message
+    # Usage and cost reached XCom before the task failed.
+    assert ti.pushed["usage"]["total_tokens"] == used
+    assert ti.pushed["cost"] == price(ti.pushed["usage"])
+    assert ti.pushed["summary"]["not_sent"] == len(PROMPTS) - sent
+
+    assert used <= 400  # reservations are estimates taken before sending, so in flight never overshot here
+
+    summary = batch(tmp_path, prompts=PROMPTS, max_concurrency=6, max_total_tokens=100_000).execute({"ti": _TI()})
+    stats = server.stats(timestamps=False)
+    assert stats["total"] == len(PROMPTS)  # the rerun sent exactly the rest
+    assert all(stats["by_prompt"][p] == 1 for p in PROMPTS)
+    final = lines(out)
+    ids = [line["id"] for line in final]
+    assert len(ids) == len(set(ids)) == len(PROMPTS)  # complete, 0 duplicates
+    assert set(ids) == {stable_id(p) for p in PROMPTS}
+    assert summary["duplicates"] == 0 and summary["budget_exhausted"] is False
+    assert summary["usage"]["total_tokens"] == sum(line["usage"]["total_tokens"] for line in final)
+
+
+def test_on_budget_exhausted_succeed_returns_the_summary(conn, server, tmp_path):
+    summary = batch(
+        tmp_path, prompts=PROMPTS[:20], max_concurrency=2, max_total_tokens=150, on_budget_exhausted="succeed"
+    ).execute({"ti": _TI()})
+    sent = server.stats(timestamps=False)["total"]
+    assert summary["budget_exhausted"] is True and 0 < sent < 20
+    assert summary["not_sent"] == 20 - sent == 20 - summary["total"]
+
+
+def test_cost_is_usage_times_price_on_lines_summary_and_xcom(conn, server, tmp_path):
+    ti = _TI()
+    summary = batch(tmp_path, prompts=PROMPTS[:10], max_concurrency=3).execute({"ti": ti})
+    out = lines(tmp_path / "out.jsonl")
+    assert len(out) == 10
+    for line in out:
+        assert line["cost"] == price(line["usage"]) and line["cost"] > 0
+    assert summary["cost"] == price(summary["usage"]) == ti.pushed["cost"]
+    assert ti.pushed["usage"] == summary["usage"]
+
+
+def test_max_cost_stops_like_max_total_tokens(conn, server, tmp_path):
+    per_item_cost_bound = 0.003
+    with pytest.raises(BudgetExhaustedError, match=r"max_cost=0\.003"):
+        batch(tmp_path, prompts=PROMPTS, max_concurrency=2, max_cost=per_item_cost_bound).execute({"ti": _TI()})
+    out = lines(tmp_path / "out.jsonl")
+    sent = server.stats(timestamps=False)["total"]
+    assert 0 < sent < len(PROMPTS) and len(out) == sent
+
+
+def test_max_cost_without_prices_fails_before_any_request(server, make_conn, tmp_path):
+    make_conn(CONN, server.url)
+    with pytest.raises(Exception, match="max_cost needs prices"):
+        batch(tmp_path, prompts=PROMPTS[:3], max_cost=1.0).execute({"ti": _TI()})
+    assert server.stats(timestamps=False)["total"] == 0
+
+
+def test_bad_budget_arguments_fail_at_parse_time():
+    from airflow_agentchat.operators.agent_chat import AgentChatCompletionOperator
+
+    with pytest.raises(ValueError, match="max_total_tokens must be a whole number >= 1"):
+        AgentChatCompletionOperator(task_id="t", prompt="x", max_total_tokens=0)
+    with pytest.raises(ValueError, match="max_cost must be a number > 0"):
+        AgentChatCompletionOperator(task_id="t", prompt="x", max_cost=-1)
+    with pytest.raises(ValueError, match="on_budget_exhausted must be one of fail, succeed"):
+        batch(Path("/tmp"), prompts=["x"], on_budget_exhausted="ignore")
+
+
+# ---------------------------------------------------------------------------------------- single operator
+
+
+class _StateStore:
+    """What ``context["task_state_store"]`` offers (get/set/delete); it survives tries, unlike XCom."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, object] = {}
+
+    def get(self, key, default=None):
+        return self.values.get(key, default)
+
+    def set(self, key, value, **_):
+        self.values[key] = value
+
+    def delete(self, key):
+        self.values.pop(key, None)
+
+
+def single(**kwargs):
+    from airflow_agentchat.operators.agent_chat import AgentChatCompletionOperator
+
+    return AgentChatCompletionOperator(task_id="single", agentchat_conn_id=CONN, deferrable=False, **kwargs)
+
+
+IMPOSSIBLE = {
+    "type": "object",
+    "properties": {"never": {"type": "string", "pattern": "^impossible-[0-9]{40}$"}},
+    "required": ["never"],
+}
+
+
+def test_single_operator_usage_survives_failure_and_the_budget_spans_tries(conn, server):
+    """Try 1: every repair round is paid, none validates; usage + cost reach XCom before the failure, and the
+    spend stays in the state store. Try 2 with the same budget sends nothing."""
+    from airflow_agentchat.structured_output import OutputValidationError
+
+    store = _StateStore()
+    ti = _TI()
+    with pytest.raises(OutputValidationError):
+        single(prompt="give me json", output_schema=IMPOSSIBLE, output_retries=2, max_total_tokens=100_000).execute(
+            {"ti": ti, "task_state_store": store}
+        )
+    rounds = server.stats(timestamps=False)["total"]
+    assert rounds == 3
+    usage = ti.pushed["usage"]
+    assert usage["total_tokens"] > 0 and ti.pushed["cost"] == price(usage)
+    assert store.values["agentchat_spend"] == usage  # what the next try starts from
+
+    budget = usage["total_tokens"] + 5  # too little for another request
+    with pytest.raises(BudgetExhaustedError, match=f"{usage['total_tokens']} of max_total_tokens={budget} tokens"):
+        single(prompt="give me json", output_schema=IMPOSSIBLE, max_total_tokens=budget).execute(
+            {"ti": _TI(), "task_state_store": store}
+        )
+    assert server.stats(timestamps=False)["total"] == rounds  # try 2 sent nothing
+
+
+def test_single_operator_budget_stops_repair_rounds(conn, server):
+    ti = _TI()
+    with pytest.raises(BudgetExhaustedError):
+        single(prompt="give me json", output_schema=IMPOSSIBLE, output_retries=5, max_total_tokens=250).execute(
+            {"ti": ti, "task_state_store": _StateStore()}
+        )
+    rounds = server.stats(timestamps=False)["total"]
+    assert 1 <= rounds < 6
+    assert ti.pushed["usage"]["total_tokens"] > 0  # the paid rounds are in XCom
+
+
+def test_success_forgets_the_spend_of_earlier_tries(conn, server):
+    store = _StateStore()
+    store.set("agentchat_spend", {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20})
+    assert single(prompt="hello", max_total_tokens=1000).execute({"ti": _TI(), "task_state_store": store})
+    assert "agentchat_spend" not in store.values
+
+
+def test_budget_is_pure_reservation_arithmetic():
+    budget = Budget(max_total_tokens=100, prices=Prices(1.0, 2.0, True))
+    assert budget.reserve(30, 20) and budget.reserve(30, 20)
+    assert not budget.reserve(1, 0) and budget.exhausted  # 100 reserved: nothing more fits
+    budget.settle(30, 20, {"prompt_tokens": 30, "completion_tokens": 10, "total_tokens": 40})
+    assert budget.used["total_tokens"] == 40 and budget.reserved_tokens == 50
+    assert budget.used_cost == round((30 * 1.0 + 10 * 2.0) / 1e6, 6)
