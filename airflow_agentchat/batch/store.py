@@ -95,9 +95,7 @@ class ScanResult:
     retrying: int = 0  # ids recorded as failed that will be sent again
     lines: int = 0
     parts: int = 0
-    usage: dict[str, int] = field(  # tokens paid for by the lines found (a budget counts them as spent)
-        default_factory=lambda: {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
-    )
+    usage: TokenUsage = ZERO  # tokens paid for by the lines found (a budget counts them as spent)
 
 
 @dataclass
@@ -327,10 +325,7 @@ class ResultStore:
                 result.lines += 1
                 usage = record.get("usage")
                 if isinstance(usage, dict):
-                    for key, total in result.usage.items():
-                        value = usage.get(key)
-                        if isinstance(value, int):
-                            result.usage[key] = total + value
+                    result.usage += TokenUsage.of(usage)
                 self._occurrences[item_id] = self._occurrences.get(item_id, 0) + 1
                 error = record.get("error")
                 failed = record.get("status") == "error" or error is not None

@@ -256,7 +256,7 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         from airflow_agentchat.spend import Budget, BudgetExhaustedError
 
         scan = store.scan(retry_failed=self.retry_failed)
-        budget = Budget(self.max_total_tokens, self.max_cost, prices, used=dict(scan.usage))
+        budget = Budget(self.max_total_tokens, self.max_cost, prices, used=scan.usage)
         if scan.lines:
             self.log.info(
                 "Resuming %s: %d ids already recorded (%d failed ones will be sent again), %d parts",
