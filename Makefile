@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 UV := $(shell command -v uv 2>/dev/null || echo "$(HOME)/.local/bin/uv")
 
-.PHONY: venv test lint demo ui bench scale-demo clean
+.PHONY: venv test lint typecheck demo ui bench scale-demo clean
 
 $(UV):
 	python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
@@ -21,7 +21,11 @@ lint: venv
 	$(VENV)/bin/ruff check airflow_agentchat tests dags benchmarks dev
 	$(VENV)/bin/ruff format --check airflow_agentchat tests dags benchmarks dev
 
-test: lint
+# mypy settings live in pyproject.toml ([tool.mypy]).
+typecheck: venv
+	$(VENV)/bin/mypy
+
+test: lint typecheck
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 QUIET_VENV = @out=$$($(MAKE) --no-print-directory venv 2>&1) || { echo "$$out"; exit 1; }
@@ -44,4 +48,4 @@ scale-demo: venv
 	$(PY) dev/scale_demo.py $(SCALE_DEMO_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache

@@ -1,36 +1,43 @@
 """Errors raised by airflow-agentchat.
 
 Every error is an ``AirflowException``, so a task that lets one escape fails the usual way. The hierarchy
-says what went wrong and therefore what a caller can do about it::
+says what went wrong and therefore what a caller can do about it (``kind`` in brackets)::
 
-    AgentChatError                      base class of everything below
-    ├── InvalidRequestError             the request broke a rule of the reference; nothing was sent
-    ├── AgentChatConnectionError        no HTTP answer: DNS, refused, TLS, timeout, reset
-    ├── APIError                        the server answered with an error status
-    │   ├── AuthenticationError         401 / 403: the access key is wrong or lacks rights
-    │   ├── NotFoundError               404: the endpoint URL does not serve chat completions
-    │   ├── RateLimitError              429 (``insufficient_quota`` is final, the rest are retried)
-    │   ├── ServerError                 5xx
-    │   └── InvalidResponseError        a 2xx whose body is not a chat completion
-    └── StreamError                     a stream broke: an error event, bad JSON, or it ended early
-        └── TruncatedStreamError        the stream ended without ``[DONE]`` or a finish reason
+    AgentChatError                      base class of everything below [agentchat_error]
+    ├── InvalidRequestError             the request broke a rule of the reference; nothing was sent [invalid_request]
+    ├── AgentChatConnectionError        no HTTP answer [connection_error]
+    │   ├── DNSError                    the endpoint's host name does not resolve [dns_error]
+    │   ├── RefusedError                nothing listens on the endpoint's host and port [connection_refused]
+    │   ├── TLSError                    the TLS handshake or certificate check failed [tls_error]
+    │   ├── NetworkTimeoutError         connecting, sending or reading took longer than the timeout [timeout]
+    │   └── ResetError                  the connection broke before the answer was complete [connection_reset]
+    ├── APIError                        the server answered with an error status [api_error]
+    │   ├── AuthenticationError         401 / 403: the access key is wrong or lacks rights [authentication_error]
+    │   ├── NotFoundError               404: the endpoint URL does not serve chat completions [not_found]
+    │   ├── RateLimitError              429 (``insufficient_quota`` is final, the rest are retried) [rate_limited]
+    │   ├── ServerError                 5xx [server_error]
+    │   └── InvalidResponseError        a 2xx whose body is not a chat completion [invalid_response]
+    └── StreamError                     a stream broke: an error event, bad JSON, or it ended early [stream_error]
+        └── TruncatedStreamError        the stream ended without ``[DONE]`` or a finish reason [truncated_stream]
 
-``retryable`` says whether sending the same request again may succeed; the hook's retry loop asks nothing else.
+``kind`` is a stable snake_case name for the class (what result files and the UI show); ``retryable`` says
+whether sending the same request again may succeed. Callers decide on these two, never on the text.
+:meth:`AgentChatError.to_dict` and :meth:`AgentChatError.from_dict` carry an error across a process boundary
+as plain JSON (the trigger's event), so the deferred task raises the class the direct one would.
 
-No error carries the access key: every string taken from a response (message, code, type, param, request id,
-the text of an error event or of a transport error) goes through :func:`redact` when the error is built, so
-the key cannot reach ``str``, ``repr``, an attribute, a log line or an output file even when a server echoes it.
+No error carries the access key: :mod:`airflow_agentchat.wire_errors` builds these errors from what came over
+the wire and redacts every string it takes from a response (message, code, type, param, request id, the text of
+an error event or of a transport error), so the key cannot reach ``str``, ``repr``, an attribute, a log line or
+an output file even when a server echoes it.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from airflow.sdk.exceptions import AirflowException
 
-_MAX_MESSAGE = 500
+_BY_KIND: dict[str, type[AgentChatError]] = {}
 
 
 class AgentChatError(AirflowException):
@@ -40,11 +47,38 @@ class AgentChatError(AirflowException):
     every request the server could have seen. ``retryable``: sending the same request again may succeed.
     """
 
+    kind: ClassVar[str] = "agentchat_error"
     attempts: int = 0
     retryable: bool = False
 
+    def __init_subclass__(cls, kind: str | None = None, **kwargs: Any) -> None:
+        """Register the subclass under the kind its class statement names: ``class X(Base, kind="x")``."""
+        super().__init_subclass__(**kwargs)
+        if kind is None:
+            raise TypeError(f"{cls.__name__} must name its own kind: class {cls.__name__}(..., kind='...')")
+        cls.kind = kind
+        _BY_KIND[kind] = cls
 
-class InvalidRequestError(AgentChatError, ValueError):
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON from which :meth:`from_dict` rebuilds this error, class included."""
+        return {"kind": self.kind, "message": str(self), "retryable": self.retryable, "attempts": self.attempts}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AgentChatError:
+        """The error :meth:`to_dict` described, as its own class (an unknown kind gives an ``AgentChatError``)."""
+        error = _BY_KIND.get(str(data.get("kind")), AgentChatError)._rebuild(data)
+        error.attempts = int(data.get("attempts") or 0)
+        return error
+
+    @classmethod
+    def _rebuild(cls, data: dict[str, Any]) -> AgentChatError:
+        return cls(str(data.get("message") or "agent chat request failed"))
+
+
+_BY_KIND[AgentChatError.kind] = AgentChatError
+
+
+class InvalidRequestError(AgentChatError, ValueError, kind="invalid_request"):
     """The request breaks a rule of the reference; raised before anything is sent.
 
     ``errors`` holds one ``(field, rule)`` pair per problem, with ``field`` in dotted form
@@ -56,14 +90,50 @@ class InvalidRequestError(AgentChatError, ValueError):
         lines = "; ".join(f"{field}: {rule}" for field, rule in errors)
         super().__init__(f"Invalid chat completion request: {lines}")
 
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "errors": [list(pair) for pair in self.errors]}
 
-class AgentChatConnectionError(AgentChatError):
-    """The server could not be reached, or the connection broke or timed out before the answer was complete."""
+    @classmethod
+    def _rebuild(cls, data: dict[str, Any]) -> AgentChatError:
+        return cls([(str(field), str(rule)) for field, rule in data.get("errors") or []])
+
+
+class AgentChatConnectionError(AgentChatError, kind="connection_error"):
+    """The server could not be reached, or the connection broke or timed out before the answer was complete.
+
+    ``what`` is how the error text starts: the subclasses, named by the cause, know what happened.
+    """
 
     retryable = True
+    what: ClassVar[str | None] = None
+
+    def __init_subclass__(cls, what: str | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if what is not None:
+            cls.what = what
 
 
-class APIError(AgentChatError):
+class DNSError(AgentChatConnectionError, kind="dns_error", what="Cannot resolve the host"):
+    """The host name of the endpoint does not resolve (a typo in the host, or no DNS from this worker)."""
+
+
+class RefusedError(AgentChatConnectionError, kind="connection_refused", what="Connection refused"):
+    """The host refused the connection: nothing listens on that port, or a firewall rejects it."""
+
+
+class TLSError(AgentChatConnectionError, kind="tls_error", what="TLS failed"):
+    """The TLS handshake failed: an untrusted certificate, or TLS spoken to a plain-HTTP port."""
+
+
+class NetworkTimeoutError(AgentChatConnectionError, kind="timeout", what="Timed out"):
+    """Connecting, sending or reading took longer than the connection's timeout."""
+
+
+class ResetError(AgentChatConnectionError, kind="connection_reset", what="Connection reset"):
+    """The connection was closed or reset before the whole answer arrived."""
+
+
+class APIError(AgentChatError, kind="api_error"):
     """The server answered with an error status.
 
     Carries what a person needs to act: HTTP ``status``, the server's ``code`` and ``message``, and the
@@ -89,7 +159,7 @@ class APIError(AgentChatError):
         self.request_id = request_id
         self.retry_after = retry_after
         parts = [f"HTTP {status}"]
-        if code:
+        if code and code != str(status):  # proxies often put the status in "code": it would only repeat it
             parts.append(f"code={code}")
         if param:
             parts.append(f"param={param}")
@@ -98,38 +168,62 @@ class APIError(AgentChatError):
         super().__init__(f"{message} ({', '.join(parts)})")
 
     @property
-    def retryable(self) -> bool:
+    def retryable(self) -> bool:  # type: ignore[override]
         """Whether sending the same request again may succeed: 408, 409, 429 (not ``insufficient_quota``), 5xx."""
         if self.status == 429:
             return self.code != "insufficient_quota"
         return self.status in (408, 409) or self.status >= 500
 
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **super().to_dict(),
+            "status": self.status,
+            "message": self.message,
+            "code": self.code,
+            "error_type": self.error_type,
+            "param": self.param,
+            "request_id": self.request_id,
+            "retry_after": self.retry_after,
+        }
 
-class AuthenticationError(APIError):
+    @classmethod
+    def _rebuild(cls, data: dict[str, Any]) -> AgentChatError:
+        return cls(
+            int(data.get("status") or 0),
+            str(data.get("message") or ""),
+            code=data.get("code"),
+            error_type=data.get("error_type"),
+            param=data.get("param"),
+            request_id=data.get("request_id"),
+            retry_after=data.get("retry_after"),
+        )
+
+
+class AuthenticationError(APIError, kind="authentication_error"):
     """401 or 403: the agent access key is missing, wrong, or not allowed on this agent."""
 
 
-class NotFoundError(APIError):
+class NotFoundError(APIError, kind="not_found"):
     """404: the endpoint does not serve ``/api/v1/chat/completions`` (check the connection host)."""
 
 
-class RateLimitError(APIError):
+class RateLimitError(APIError, kind="rate_limited"):
     """429: too many requests, or ``insufficient_quota`` (final)."""
 
 
-class ServerError(APIError):
+class ServerError(APIError, kind="server_error"):
     """5xx from the server or a proxy in front of it."""
 
 
-class InvalidResponseError(APIError):
+class InvalidResponseError(APIError, kind="invalid_response"):
     """A 2xx whose body is not a chat completion (a proxy's page, a cut or garbled body): retried."""
 
     @property
-    def retryable(self) -> bool:
+    def retryable(self) -> bool:  # type: ignore[override]
         return True
 
 
-class StreamError(AgentChatError):
+class StreamError(AgentChatError, kind="stream_error"):
     """A streamed response broke after it started.
 
     A break, a timeout or data that is not a chunk is ``retryable``; an error event is the server's answer
@@ -140,136 +234,13 @@ class StreamError(AgentChatError):
         super().__init__(message)
         self.retryable = retryable
 
+    @classmethod
+    def _rebuild(cls, data: dict[str, Any]) -> AgentChatError:
+        return cls(str(data.get("message") or ""), retryable=bool(data.get("retryable")))
 
-class TruncatedStreamError(StreamError):
+
+class TruncatedStreamError(StreamError, kind="truncated_stream"):
     """The stream ended without ``data: [DONE]`` and without a finish reason on every choice."""
 
-    def __init__(self, message: str):
-        super().__init__(message, retryable=True)
-
-
-def redact(text: str, secret: str | None) -> str:
-    """Remove ``secret`` from ``text`` (a server may echo the key back in an error message).
-
-    Secrets shorter than four characters are left alone, like Airflow's own masker does: replacing every "a"
-    would garble messages without protecting anything.
-    """
-    if secret and len(secret) >= 4 and secret in text:
-        text = text.replace(secret, "***")
-    return text
-
-
-def redact_optional(text: str | None, secret: str | None) -> str | None:
-    """:func:`redact` for a field that may be absent."""
-    return None if text is None else redact(text, secret)
-
-
-def _first_str(*values: Any) -> str | None:
-    for value in values:
-        if isinstance(value, str) and value:
-            return value
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return str(value)
-    return None
-
-
-def _describe(body: Any) -> tuple[str | None, str | None, str | None, str | None, str | None]:
-    """(message, code, type, param, request_id) from any of the error shapes agent endpoints and proxies send."""
-    if not isinstance(body, Mapping):
-        return None, None, None, None, None
-    request_id = _first_str(body.get("request_id"))
-    error = body.get("error")
-    if isinstance(error, Mapping):
-        return (
-            _first_str(error.get("message")),
-            _first_str(error.get("code")),
-            _first_str(error.get("type")),
-            _first_str(error.get("param")),
-            request_id or _first_str(error.get("request_id")),
-        )
-    if isinstance(error, str):
-        return error, _first_str(body.get("code")), None, None, request_id
-    detail = body.get("detail")
-    if isinstance(detail, str):
-        return detail, None, None, None, request_id
-    if isinstance(detail, list):
-        parts = []
-        for item in detail:
-            if isinstance(item, Mapping):
-                loc = ".".join(str(p) for p in item.get("loc", []) if p != "body")
-                parts.append(f"{loc}: {item.get('msg')}" if loc else str(item.get("msg")))
-            else:
-                parts.append(str(item))
-        return "; ".join(parts) or None, None, None, None, request_id
-    return (
-        _first_str(body.get("message")),
-        _first_str(body.get("code"), body.get("id")),
-        None,
-        None,
-        request_id,
-    )
-
-
-def error_from_response(
-    status: int,
-    headers: Mapping[str, str],
-    content: bytes,
-    *,
-    secret: str | None = None,
-    retry_after: float | None = None,
-) -> APIError:
-    """Build the right :class:`APIError` subclass from an error response of any shape.
-
-    Reads ``{"error": {...}}``, ``{"error": "text"}``, ``{"id": ..., "message": ..., "request_id": ...}``,
-    ``{"detail": [...] | "text"}`` and non-JSON bodies (an HTML 502 page from a proxy becomes its first line
-    of text, not a wall of markup).
-    """
-    text = content.decode("utf-8", errors="replace")
-    try:
-        body = json.loads(text) if text.strip() else None
-    except ValueError:
-        body = None
-    message, code, error_type, param, request_id = _describe(body)
-    if message is None:
-        message = _summarise_text(text) or _default_reason(status)
-    request_id = request_id or headers.get("x-request-id") or headers.get("request-id")
-    cls: type[APIError]
-    if status in (401, 403):
-        cls = AuthenticationError
-    elif status == 404:
-        cls = NotFoundError
-    elif status == 429:
-        cls = RateLimitError
-    elif status >= 500:
-        cls = ServerError
-    else:
-        cls = APIError
-    # Redact before cutting, so a key that straddles the cut cannot leak in part.
-    return cls(
-        status,
-        redact(message, secret)[:_MAX_MESSAGE],
-        code=redact_optional(code, secret),
-        error_type=redact_optional(error_type, secret),
-        param=redact_optional(param, secret),
-        request_id=redact_optional(request_id, secret),
-        retry_after=retry_after,
-    )
-
-
-def _summarise_text(text: str) -> str:
-    import re
-
-    title = re.search(r"<title>(.*?)</title>", text, re.IGNORECASE | re.DOTALL)
-    if title:
-        return " ".join(title.group(1).split())
-    plain = " ".join(re.sub(r"<[^>]+>", " ", text).split())
-    return plain[:200]
-
-
-def _default_reason(status: int) -> str:
-    from http import HTTPStatus
-
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return f"HTTP error {status}"
+    def __init__(self, message: str, *, retryable: bool = True):
+        super().__init__(message, retryable=retryable)

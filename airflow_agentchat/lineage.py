@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -72,7 +72,7 @@ def _facet_class() -> type:
 
 
 def operator_lineage(
-    facts: Mapping[str, Any], inputs: list[tuple[str, str]] = (), outputs: list[tuple[str, str]] = ()
+    facts: Mapping[str, Any], inputs: Sequence[tuple[str, str]] = (), outputs: Sequence[tuple[str, str]] = ()
 ) -> Any:
     """An ``OperatorLineage`` of datasets (``(namespace, name)`` pairs) and the agent chat run facet."""
     from airflow.providers.common.compat.openlineage.facet import Dataset

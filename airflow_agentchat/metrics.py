@@ -24,6 +24,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from airflow_agentchat.usage import TokenUsage
+
 REQUESTS = "agentchat.requests"
 RETRIES = "agentchat.retries"
 PROMPT_TOKENS = "agentchat.prompt_tokens"
@@ -32,33 +34,15 @@ LATENCY = "agentchat.latency"
 
 _INVALID = re.compile(r"[^a-zA-Z0-9_-]")
 
-# The kind of an error, for classes that do not carry a ``kind`` attribute themselves.
-_ERROR_KINDS = {
-    "InvalidRequestError": "invalid_request",
-    "UnicodeError": "invalid_request",  # e.g. a lone surrogate: the same item fails the same way every time
-    "AgentChatConnectionError": "connection_error",
-    "AuthenticationError": "authentication_error",
-    "NotFoundError": "not_found",
-    "RateLimitError": "rate_limited",
-    "ServerError": "server_error",
-    "APIError": "api_error",
-    "TruncatedStreamError": "truncated_stream",
-    "StreamError": "stream_error",
-    "OutputValidationError": "invalid_output",
-    "AgentChatError": "agentchat_error",
-}
-
 
 def error_kind(exc: BaseException) -> str:
-    """A stable snake_case kind: the error's own ``kind`` when it has one, else that of its nearest known class."""
+    """The error's own ``kind`` (every error of this provider names one). A ``UnicodeError`` is a lone
+    surrogate in a request, an ``invalid_request`` (the same item fails the same way every time); anything
+    else is an ``internal_error``."""
     kind = getattr(exc, "kind", None)
     if isinstance(kind, str) and kind:
         return kind
-    for cls in type(exc).__mro__:
-        kind = _ERROR_KINDS.get(cls.__name__)
-        if kind is not None:
-            return kind
-    return "internal_error"
+    return "invalid_request" if isinstance(exc, UnicodeError) else "internal_error"
 
 
 def _part(value: Any) -> str:
@@ -113,9 +97,9 @@ class TaskMetrics:
         if attempts > 1:
             counts[(RETRIES, None)] = counts.get((RETRIES, None), 0) + attempts - 1
         if usage:
-            for name, field in ((PROMPT_TOKENS, "prompt_tokens"), (COMPLETION_TOKENS, "completion_tokens")):
-                value = usage.get(field)
-                if isinstance(value, int) and value:
+            tokens = TokenUsage.of(usage)
+            for name, value in ((PROMPT_TOKENS, tokens.prompt_tokens), (COMPLETION_TOKENS, tokens.completion_tokens)):
+                if value:
                     counts[(name, None)] = counts.get((name, None), 0) + value
         if latency_ms is not None:
             self._stats.timing(LATENCY, latency_ms, tags=self.tags)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -389,12 +389,21 @@ def invalid_request_from(error: ValidationError) -> InvalidRequestError:
     return InvalidRequestError(field_errors(error))
 
 
-def build_request(messages: Sequence[ChatMessage | Mapping[str, Any]] | None, **params: Any) -> ChatCompletionRequest:
-    """Validate ``messages`` and body ``params`` into a request, or raise :class:`InvalidRequestError`."""
-    data = {key: value for key, value in params.items() if value is not None}
-    data["messages"] = [m.model_dump(exclude_none=True) if isinstance(m, BaseModel) else m for m in (messages or [])]
+class RequestFields(ChatCompletionRequest):
+    """The body fields of a request without its conversation, under every rule that does not involve it.
+
+    What the items of a batch share: checked once, as fields, before any item is built.
+    """
+
+    messages: list[ChatMessage] = Field(default_factory=list, exclude=True)
+
+
+_Request = TypeVar("_Request", bound=ChatCompletionRequest)
+
+
+def _validated(model: type[_Request], data: dict[str, Any]) -> _Request:
     try:
-        request = ChatCompletionRequest.model_validate(data)
+        request = model.model_validate(data)
     except ValidationError as exc:
         raise invalid_request_from(exc) from None
     unencodable = _unencodable_text(data)
@@ -405,6 +414,18 @@ def build_request(messages: Sequence[ChatMessage | Mapping[str, Any]] | None, **
             [(unencodable or "request", "holds a lone surrogate (e.g. \\ud800): not valid Unicode, cannot be sent")]
         )
     return request
+
+
+def build_request(messages: Sequence[ChatMessage | Mapping[str, Any]] | None, **params: Any) -> ChatCompletionRequest:
+    """Validate ``messages`` and body ``params`` into a request, or raise :class:`InvalidRequestError`."""
+    data = {key: value for key, value in params.items() if value is not None}
+    data["messages"] = [m.model_dump(exclude_none=True) if isinstance(m, BaseModel) else m for m in (messages or [])]
+    return _validated(ChatCompletionRequest, data)
+
+
+def build_fields(**params: Any) -> RequestFields:
+    """Validate body ``params`` alone, no messages (a batch's shared fields), or raise :class:`InvalidRequestError`."""
+    return _validated(RequestFields, {key: value for key, value in params.items() if value is not None})
 
 
 def _unencodable_text(value: Any, path: str = "") -> str | None:

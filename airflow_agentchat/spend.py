@@ -14,29 +14,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_agentchat.exceptions import AgentChatError
+from airflow_agentchat.usage import ZERO, TokenUsage
 
-USAGE_KEYS = ("prompt_tokens", "completion_tokens", "total_tokens")
 BUDGET_ACTIONS = ("fail", "succeed")
 
 
-class BudgetExhaustedError(AgentChatError):
+class BudgetExhaustedError(AgentChatError, kind="budget_exhausted"):
     """The task's token or cost budget does not allow another request."""
-
-    kind = "budget_exhausted"
-
-
-def zero_usage() -> dict[str, int]:
-    return dict.fromkeys(USAGE_KEYS, 0)
-
-
-def add_usage(total: dict[str, int], usage: Mapping[str, Any] | None) -> dict[str, int]:
-    """Add token counts to ``total`` in place (non-integers are ignored) and return it."""
-    if usage:
-        for key in USAGE_KEYS:
-            value = usage.get(key)
-            if isinstance(value, int) and not isinstance(value, bool):
-                total[key] = total.get(key, 0) + value
-    return total
 
 
 def _price(extra: Mapping[str, Any], key: str) -> float | None:
@@ -69,14 +53,12 @@ class Prices:
             return cls()
         return cls(prompt or 0.0, completion or 0.0, True)
 
-    def cost(self, usage: Mapping[str, Any] | None) -> float | None:
+    def cost(self, usage: TokenUsage | Mapping[str, Any] | None) -> float | None:
         """The cost of ``usage`` (None without prices), rounded to a millionth of a unit."""
         if not self.known:
             return None
-        usage = usage or {}
-        prompt = usage.get("prompt_tokens") or 0
-        completion = usage.get("completion_tokens") or 0
-        return round((prompt * self.prompt + completion * self.completion) / 1_000_000, 6)
+        tokens = usage if isinstance(usage, TokenUsage) else TokenUsage.of(usage)
+        return round((tokens.prompt_tokens * self.prompt + tokens.completion_tokens * self.completion) / 1_000_000, 6)
 
 
 def check_limits(max_total_tokens: Any, max_cost: Any, on_budget_exhausted: Any = "fail") -> None:
@@ -103,7 +85,7 @@ class Budget:
     max_total_tokens: int | None = None
     max_cost: float | None = None
     prices: Prices = field(default_factory=Prices)
-    used: dict[str, int] = field(default_factory=zero_usage)
+    used: TokenUsage = ZERO
     reserved_tokens: int = 0
     reserved_cost: float = 0.0
     exhausted: bool = False
@@ -133,7 +115,7 @@ class Budget:
         tokens = prompt_tokens + completion_tokens
         if (
             self.max_total_tokens is not None
-            and self.used["total_tokens"] + self.reserved_tokens + tokens > self.max_total_tokens
+            and self.used.total_tokens + self.reserved_tokens + tokens > self.max_total_tokens
         ):
             self.exhausted = True
             return False
@@ -150,16 +132,16 @@ class Budget:
         self.reserved_tokens = max(0, self.reserved_tokens - prompt_tokens - completion_tokens)
         if self.max_cost is not None:
             self.reserved_cost = max(0.0, self.reserved_cost - self._estimate_cost(prompt_tokens, completion_tokens))
-        add_usage(self.used, usage)
+        self.used += TokenUsage.of(usage)
 
     def describe(self) -> str:
         """Used against the limits, for log lines and error messages."""
         parts = []
         if self.max_total_tokens is not None:
-            parts.append(f"{self.used['total_tokens']} of max_total_tokens={self.max_total_tokens} tokens used")
+            parts.append(f"{self.used.total_tokens} of max_total_tokens={self.max_total_tokens} tokens used")
         if self.max_cost is not None:
             parts.append(f"cost {self.used_cost:.6f} of max_cost={self.max_cost}")
-        return ", ".join(parts) or f"{self.used['total_tokens']} tokens used"
+        return ", ".join(parts) or f"{self.used.total_tokens} tokens used"
 
 
 def estimate_tokens(messages: Any) -> int:

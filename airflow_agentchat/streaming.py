@@ -31,7 +31,7 @@ import httpx
 from httpx_sse._decoders import SSEDecoder, SSELineDecoder
 from pydantic import ValidationError
 
-from airflow_agentchat.exceptions import StreamError, TruncatedStreamError, error_from_response, redact
+from airflow_agentchat.exceptions import StreamError, TruncatedStreamError
 from airflow_agentchat.models import (
     AssistantMessage,
     ChatCompletion,
@@ -43,6 +43,8 @@ from airflow_agentchat.models import (
     TokenLogprob,
     Usage,
 )
+from airflow_agentchat.redaction import redact
+from airflow_agentchat.wire_errors import error_from_response
 
 __all__ = ["ChunkFolder", "aiter_chunks", "fold_chunks", "iter_chunks"]
 

@@ -24,9 +24,13 @@ import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from airflow_agentchat.exceptions import AgentChatError, InvalidRequestError, redact
+from airflow_agentchat.exceptions import AgentChatError, InvalidRequestError
+from airflow_agentchat.redaction import redact
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 Strategy = Literal["auto", "tool", "json"]
 STRATEGIES: tuple[str, ...] = ("auto", "tool", "json")
@@ -38,7 +42,7 @@ _decoder = json.JSONDecoder()
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
-class OutputValidationError(AgentChatError):
+class OutputValidationError(AgentChatError, kind="invalid_output"):
     """The agent's answer still did not match the output schema after every repair round.
 
     ``errors`` holds ``(path, message)`` pairs of the last answer, ``raw`` what the agent answered (cut and
@@ -56,6 +60,15 @@ class OutputValidationError(AgentChatError):
         super().__init__(
             f"The agent's answer does not match the output schema after {rounds} round(s): {shown}. It answered: {raw}"
         )
+
+    def to_dict(self) -> dict[str, Any]:
+        errors = [list(pair) for pair in self.errors]
+        return {**super().to_dict(), "errors": errors, "raw": self.raw, "rounds": self.rounds, "usage": self.usage}
+
+    @classmethod
+    def _rebuild(cls, data: dict[str, Any]) -> AgentChatError:
+        errors = [(str(path), str(message)) for path, message in data.get("errors") or []]
+        return cls(errors, data.get("raw"), int(data.get("rounds") or 0), data.get("usage"))
 
 
 def _invalid(field_name: str, rule: str) -> InvalidRequestError:
@@ -135,7 +148,7 @@ class OutputSpec:
         self,
         schema: dict[str, Any],
         *,
-        model: type | None,
+        model: type[BaseModel] | None,
         strategy: str,
         retries: int,
         name: str,
@@ -176,9 +189,9 @@ class OutputSpec:
         if isinstance(output_schema, str):
             try:
                 output_schema = json.loads(output_schema)
-            except ValueError as exc:
+            except json.JSONDecodeError as exc:
                 raise _invalid("output_schema", f"not valid JSON ({exc.msg} at line {exc.lineno})") from None
-        model: type | None = None
+        model: type[BaseModel] | None = None
         if isinstance(output_schema, type):
             from pydantic import BaseModel
 
@@ -251,8 +264,9 @@ class OutputSpec:
 
         if self.strategy == "json":
             return full
-        messages, params = self.apply([{"role": "user", "content": "-"}], {})
-        shared = build_request(messages, **params)
+        from airflow_agentchat.models import build_fields
+
+        shared = build_fields(**self.apply([], {})[1])
         attach = {"tools": shared.tools, "tool_choice": shared.tool_choice}
 
         def fast(messages: list[dict[str, Any]], **params: Any) -> Any:
@@ -307,8 +321,8 @@ class OutputSpec:
             try:
                 instance = self.model.model_validate(value)
             except ValidationError as exc:
-                errors = exc.errors(include_url=False, include_input=False, include_context=False)
-                return None, sorted((json_path(e["loc"]), e["msg"]) for e in errors)
+                details = exc.errors(include_url=False, include_input=False, include_context=False)
+                return None, sorted((json_path(e["loc"]), e["msg"]) for e in details)
             return instance.model_dump(mode="json"), []
         errors = sorted(_schema_error(e) for e in self._validator.iter_errors(value))  # by path, as for a model
         return (None, errors) if errors else (value, [])
@@ -375,25 +389,25 @@ def message_of(completion: Any) -> dict[str, Any]:
     return out
 
 
-def result_fields(spec: OutputSpec, completion: Any, secret: str | None = None) -> dict[str, Any]:
-    """What a batch result line gets for one answer: ``{"output": value}``, or the ``invalid_output`` error.
+def result_fields(
+    spec: OutputSpec, completion: Any, secret: str | None = None
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """What a batch result line gets for one answer: ``({"output": value}, None)``, or ``({"raw": answer},
+    error)`` with the ``invalid_output`` error.
 
     The error keeps the paths and messages and what the agent answered (``raw``, the key redacted), so an
     invalid row can be inspected, and it is sent again on a rerun with ``retry_failed``.
     """
     outcome = spec.parse(message_of(completion))
     if outcome.ok:
-        return {"output": outcome.value}
+        return {"output": outcome.value}, None
     outcome = outcome.redacted(secret)
-    return {
-        "status": "error",
-        "error": {
-            "type": "invalid_output",
-            "message": f"the answer does not match the output schema: {outcome.describe(5)}",
-            "errors": [list(pair) for pair in outcome.errors],
-        },
-        "raw": outcome.raw,
+    error = {
+        "type": OutputValidationError.kind,
+        "message": f"the answer does not match the output schema: {outcome.describe(5)}",
+        "errors": [list(pair) for pair in outcome.errors],
     }
+    return {"raw": outcome.raw}, error
 
 
 def _schema_error(error: Any) -> tuple[str, str]:
@@ -405,15 +419,6 @@ def _schema_error(error: Any) -> tuple[str, str]:
             if error.message.startswith(repr(name)):
                 return json_path([*path, name]), "Field required"
     return json_path(path), error.message
-
-
-def add_usage(total: dict[str, Any], usage: Mapping[str, Any]) -> dict[str, Any]:
-    """Add one round's token counts to ``total`` (every round of a repaired answer is paid for)."""
-    for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
-        value = usage.get(key)
-        if isinstance(value, int):
-            total[key] = total.get(key, 0) + value
-    return total
 
 
 def truncate(text: str | None, limit: int = _MAX_RAW) -> str:

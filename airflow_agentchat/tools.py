@@ -27,7 +27,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from airflow_agentchat.exceptions import AgentChatError, InvalidRequestError, redact
+from airflow_agentchat.exceptions import AgentChatError, InvalidRequestError
+from airflow_agentchat.redaction import redact
 
 #: How much of a result or of arguments a trace entry keeps.
 TRACE_LIMIT = 1000
@@ -35,7 +36,7 @@ _NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 _SECTION = re.compile(r"^\s*(:param\b|:arg\b|Args:|Arguments:|Parameters\b|Returns?:|:returns?:|Raises:)")
 
 
-class ToolError(AgentChatError):
+class ToolError(AgentChatError, kind="tool_error"):
     """A Python tool could not be used: it raised with ``tool_errors="raise"``, returned what JSON cannot
     hold, or the agent kept calling tools past ``max_tool_rounds``.
 
@@ -46,6 +47,13 @@ class ToolError(AgentChatError):
         self.tool = tool
         self.round = round
         super().__init__(message)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "tool": self.tool, "round": self.round}
+
+    @classmethod
+    def _rebuild(cls, data: dict[str, Any]) -> AgentChatError:
+        return cls(str(data.get("message") or ""), tool=data.get("tool"), round=data.get("round"))
 
 
 def tool_name(func: Callable[..., Any]) -> str:

@@ -82,6 +82,7 @@ def client_work(schema: Any, n: int = 5000) -> tuple[float, float, float]:
     import json
     import timeit
 
+    from airflow_agentchat.batch.runner import result_line
     from airflow_agentchat.devserver import responses as wire
     from airflow_agentchat.devserver.answers import make_choices, prompt_tokens
     from airflow_agentchat.models import ChatCompletion, build_request
@@ -105,16 +106,10 @@ def client_work(schema: Any, n: int = 5000) -> tuple[float, float, float]:
 
     def response() -> None:
         parsed = ChatCompletion.model_validate_json(answer)
-        line = {
-            "id": "x",
-            "status": "ok",
-            "text": parsed.text,
-            "usage": parsed.usage_dict(),
-            "response": parsed.to_dict(),
-        }
-        if spec is not None:
-            line.update(result_fields(spec, parsed))
-        encode(line)
+        fields, error = result_fields(spec, parsed) if spec is not None else ({}, None)
+        answered = {"text": parsed.text, "finish_reason": parsed.finish_reason, **fields}
+        usage = parsed.usage_dict()
+        result_line("x", error, answer=answered, usage=usage, attempts=1, latency_ms=1.0, response=parsed.to_dict())
 
     per = [min(timeit.repeat(f, number=n, repeat=3)) / n * 1e6 for f in (request, response)]
     check = min(timeit.repeat(lambda: result_fields(spec, completion), number=n, repeat=3)) / n * 1e6 if spec else 0.0

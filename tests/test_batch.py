@@ -298,6 +298,23 @@ def test_429_with_retry_after_pauses_the_whole_batch(conn, server, tmp_path):
     assert len(retried) == 1 and retried[0]["latency_ms"] >= 1000
 
 
+def test_every_request_sent_takes_one_rate_slot_and_a_pause_takes_none(conn, server, tmp_path):
+    """Waiting out a 429's shared pause, or a back-off, must not spend request slots (they would be lost)."""
+    server.add_faults([{"kind": "429", "retry_after": 0.5, "times": 1}])
+    op = make_op(tmp_path, prompts=[f"slot {i}" for i in range(20)], max_concurrency=4, requests_per_minute=6000)
+    slots = []
+    take = op.gate._request_slot
+
+    async def counted() -> None:
+        slots.append(1)
+        await take()
+
+    op.gate._request_slot = counted
+    summary = op.execute({"ti": _TI()})
+    assert summary["succeeded"] == 20 and summary["attempts"] == 21
+    assert len(slots) == server.stats()["total"] == 21
+
+
 def test_tokens_per_minute_budget_is_respected(conn, server, tmp_path):
     # 12 tokens per item (6 prompt + 6 completion); 1,800 a minute is 30 a second with a 300-token bucket,
     # so 30 items (360 tokens, reserved as 13 each) cannot all arrive before the budget has refilled.
@@ -456,3 +473,40 @@ def test_importing_the_operator_stays_light():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out[-1] == "False"
     assert float(out[-2]) < 0.05
+
+
+def test_error_lines_carry_the_kind_of_the_error_class(make_conn, tmp_path):
+    """The type on an error line is the error's own kind, so a refused connection says so."""
+    import socket
+
+    from airflow_agentchat.batch.items import InvalidItemError
+    from airflow_agentchat.exceptions import RefusedError
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    op = make_op(
+        tmp_path,
+        prompts=["x", {"id": "typo", "prompt": "y", "temprature": 1}],
+        agentchat_conn_id=make_conn("batch_closed", closed),
+        max_retries=0,
+        max_failed_fraction=1.0,
+    )
+    summary = op.execute({"ti": _TI()})
+    assert summary["error_types"] == {RefusedError.kind: 1, InvalidItemError.kind: 1}
+    kinds = {line["id"]: line["error"]["type"] for line in lines_of(tmp_path / "out.jsonl")}
+    assert kinds["typo"] == "invalid_item" and sorted(kinds.values()) == ["connection_refused", "invalid_item"]
+
+
+def test_result_lines_ok_and_error_have_one_shape():
+    from airflow_agentchat.batch.runner import result_line
+
+    answer = {"text": "hi", "finish_reason": "stop"}
+    usage = {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
+    ok = json.loads(result_line("a", None, answer=answer, usage=usage, attempts=1, latency_ms=2.0, request_id="r"))
+    failed = json.loads(result_line("b", {"type": "timeout", "message": "m"}, attempts=2, latency_ms=3.0, context=7))
+    core = {"id", "status", "usage", "attempts", "latency_ms"}
+    assert core <= set(ok) and core <= set(failed)
+    assert (ok["status"], ok["text"], ok["request_id"], "error" in ok) == ("ok", "hi", "r", False)
+    assert (failed["status"], failed["error"]["type"], failed["context"]) == ("error", "timeout", 7)
+    assert failed["usage"] == {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}

@@ -219,5 +219,5 @@ def test_budget_is_pure_reservation_arithmetic():
     assert budget.reserve(30, 20) and budget.reserve(30, 20)
     assert not budget.reserve(1, 0) and budget.exhausted  # 100 reserved: nothing more fits
     budget.settle(30, 20, {"prompt_tokens": 30, "completion_tokens": 10, "total_tokens": 40})
-    assert budget.used["total_tokens"] == 40 and budget.reserved_tokens == 50
+    assert budget.used.total_tokens == 40 and budget.reserved_tokens == 50
     assert budget.used_cost == round((30 * 1.0 + 10 * 2.0) / 1e6, 6)

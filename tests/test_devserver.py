@@ -527,3 +527,12 @@ def test_server_listens_on_loopback_only(server: DevServer) -> None:
     with socket.socket() as sock:
         sock.settimeout(1)
         assert sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_a_request_without_a_model_is_answered_with_the_providers_default_model(server: DevServer) -> None:
+    """The dev server and the request model use one name for the placeholder model."""
+    from airflow_agentchat.models import DEFAULT_MODEL
+
+    server.reset()
+    status, _, body = post(server, json.dumps({"messages": USER}).encode())
+    assert status == 200 and json.loads(body)["model"] == DEFAULT_MODEL

@@ -12,6 +12,7 @@ from email.utils import formatdate
 import pytest
 from scripted_server import RESET, Delay
 
+from airflow_agentchat import exceptions as errors
 from airflow_agentchat.exceptions import (
     AgentChatConnectionError,
     AgentChatError,
@@ -84,7 +85,7 @@ def hook_for(scripted, make_conn):
             **kwargs,
         )
         # A 429 pauses the whole hook in real time; the recorded sleeps stand in for it here.
-        hook.pause_remaining = lambda: 0.0  # type: ignore[method-assign]
+        hook._pause.remaining = lambda: 0.0  # type: ignore[method-assign]
         created.append(hook)
         return hook, sleeps
 
@@ -313,6 +314,8 @@ def test_every_error_shape_surfaces_status_code_message_request_id(
         ({"ratelimit-reset": "4"}, 4.0),
         ({"x-ratelimit-reset-requests": "250ms", "x-ratelimit-reset-tokens": "2s"}, 2.0),
         ({"x-ratelimit-reset": "1000000005"}, 5.0),
+        ({"llm_provider-retry-after": "6"}, 6.0),
+        ({"retry-after": "2", "llm_provider-retry-after": "6"}, 2.0),
         ({}, None),
     ],
 )
@@ -332,6 +335,22 @@ def test_rate_limited_request_waits_what_the_server_asks(hook_for, scripted, hea
     assert result.meta["attempts"] == 2
     assert sleeps.delays == [expected]
     assert len(scripted.requests) == 2
+
+
+def test_a_litellm_proxy_is_understood(hook_for, scripted):
+    """LiteLLM forwards the provider's retry-after as llm_provider-retry-after and ids calls x-litellm-call-id;
+    its error bodies put the status in "code", which the error text must not repeat."""
+    hook, sleeps = hook_for(max_retries=1)
+    body = b'{"error": {"message": "rate limited upstream", "type": "throttling_error", "code": "429"}}'
+    litellm = {"llm_provider-retry-after": "7", "x-litellm-call-id": "call-1"}
+    scripted.script((429, litellm, body), (429, litellm, body))
+    with pytest.raises(RateLimitError) as info:
+        hook.create_chat_completion(USER)
+    assert sleeps.delays == [7.0]
+    assert info.value.request_id == "call-1" and info.value.code == "429"
+    assert str(info.value) == "rate limited upstream (HTTP 429, request_id=call-1)"
+    scripted.script((200, {"x-litellm-call-id": "call-2"}, OK_BODY))
+    assert hook.create_chat_completion(USER).meta["request_id"] == "call-2"
 
 
 def test_reset_headers_only_delay_a_429(hook_for, scripted):
@@ -402,6 +421,26 @@ def test_a_429_pause_holds_the_retry_back_in_real_time(scripted, make_conn):
     hook.close()
     limited, retried = scripted.requests
     assert retried.at >= limited.replied_at + 0.3
+
+
+def test_cancel_stops_the_async_path_from_sending_again(scripted, make_conn):
+    """cancel() used to stop only the sync loop: the async one slept out the back-off and sent again."""
+    hook = AgentChatHook(make_conn("cancel-async", scripted.url), retry_policy=RetryPolicy(jitter=lambda: 1))
+    scripted.script((503, {"retry-after": "0.3"}, b"busy"), OK)
+
+    async def run() -> None:
+        task = asyncio.create_task(hook.acreate_chat_completion(USER))
+        while not scripted.requests:
+            await asyncio.sleep(0.005)
+        hook.cancel()
+        try:
+            await task
+        finally:
+            await hook.aclose()
+
+    with pytest.raises(AgentChatError) as info:
+        asyncio.run(run())
+    assert len(scripted.requests) == 1 and info.value.attempts == 1
 
 
 # ------------------------------------------------------------------------------------------ streaming
@@ -508,6 +547,38 @@ def cut(body: bytes, *, chunked: bool) -> tuple[int, dict[str, str], list]:
     if not chunked:
         headers["Content-Length"] = str(len(body))
     return (200, headers, [body[: len(body) // 2], RESET])
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+CONNECTION_FAULTS = {
+    "refused": (lambda url: f"http://127.0.0.1:{_closed_port()}", None, errors.RefusedError),
+    "unknown host": (lambda url: "https://no-such-host.invalid", None, errors.DNSError),
+    "TLS to a plain-HTTP port": (lambda url: url.replace("http://", "https://"), None, errors.TLSError),
+    "read timeout": (lambda url: url, Delay(1.5, OK), errors.NetworkTimeoutError),
+    "reset before the headers": (lambda url: url, RESET, errors.ResetError),
+    "reset mid body": (lambda url: url, cut(OK_BODY, chunked=False), errors.ResetError),
+}
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("fault", list(CONNECTION_FAULTS), ids=list(CONNECTION_FAULTS))
+def test_transport_failures_raise_the_connection_error_of_their_cause(make_conn, scripted, canary_key, mode, fault):
+    """Sync (httpx) and async (aiohttp) transports report these differently; the class must not differ."""
+    host, reply, cls = CONNECTION_FAULTS[fault]
+    scripted.script(*([reply] if reply is not None else []))
+    hook = AgentChatHook(make_conn("faulty", host(scripted.url)), max_retries=0, timeout=0.5)
+    with pytest.raises(AgentChatConnectionError) as info:
+        complete(hook, mode)
+    hook.close()
+    assert type(info.value) is cls and info.value.retryable and info.value.attempts == 1
+    assert hook.settings.completions_url in str(info.value) and canary_key not in str(info.value)
 
 
 NON_STREAM_FAULTS = {
@@ -893,6 +964,14 @@ def test_test_connection_closed_port_and_unknown_host(make_conn):
     assert not ok and "resolve" in message
 
 
+def test_test_connection_explains_tls_and_timeouts_by_the_error_class(make_conn, scripted):
+    ok, message = AgentChatHook(make_conn("tls", scripted.url.replace("http://", "https://"))).test_connection()
+    assert not ok and message.startswith("TLS failed for") and "CA bundle" in message
+    scripted.script(Delay(1.5, OK))
+    ok, message = AgentChatHook(make_conn("slow", scripted.url), timeout=0.5).test_connection()
+    assert not ok and message.startswith("Timed out talking to")
+
+
 def test_environment_proxy_is_applied_unless_no_proxy(make_conn, monkeypatch):
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
     monkeypatch.setenv("NO_PROXY", "bypass.example.com")
@@ -941,3 +1020,42 @@ def test_a_response_message_with_unknown_keys_can_be_sent_back(hook_for, scripte
         "role": "assistant",
         "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}],
     }
+
+
+def test_before_attempt_runs_once_per_request_sent_and_never_inside_a_pause(scripted, make_conn):
+    """The batch takes a rate slot here: waiting out a shared pause or a back-off must not take one."""
+    calls: list[tuple[str, int, float]] = []
+    hook_box: list[AgentChatHook] = []
+
+    async def before_attempt(attempt: int) -> None:
+        calls.append((asyncio.current_task().get_name(), attempt, hook_box[0].pause_remaining()))
+
+    hook = AgentChatHook(
+        make_conn("before", scripted.url), retry_policy=RetryPolicy(jitter=lambda: 1), before_attempt=before_attempt
+    )
+    hook_box.append(hook)
+    scripted.script()
+    scripted.responder = _pause_responder({"first": 0.3}, threading.Event())
+
+    async def send(prompt: str) -> str | None:
+        return (await hook.acreate_chat_completion([{"role": "user", "content": prompt}])).text
+
+    async def run() -> list[str | None]:
+        first = asyncio.create_task(send("first"), name="first")
+        while hook.pause_remaining() <= 0:
+            await asyncio.sleep(0.005)
+        others = [asyncio.create_task(send(p), name=p) for p in ("second", "third")]  # start inside the pause
+        try:
+            return await asyncio.gather(first, *others)
+        finally:
+            await hook.aclose()
+
+    assert asyncio.run(run()) == ["hi there"] * 3
+    assert len(calls) == len(scripted.requests) == 4
+    assert sorted((name, attempt) for name, attempt, _ in calls) == [
+        ("first", 1),
+        ("first", 2),
+        ("second", 1),
+        ("third", 1),
+    ]
+    assert all(remaining <= 0 for _, _, remaining in calls)

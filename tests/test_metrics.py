@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 from conftest import AIRFLOW_HOME, CANARY_KEY
 
+from airflow_agentchat.exceptions import RateLimitError
+
 DAG_ID = "agentchat_ops_cases"
 PROMPTS = [f"metrics item {i}" for i in range(12)]
 
@@ -151,8 +153,9 @@ def test_nothing_is_emitted_when_metrics_are_off(run_dag, devserver):
 @pytest.mark.parametrize(
     ("error", "kind"),
     [
-        (type("RateLimitError", (Exception,), {})(), "rate_limited"),
+        (RateLimitError(429, "slow down"), "rate_limited"),
         (type("Custom", (Exception,), {"kind": "quota_exceeded"})(), "quota_exceeded"),
+        (UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed"), "invalid_request"),
         (KeyError("x"), "internal_error"),
     ],
 )

@@ -6,7 +6,7 @@ import pytest
 
 from airflow_agentchat.exceptions import InvalidRequestError
 from airflow_agentchat.operators.agent_chat import AgentChatCompletionOperator
-from airflow_agentchat.operators.request_parts import BODY_FIELDS
+from airflow_agentchat.request_body import BODY_FIELDS
 
 DATE = "2026-03-04"
 
@@ -151,6 +151,22 @@ def test_templated_boolean_text_is_accepted(text):
 
     request = build_request([{"role": "user", "content": "x"}], logprobs=text, provide_citations=text)
     assert request.logprobs is (text == "true") and request.to_body()["provide_citations"] is (text == "true")
+
+
+def test_body_fields_are_checked_without_a_conversation():
+    """What a batch's items share is checked as fields: every rule except those about messages."""
+    from airflow_agentchat.models import build_fields
+
+    tools = [{"type": "function", "function": {"name": "f"}}]
+    fields = build_fields(temperature=0.2, tools=tools, tool_choice={"type": "function", "function": {"name": "f"}})
+    assert fields.temperature == 0.2 and fields.tool_choice.function.name == "f"
+    with pytest.raises(InvalidRequestError) as info:
+        build_fields(temperature=9, stop=[])
+    assert sorted(field for field, _ in info.value.errors) == ["stop", "temperature"]
+    with pytest.raises(InvalidRequestError, match="tool_choice names function 'g'"):
+        build_fields(tools=tools, tool_choice={"type": "function", "function": {"name": "g"}})
+    with pytest.raises(InvalidRequestError, match=r"metadata\.k"):
+        build_fields(metadata={"k": "\udfff"})
 
 
 def test_unknown_output_mode_is_refused_at_parse_time():

@@ -243,7 +243,7 @@ def test_done_stops_reading(stream):
 
 
 def test_done_without_finish_is_complete(stream):
-    # [DONE] is the server's own end marker; a missing finish_reason is lenient (DESIGN: responses).
+    # [DONE] is the server's own end marker; a missing finish_reason is lenient (docs/design.md, "Wire rules").
     chunks, error = stream([event(chunk("a")), b"data: [DONE]\n\n"])
     assert error is None and text_of(chunks) == "a"
 

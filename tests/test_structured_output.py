@@ -398,6 +398,17 @@ def test_a_batch_refuses_a_bad_schema_before_any_request(batch, devserver):
     assert devserver.stats(timestamps=False)["total"] == 0
 
 
+def test_a_batch_checks_shared_fields_with_the_schemas_tool_before_any_request(batch, devserver):
+    clash = [{"type": "function", "function": {"name": "final_result"}}]
+    with pytest.raises(InvalidRequestError, match=r"tools\[0\]"):
+        batch(prompts=PROMPTS, output_schema=Label, tools=clash)
+    with pytest.raises(InvalidRequestError, match="n: must be 1"):
+        batch(prompts=PROMPTS, output_schema=Label, n=2)
+    with pytest.raises(InvalidRequestError, match="temperature"):
+        batch(prompts=PROMPTS, output_schema=Label, temperature=7)
+    assert devserver.stats(timestamps=False)["total"] == 0
+
+
 def test_errors_quoting_the_answer_are_redacted_too(run, scripted, canary_key, capfd):
     """jsonschema quotes the offending value in its message: an echoed key must not reach the error or the log."""
     echoed = {**GOOD, "category": f"key {canary_key}"}

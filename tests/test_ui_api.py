@@ -338,6 +338,25 @@ def test_streamed_answer_reports_retries(server: Server) -> None:
     assert result["meta"]["attempts"] == 2 and result["text"] == "Echo: retry me"
 
 
+def test_the_page_shows_the_request_it_sends(server: Server) -> None:
+    """The connection's model extra is in the request the page shows, as in the one the hook sends."""
+    request = {"messages": [{"role": "user", "content": "which model?"}]}
+    status, body = server.json("/agentchat/api/connections/agentchat_env/chat", {"request": request})
+    assert status == 200
+    assert body["request"]["model"] == body["model"] == "env-model"  # the dev server answers with the model sent
+    assert "model=" not in body["snippet"]  # the snippet leaves the model to the connection, as the form did
+    stream = {**request, "stream": True}
+    status, _, text = server.call("/agentchat/api/connections/agentchat_env/chat", {"request": stream})
+    events = [json.loads(line) for line in text.splitlines()]
+    assert events[0]["request"]["model"] == events[-1]["model"] == "env-model"
+    status, body = server.json("/agentchat/api/validate", {"conn_id": "agentchat_env", "request": request})
+    assert status == 200 and body["body"]["model"] == "env-model"
+    status, body = server.json(
+        "/agentchat/api/validate", {"conn_id": "agentchat_env", "request": {**request, "model": "m2"}}
+    )
+    assert body["body"]["model"] == "m2" and "model='m2'" in body["snippet"]
+
+
 def test_chat_tool_calls(server: Server) -> None:
     tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
     request = {"messages": [{"role": "user", "content": "weather?"}], "tools": tools}
@@ -364,9 +383,10 @@ def test_upstream_errors_are_reported_without_the_key(server: Server, canary_key
     body_ = {"request": {"messages": [{"role": "user", "content": "hi"}]}}
     status, body = server.json("/agentchat/api/connections/agentchat_badkey/chat", body_)
     assert status == 502
-    assert body["error"]["kind"] == "AuthenticationError" and body["error"]["status"] == 401
+    assert body["error"]["kind"] == "authentication_error" and body["error"]["status"] == 401
+    assert body["error"]["retryable"] is False
     status, body = server.json("/agentchat/api/connections/agentchat_closed/chat", body_)
-    assert status == 502 and body["error"]["kind"] == "AgentChatConnectionError"
+    assert status == 502 and body["error"]["kind"] == "connection_refused" and body["error"]["retryable"] is True
     status, body = server.json("/agentchat/api/connections/no_such_conn/chat", body_)
     assert status == 404
 

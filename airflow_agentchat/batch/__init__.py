@@ -4,7 +4,8 @@ The pieces, one job per module::
 
     items.py   input forms (strings, message lists, {"id", "prompt"|"messages", ...}) -> BatchItem, stable ids
     store.py   resumable JSONL results in object storage: rolling part files, torn-line tolerant, compose
-    runner.py  the async engine: N requests in flight through the hook, request/token limits, progress
+    runner.py  the async engine: N requests in flight through the hook, progress
+    rate.py    request pacing and the token budget, shared by every request of a batch
     shards.py  split a JSONL input into shard files for dynamic task mapping
 
 :class:`airflow_agentchat.operators.batch.AgentChatBatchOperator` wires them together. Nothing here builds

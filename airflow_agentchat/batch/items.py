@@ -29,12 +29,26 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from airflow_agentchat.exceptions import InvalidRequestError
-from airflow_agentchat.operators.request_parts import BODY_FIELDS, compose_messages
+from airflow_agentchat.exceptions import AgentChatError, InvalidRequestError
+from airflow_agentchat.request_body import BODY_FIELDS, compose_messages
 
 #: Keys an item object may carry besides the request body fields.
 ITEM_KEYS = frozenset({"id", "prompt", "messages", "system_prompt", "context", "params"})
 _BODY = frozenset(BODY_FIELDS)
+
+
+class InvalidItemError(InvalidRequestError, kind="invalid_item"):
+    """An input item that cannot be read as one: a line that is not UTF-8 JSON, a value that is not an item's
+    shape, or an id that an earlier item with other content already took. Like any invalid request, the same
+    input fails the same way on every run, so it is never sent again."""
+
+    def __init__(self, message: str, errors: list[tuple[str, str]] | None = None) -> None:
+        self.errors = list(errors or [])
+        AgentChatError.__init__(self, message)  # the message is the item's own, not a list of field rules
+
+    @classmethod
+    def _rebuild(cls, data: dict[str, Any]) -> AgentChatError:
+        return cls(str(data.get("message") or ""), [(str(f), str(r)) for f, r in data.get("errors") or []])
 
 
 def canonical_json(value: Any) -> str:
@@ -68,7 +82,7 @@ class Rejected:
     """An item that cannot be sent (bad shape, bad JSON, a field the reference rejects): recorded, not raised."""
 
     id: str
-    error: dict[str, Any]
+    error: InvalidRequestError
     context: Any = None
 
 
@@ -153,13 +167,6 @@ def count_jsonl(path: Any) -> int:
     return count + (1 if carry.strip() else 0)
 
 
-def _error(kind: str, message: str, errors: list[tuple[str, str]] | None = None) -> dict[str, Any]:
-    out: dict[str, Any] = {"type": kind, "message": message}
-    if errors:
-        out["errors"] = [list(pair) for pair in errors]
-    return out
-
-
 def prepare(
     values: Iterable[Any],
     *,
@@ -182,7 +189,7 @@ def prepare(
             item_id = stable_id(value.text)
             if _claim(item_id, None, stats, skip) is _NEW:
                 stats.rejected += 1
-                yield Rejected(item_id, _error("invalid_item", str(value)))
+                yield Rejected(item_id, InvalidItemError(str(value)))
             continue
         try:
             item_id, prompt, messages, item_system, overrides, context = _split(value)
@@ -190,7 +197,7 @@ def prepare(
             item_id = _explicit_id(value) or stable_id(value)
             if _claim(item_id, value, stats, skip) is _NEW:
                 stats.rejected += 1
-                yield Rejected(item_id, _error("invalid_item", str(exc), exc.errors))
+                yield Rejected(item_id, InvalidItemError(str(exc), exc.errors))
             continue
         claim = _claim(item_id, value, stats, skip)
         if claim is not _NEW:
@@ -214,12 +221,12 @@ def prepare(
             request = build_request(built, **params)
         except InvalidRequestError as exc:
             stats.rejected += 1
-            yield Rejected(item_id, _error("invalid_request", str(exc), exc.errors), context)
+            yield Rejected(item_id, exc, context)
             continue
         except Exception as exc:  # the same input fails the same way on every rerun: final, never retried
             stats.rejected += 1
-            message = f"the item could not be made into a request: {type(exc).__name__}: {exc}"
-            yield Rejected(item_id, _error("invalid_request", message), context)
+            problem = f"could not be made into a request: {type(exc).__name__}: {exc}"
+            yield Rejected(item_id, InvalidRequestError([("item", problem)]), context)
             continue
         stats.queued += 1
         cap = getattr(request, "max_tokens", None) or getattr(request, "max_completion_tokens", None)
@@ -248,7 +255,7 @@ def _claim(item_id: str, value: Any, stats: InputStats, skip: set[str] | frozens
         f"input item {stats.seen} has id {item_id!r}, already taken by an earlier item with other content "
         f'(ids are compared as text, so 7 and "7" are the same id); recorded as {conflict_id!r}, not sent'
     )
-    return Rejected(conflict_id, _error("invalid_item", message, [("id", f"duplicate id {item_id!r}")]))
+    return Rejected(conflict_id, InvalidItemError(message, [("id", f"duplicate id {item_id!r}")]))
 
 
 def _first_time(item_id: str, fingerprint: str | None, stats: InputStats, skip: set[str] | frozenset[str]) -> bool:

@@ -11,15 +11,13 @@ ticker also renews the output's lease, and a lost lease stops the batch.
 Limits, all shared by every worker:
 
 * concurrency: the number of workers (and the hook's connection pool size);
-* ``requests_per_minute``: requests are *paced* one every ``60 / (rpm * PACE)`` seconds on a fixed timeline
-  (no bursts), so no window ever holds more than the limit, retries included: the hook calls
-  :meth:`RateGate.retry_sleep` before each retry, which takes a slot after sleeping;
-* ``tokens_per_minute``: each request takes an estimate (prompt size + running mean of completion tokens)
-  from a token bucket holding ten seconds of budget; after the answer the difference to the real usage is
-  charged, so the long-run rate follows the true usage;
+* ``requests_per_minute`` and ``tokens_per_minute``: the :class:`~airflow_agentchat.batch.rate.RateGate`.
+  Every attempt, retries included, takes a request slot in the hook's ``before_attempt``, after any shared
+  pause is over; each item reserves its token estimate here, once;
 * shared back-off: a 429 or ``retry-after`` seen by any request pauses the whole hook
-  (``hook.pause_remaining()``); workers wait for the pause *before* taking a rate slot, so a pause does not
-  leave a pile of slots to be spent at once when it ends.
+  (``hook.pause_remaining()``); workers wait for the pause *before* reserving tokens, and the hook waits for
+  it before taking a request slot, so a pause does not leave a pile of slots to be spent at once when it
+  ends.
 
 Per-item errors become error lines; only a bug in this module stops the batch. Progress is logged every
 ``progress_interval`` seconds from counters (no per-item logging).
@@ -37,9 +35,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from airflow_agentchat.batch.items import Prepared, Rejected
-from airflow_agentchat.exceptions import APIError, InvalidRequestError, redact
+from airflow_agentchat.batch.rate import RateGate
+from airflow_agentchat.exceptions import APIError, InvalidRequestError
 from airflow_agentchat.metrics import error_kind
+from airflow_agentchat.redaction import redact
 from airflow_agentchat.structured_output import result_fields
+from airflow_agentchat.usage import ZERO, TokenUsage
 
 if TYPE_CHECKING:
     from airflow_agentchat.batch.store import ResultStore
@@ -56,81 +57,40 @@ def _line(record: dict[str, Any]) -> bytes:
     return _encoder.encode(record).encode("utf-8", "backslashreplace")
 
 
-#: Share of ``requests_per_minute`` actually paced (see :class:`RateGate`).
-PACE = 0.98
+def result_line(
+    item_id: str,
+    error: dict[str, Any] | None,
+    *,
+    answer: dict[str, Any] | None = None,
+    usage: dict[str, Any] | None = None,
+    attempts: int,
+    latency_ms: float | None,
+    request_id: str | None = None,
+    context: Any = None,
+    response: dict[str, Any] | None = None,
+    cost: float | None = None,
+) -> bytes:
+    """The one shape of a result line: ``status`` is ``ok``, or ``error`` with the ``error`` object.
 
-
-class RateGate:
-    """Request pacing and token budget shared by every request of a batch (retries included)."""
-
-    def __init__(self, requests_per_minute: float | None = None, tokens_per_minute: float | None = None) -> None:
-        if requests_per_minute is not None and requests_per_minute <= 0:
-            raise ValueError("requests_per_minute must be positive")
-        if tokens_per_minute is not None and tokens_per_minute <= 0:
-            raise ValueError("tokens_per_minute must be positive")
-        self.requests_per_minute = requests_per_minute
-        self.tokens_per_minute = tokens_per_minute
-        # Pacing, not bursts, so every sliding window stays within the limit. The server counts arrivals, not
-        # sends: pacing at PACE of the limit leaves room for the jitter on the way (several shards' worth of it
-        # when a mapped task shares one agent).
-        self._period = 60.0 / (requests_per_minute * PACE) if requests_per_minute else None
-        self._next_slot = 0.0
-        self._tokens: Any = None
-        self._mean_completion = 64.0
-        self._answers = 0
-        if tokens_per_minute:
-            from aiolimiter import AsyncLimiter
-
-            self._tokens = AsyncLimiter(tokens_per_minute / 6.0, 10.0)
-
-    @property
-    def active(self) -> bool:
-        return self._period is not None or self._tokens is not None
-
-    async def _request_slot(self) -> None:
-        """Wait for the next request slot: one every ``period`` seconds on a fixed timeline.
-
-        Slots are booked back to back, so a waiter the event loop wakes late does not push every later slot
-        back (a bucket of one, as ``aiolimiter`` has, loses that time: ~6% of the limit on a busy 2-core
-        worker); a gap with nothing to send is not made up, so there is never a burst.
-        """
-        assert self._period is not None
-        now = asyncio.get_running_loop().time()
-        slot = max(now, self._next_slot)
-        self._next_slot = slot + self._period
-        if slot > now:
-            await asyncio.sleep(slot - now)
-
-    def estimate(self, prompt_tokens: int, max_completion: int | None = None) -> int:
-        """Tokens to reserve: the prompt plus the running mean of completions (capped by the request's max)."""
-        completion = self._mean_completion if max_completion is None else min(self._mean_completion, max_completion)
-        return int(prompt_tokens + completion + 0.999)
-
-    async def acquire(self, estimate: int) -> None:
-        """Wait for a request slot and ``estimate`` tokens of budget."""
-        if self._tokens is not None:
-            await self._tokens.acquire(min(float(estimate), self._tokens.max_rate))
-        if self._period is not None:
-            await self._request_slot()
-
-    async def settle(self, estimate: int, usage: dict[str, Any]) -> None:
-        """Charge the difference between the estimate and the real usage (refunds are not possible)."""
-        completion = usage.get("completion_tokens")
-        if isinstance(completion, int):
-            self._answers += 1
-            self._mean_completion += (completion - self._mean_completion) / min(self._answers, 100)
-        if self._tokens is None:
-            return
-        total = usage.get("total_tokens")
-        if isinstance(total, int) and total > estimate:
-            await self._tokens.acquire(min(float(total - estimate), self._tokens.max_rate))
-
-    async def retry_sleep(self, delay: float) -> None:
-        """The hook's ``async_sleep``: sleep out a back-off, then take a request slot for the next attempt."""
-        if delay > 0:
-            await asyncio.sleep(delay)
-        if self._period is not None:
-            await self._request_slot()
+    ``answer`` holds what an answer adds (``text``, ``finish_reason``, ``output`` or ``raw``); an item with no
+    answer used no tokens. ``cost`` is there when the connection's prices are known.
+    """
+    record: dict[str, Any] = {"id": item_id, "status": "ok" if error is None else "error"}
+    if error is not None:
+        record["error"] = error
+    if answer:
+        record.update(answer)
+    record["usage"] = usage if usage is not None else ZERO.as_dict()
+    if cost is not None:
+        record["cost"] = cost
+    record.update(attempts=attempts, latency_ms=latency_ms)
+    if answer is not None:
+        record["request_id"] = request_id
+    if context is not None:
+        record["context"] = context
+    if response is not None:
+        record["response"] = response
+    return _line(record)
 
 
 @dataclass
@@ -144,9 +104,7 @@ class RunStats:
     failed: int = 0
     rejected: int = 0
     attempts: int = 0
-    usage: dict[str, int] = field(
-        default_factory=lambda: {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
-    )
+    usage: TokenUsage = ZERO
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
 
@@ -210,8 +168,9 @@ class BatchRunner:
         try:
             workers = [asyncio.create_task(self._worker(work)) for _ in range(self.max_concurrency)]
             everything = asyncio.gather(*workers)
+            watched: list[asyncio.Future[Any]] = [everything, ticker]
             try:
-                await asyncio.wait([everything, ticker], return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
                 if ticker.done():  # only a lost lease ends the ticker: stop sending, keep what arrived
                     ticker.result()
                 await everything
@@ -251,7 +210,7 @@ class BatchRunner:
                 break  # the entry taken stays unsent and unrecorded: a rerun with a larger budget sends it
             if isinstance(entry, Rejected):
                 stats.rejected += 1
-                self._record(entry.id, self._error_line(entry.id, entry.error, 0, 0.0, entry.context))
+                self._record(entry.id, self._error_line(entry.id, self._describe(entry.error), 0, 0.0, entry.context))
             else:
                 await self._send(hook, gate, entry)
             if store.due() and self._writing is None:
@@ -267,12 +226,12 @@ class BatchRunner:
                 return  # over budget: not sent, not recorded; requests in flight still finish
         if gate.active:
             pause = hook.pause_remaining()
-            while pause > 0:  # a 429 paused the hook: wait here, before taking a rate slot
+            while pause > 0:  # a 429 paused the hook: wait here, before reserving tokens
                 await asyncio.sleep(pause)
                 pause = hook.pause_remaining()
             if budget is None:
                 estimate = gate.estimate(entry.est_prompt_tokens, entry.max_completion_tokens)
-            await gate.acquire(estimate)
+            await gate.reserve(estimate)  # the request slot is the hook's before_attempt
         stats = self.stats
         stats.sent += 1
         started = time.perf_counter()
@@ -293,70 +252,50 @@ class BatchRunner:
             if self.metrics is not None and attempts:
                 self.metrics.request(error["type"], attempts, latency, None)
             return
-        checked = result_fields(self.output, completion, self._secret) if self.output is not None else None
-        if checked is not None and "error" in checked:
+        fields, invalid = result_fields(self.output, completion, self._secret) if self.output else ({}, None)
+        if invalid is not None:
             stats.failed += 1
         else:
             stats.succeeded += 1
         meta = completion.meta
         usage = completion.usage_dict()
-        totals = stats.usage
-        for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
-            value = usage.get(key)
-            if isinstance(value, int):
-                totals[key] += value
+        stats.usage += TokenUsage.of(usage)
         attempts = meta.get("attempts", 1)
         stats.attempts += attempts
-        record: dict[str, Any] = {
-            "id": entry.id,
-            "status": "ok",
-            "text": completion.text,
-            "finish_reason": completion.finish_reason,
-            "usage": usage,
-            "attempts": attempts,
-            "latency_ms": meta.get("latency_ms"),
-            "request_id": meta.get("request_id"),
-        }
-        if checked is not None:
-            record.update(checked)
-        if entry.context is not None:
-            record["context"] = entry.context
-        if self.prices is not None:
-            record["cost"] = self.prices.cost(usage)
-        if self.include_response:
-            record["response"] = completion.to_dict()
+        line = result_line(
+            entry.id,
+            invalid,
+            answer={"text": completion.text, "finish_reason": completion.finish_reason, **fields},
+            usage=usage,
+            attempts=attempts,
+            latency_ms=meta.get("latency_ms"),
+            request_id=meta.get("request_id"),
+            context=entry.context,
+            response=completion.to_dict() if self.include_response else None,
+            cost=self.prices.cost(usage) if self.prices is not None else None,
+        )
         # Record first: settling the token budget may wait, and a kill during that wait must not lose (and
         # later pay again for) an answer already received.
-        self._record(entry.id, _line(record))
+        self._record(entry.id, line)
         if budget is not None:
             budget.settle(entry.est_prompt_tokens, estimate - entry.est_prompt_tokens, usage)
         if self.metrics is not None:
-            outcome = checked["error"]["type"] if checked is not None and "error" in checked else "ok"
-            self.metrics.request(outcome, attempts, record["latency_ms"], usage)
+            outcome = invalid["type"] if invalid is not None else "ok"
+            self.metrics.request(outcome, attempts, meta.get("latency_ms"), usage)
         if gate.active or budget is not None:
             await gate.settle(estimate, usage)
 
+    def _error_line(self, item_id: str, error: dict[str, Any], attempts: int, latency_ms: float, context: Any) -> bytes:
+        cost = 0.0 if self.prices is not None else None
+        return result_line(item_id, error, attempts=attempts, latency_ms=latency_ms, context=context, cost=cost)
+
     def _describe(self, exc: BaseException) -> dict[str, Any]:
-        error: dict[str, Any] = {"type": _error_type(exc), "message": redact(str(exc), self._secret)}
+        error: dict[str, Any] = {"type": error_kind(exc), "message": redact(str(exc), self._secret)}
         if isinstance(exc, APIError):
             error.update(status=exc.status, code=exc.code, request_id=exc.request_id)
-        if isinstance(exc, InvalidRequestError):
+        if isinstance(exc, InvalidRequestError) and exc.errors:
             error["errors"] = [list(pair) for pair in exc.errors]
         return error
-
-    def _error_line(self, item_id: str, error: dict[str, Any], attempts: int, latency_ms: float, context: Any) -> bytes:
-        record: dict[str, Any] = {
-            "id": item_id,
-            "status": "error",
-            "error": error,
-            "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
-            **({"cost": 0.0} if self.prices is not None else {}),
-            "attempts": attempts,
-            "latency_ms": latency_ms,
-        }
-        if context is not None:
-            record["context"] = context
-        return _line(record)
 
     async def _write(self, lines: list[bytes]) -> None:
         try:
@@ -364,7 +303,7 @@ class BatchRunner:
         except BaseException as exc:
             # Put the lines back so the next (or the final, synchronous) flush writes them; the final flush
             # raises if storage is still failing, so nothing is lost silently.
-            self.store._buffer[:0] = lines
+            self.store.put_back(lines)
             if not isinstance(exc, Exception):
                 raise
             self.log.warning("Writing a result part failed (%s); will retry with the next flush", exc)
@@ -417,16 +356,11 @@ class BatchRunner:
             rate,
             "elapsed" if final else "ETA",
             _duration(s.elapsed) if final else eta,
-            usage["total_tokens"],
-            usage["prompt_tokens"],
-            usage["completion_tokens"],
+            usage.total_tokens,
+            usage.prompt_tokens,
+            usage.completion_tokens,
             s.resumed,
         )
-
-
-def _error_type(exc: BaseException) -> str:
-    """A stable snake_case kind for the output line (the error's ``kind``, or that of its nearest known class)."""
-    return error_kind(exc)
 
 
 def _duration(seconds: float) -> str:

@@ -46,13 +46,13 @@ def split_jsonl(
     target = to_path(output_dir, storage_conn_id) if output_dir is not None else source.parent / f"{source.name}.shards"
     lines = count_jsonl(source)
     if shard_size is None:
-        shard_size = max(1, math.ceil(lines / num_shards)) if lines else 1
+        shard_size = max(1, math.ceil(lines / (num_shards or 1))) if lines else 1
     count = max(1, math.ceil(lines / shard_size))
     if target.protocol in ("file", "local", ""):
         target.mkdir(parents=True, exist_ok=True)
     stem = source.name.removesuffix(".jsonl").removesuffix(".ndjson")
     uris: list[str] = []
-    handle = None
+    handle: Any = None  # an fsspec file, opened at the first line of each shard
     written = shard_size  # forces the first shard to open
     try:
         with source.open("rb") as reader:

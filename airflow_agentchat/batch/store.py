@@ -40,14 +40,16 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from airflow_agentchat.exceptions import AgentChatError
+from airflow_agentchat.batch.items import InvalidItemError
+from airflow_agentchat.exceptions import AgentChatError, InvalidRequestError
+from airflow_agentchat.usage import ZERO, TokenUsage
 
-#: Error types that sending again cannot fix (the item itself is malformed): never retried on resume.
-FINAL_ERROR_TYPES = frozenset({"invalid_request", "invalid_item"})
+#: Kinds of error that sending again cannot fix (the item itself is malformed): never retried on resume.
+FINAL_ERROR_TYPES = frozenset({InvalidRequestError.kind, InvalidItemError.kind})
 _LOCAL = ("file", "local", "")
 
 
-class OutputPathError(AgentChatError):
+class OutputPathError(AgentChatError, kind="output_path_error"):
     """``output_path`` cannot be used: not writable, not a valid location, or held by another live run."""
 
 
@@ -93,9 +95,7 @@ class ScanResult:
     retrying: int = 0  # ids recorded as failed that will be sent again
     lines: int = 0
     parts: int = 0
-    usage: dict[str, int] = field(  # tokens paid for by the lines found (a budget counts them as spent)
-        default_factory=lambda: {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
-    )
+    usage: TokenUsage = ZERO  # tokens paid for by the lines found (a budget counts them as spent)
 
 
 @dataclass
@@ -105,9 +105,7 @@ class ComposeResult:
     total: int = 0
     succeeded: int = 0
     failed: int = 0
-    usage: dict[str, int] = field(
-        default_factory=lambda: {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
-    )
+    usage: TokenUsage = ZERO
     error_types: dict[str, int] = field(default_factory=dict)
 
 
@@ -327,10 +325,7 @@ class ResultStore:
                 result.lines += 1
                 usage = record.get("usage")
                 if isinstance(usage, dict):
-                    for key, total in result.usage.items():
-                        value = usage.get(key)
-                        if isinstance(value, int):
-                            result.usage[key] = total + value
+                    result.usage += TokenUsage.of(usage)
                 self._occurrences[item_id] = self._occurrences.get(item_id, 0) + 1
                 error = record.get("error")
                 failed = record.get("status") == "error" or error is not None
@@ -374,6 +369,10 @@ class ResultStore:
         lines, self._buffer = self._buffer, []
         self._last_flush = time.monotonic()
         return lines
+
+    def put_back(self, lines: list[bytes]) -> None:
+        """Return lines a writer could not store: they go out first with the next flush."""
+        self._buffer[:0] = lines
 
     def _next_part(self) -> Any:
         name = f"part-{self.run_token}-{self._seq:06d}.jsonl"
@@ -471,7 +470,4 @@ def _tally(result: ComposeResult, record: dict[str, Any]) -> None:
         result.succeeded += 1
     usage = record.get("usage")
     if isinstance(usage, dict):
-        for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
-            value = usage.get(key)
-            if isinstance(value, int):
-                result.usage[key] += value
+        result.usage += TokenUsage.of(usage)

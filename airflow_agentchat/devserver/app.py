@@ -44,11 +44,11 @@ from airflow_agentchat.devserver import responses as wire
 from airflow_agentchat.devserver.answers import clean_prompt, last_user_text, make_choices, prompt_tokens
 from airflow_agentchat.devserver.faults import Fault, FaultQueue, parse_markers
 from airflow_agentchat.devserver.validation import make_validator
+from airflow_agentchat.models import DEFAULT_MODEL
 
 STREAM_KINDS = frozenset({"truncate", "malformed", "error_event"})
 REQUEST_ID_KEY = "agentchat.request_id"
 TRANSPORT_KEY = "agentchat.transport"
-DEFAULT_MODEL = "devserver-echo"
 
 
 @dataclass
@@ -129,34 +129,54 @@ async def _reset_connection(request: Request) -> None:
     await asyncio.sleep(0)
 
 
-def create_app(settings: Settings | None = None) -> Any:
-    """Build the ASGI app (a FastAPI app wrapped in :class:`RequestIdMiddleware`)."""
-    settings = settings or Settings()
-    stats = Stats()
-    faults = FaultQueue()
-    validate = make_validator()
-    app = FastAPI(title="agentchat devserver", docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.settings = settings
-    app.state.stats = stats
-    app.state.faults = faults
+class DevAgent:
+    """The dev agent: its settings, stats and pending faults, and what it does with each request.
 
-    def authorized(request: Request) -> bool:
-        if not settings.api_key:
+    The routes :meth:`asgi` declares only hand requests to these methods, so the behaviour reads as one class
+    rather than as closures inside an app factory.
+    """
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings()
+        self.stats = Stats()
+        self.faults = FaultQueue()
+        self._validate = make_validator()
+
+    def asgi(self) -> Any:
+        """The ASGI app: thin routes over this object, wrapped in :class:`RequestIdMiddleware`."""
+        app = FastAPI(title="agentchat devserver", docs_url=None, redoc_url=None, openapi_url=None)
+        for path in ("/api/v1/chat/completions", "/v1/chat/completions"):
+            app.add_api_route(path, self.completions, methods=["POST"], include_in_schema=False)
+        for path in ("/_dev/health", "/health"):
+            app.add_api_route(path, self.health, methods=["GET"])
+        app.add_api_route("/_dev/stats", self.get_stats, methods=["GET"])
+        app.add_api_route("/_dev/reset", self.reset, methods=["POST"])
+        app.add_api_route("/_dev/faults", self.list_faults, methods=["GET"])
+        app.add_api_route("/_dev/faults", self.add_faults, methods=["POST"])
+        app.add_api_route("/_dev/config", self.get_config, methods=["GET"])
+        app.add_api_route("/_dev/config", self.set_config, methods=["POST"])
+        return RequestIdMiddleware(app)
+
+    # ------------------------------------------------------------------------------------ the agent endpoint
+
+    def authorized(self, request: Request) -> bool:
+        if not self.settings.api_key:
             return True
         given = request.headers.get("authorization", "")
-        return hmac.compare_digest(given.encode(), f"Bearer {settings.api_key}".encode())
+        return hmac.compare_digest(given.encode(), f"Bearer {self.settings.api_key}".encode())
 
-    def pick_fault(prompt_raw: str) -> tuple[Fault | None, float]:
+    def pick_fault(self, prompt_raw: str) -> tuple[Fault | None, float]:
         marker, marker_latency = parse_markers(prompt_raw)
-        if marker is not None and (marker.times < 0 or stats.by_prompt[prompt_raw] <= marker.times):
+        if marker is not None and (marker.times < 0 or self.stats.by_prompt[prompt_raw] <= marker.times):
             return marker, marker_latency
-        return faults.take(prompt_raw), marker_latency
+        return self.faults.take(prompt_raw), marker_latency
 
-    async def completions(request: Request) -> Response:
+    async def completions(self, request: Request) -> Response:
+        stats = self.stats
         stats.total += 1
         stats.timestamps.append(time.time())
         request_id = request.scope[REQUEST_ID_KEY]
-        if not authorized(request):
+        if not self.authorized(request):
             stats.by_status["401"] += 1
             body = wire.error_body("Incorrect API key provided.", "authentication_error", "invalid_api_key", None)
             return _json(401, body)
@@ -171,8 +191,8 @@ def create_app(settings: Settings | None = None) -> Any:
         prompt_raw = last_user_text(messages) if well_formed else ""  # type: ignore[arg-type]
         stats.by_prompt[prompt_raw] += 1
 
-        fault, latency = pick_fault(prompt_raw)
-        latency += settings.latency_ms
+        fault, latency = self.pick_fault(prompt_raw)
+        latency += self.settings.latency_ms
         if fault is not None:
             extra = fault.params.get("latency_ms")
             latency += float(extra) if isinstance(extra, (int, float)) else 0.0
@@ -182,9 +202,9 @@ def create_app(settings: Settings | None = None) -> Any:
         streaming = isinstance(body, dict) and body.get("stream") is True
         if fault is not None and not (streaming and fault.kind in STREAM_KINDS):
             stats.faults_delivered += 1
-            return await deliver_fault(request, fault, request_id)
+            return await self.deliver_fault(request, fault, request_id)
 
-        problem = validate(body)
+        problem = self._validate(body)
         if problem is not None:
             stats.by_status["400"] += 1
             return _invalid(*problem)
@@ -202,10 +222,11 @@ def create_app(settings: Settings | None = None) -> Any:
         if fault is not None:
             stats.faults_delivered += 1
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        events = stream_events(cid, created, model, body, choices, extras, usage if include_usage else None, fault)
+        events = self.stream_events(cid, created, model, body, choices, extras, usage if include_usage else None, fault)
         return StreamingResponse(events, media_type="text/event-stream", headers={"cache-control": "no-cache"})
 
     async def stream_events(
+        self,
         cid: str,
         created: int,
         model: str,
@@ -215,7 +236,7 @@ def create_app(settings: Settings | None = None) -> Any:
         usage: dict[str, Any] | None,
         fault: Fault | None,
     ) -> AsyncIterator[bytes]:
-        delay = settings.chunk_latency_ms / 1000
+        delay = self.settings.chunk_latency_ms / 1000
         all_chunks = list(wire.chunks(cid, created, model, body, choices, extras))
         after = -1
         if fault is not None:  # never let a stream fault slip past the finish chunk
@@ -237,74 +258,61 @@ def create_app(settings: Settings | None = None) -> Any:
             yield wire.sse(wire.usage_chunk(cid, created, model, usage))
         yield wire.SSE_DONE
 
-    async def deliver_fault(request: Request, fault: Fault, request_id: str) -> Response:
+    async def deliver_fault(self, request: Request, fault: Fault, request_id: str) -> Response:
         kind, params = fault.kind, fault.params
         headers = wire.fault_headers(params)
         if kind == "reset":
-            stats.by_status["reset"] += 1
+            self.stats.by_status["reset"] += 1
             await _reset_connection(request)
             return Response(status_code=204)
         if kind in ("malformed", "truncate"):
-            stats.by_status["200"] += 1
+            self.stats.by_status["200"] += 1
             text = b'{"id": "chatcmpl-' + request_id.encode() + b'", "object": "chat.completion", "choices": [{'
             return Response(text, status_code=200, media_type="application/json", headers=headers)
         status, media_type, content = wire.fault_response(kind, params, request_id)
-        stats.by_status[str(status)] += 1
+        self.stats.by_status[str(status)] += 1
         return Response(content, status_code=status, media_type=media_type, headers=headers)
 
-    for path in ("/api/v1/chat/completions", "/v1/chat/completions"):
-        app.add_api_route(path, completions, methods=["POST"], include_in_schema=False)
+    # ------------------------------------------------------------------------------------ the /_dev control API
 
-    @app.get("/_dev/health")
-    @app.get("/health")
-    async def health() -> dict[str, str]:
+    async def health(self) -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/_dev/stats")
-    async def get_stats(timestamps: bool = True) -> Response:
-        view = stats.as_dict()
+    async def get_stats(self, timestamps: bool = True) -> Response:
+        view = self.stats.as_dict()
         if not timestamps:  # long benchmarks collect millions of them
             del view["timestamps"]
         return _json(200, view)
 
-    @app.post("/_dev/reset")
-    async def reset() -> dict[str, str]:
-        stats.total = 0
-        stats.by_status.clear()
-        stats.by_prompt.clear()
-        stats.timestamps.clear()
-        stats.faults_delivered = 0
-        faults.clear()
+    async def reset(self) -> dict[str, str]:
+        self.stats = Stats()
+        self.faults.clear()
         return {"status": "reset"}
 
-    @app.get("/_dev/faults")
-    async def list_faults() -> Response:
-        return _json(200, {"pending": faults.pending()})
+    async def list_faults(self) -> Response:
+        return _json(200, {"pending": self.faults.pending()})
 
-    @app.post("/_dev/faults")
-    async def add_faults(request: Request) -> Response:
+    async def add_faults(self, request: Request) -> Response:
         try:
             specs = json.loads(await request.body())
             specs = specs if isinstance(specs, list) else [specs]
             new = [Fault.from_spec(spec) for spec in specs]
         except ValueError as exc:
             return _invalid(f"bad fault spec: {exc}")
-        faults.add(new)
-        return _json(200, {"queued": len(new), "pending": faults.pending()})
+        self.faults.add(new)
+        return _json(200, {"queued": len(new), "pending": self.faults.pending()})
 
-    def config_view() -> dict[str, Any]:
+    def config_view(self) -> dict[str, Any]:
         return {
-            "latency_ms": settings.latency_ms,
-            "chunk_latency_ms": settings.chunk_latency_ms,
-            "api_key_set": bool(settings.api_key),
+            "latency_ms": self.settings.latency_ms,
+            "chunk_latency_ms": self.settings.chunk_latency_ms,
+            "api_key_set": bool(self.settings.api_key),
         }
 
-    @app.get("/_dev/config")
-    async def get_config() -> Response:
-        return _json(200, config_view())
+    async def get_config(self) -> Response:
+        return _json(200, self.config_view())
 
-    @app.post("/_dev/config")
-    async def set_config(request: Request) -> Response:
+    async def set_config(self, request: Request) -> Response:
         try:
             update = json.loads(await request.body())
         except ValueError:
@@ -316,12 +324,15 @@ def create_app(settings: Settings | None = None) -> Any:
                 value = update[key]
                 if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
                     return _invalid(f"{key} must be a number ≥ 0", key)
-                setattr(settings, key, float(value))
+                setattr(self.settings, key, float(value))
         if "api_key" in update:
             key_value = update["api_key"]
             if key_value is not None and not isinstance(key_value, str):
                 return _invalid("api_key must be a string or null", "api_key")
-            settings.api_key = key_value or None
-        return _json(200, config_view())
+            self.settings.api_key = key_value or None
+        return _json(200, self.config_view())
 
-    return RequestIdMiddleware(app)
+
+def create_app(settings: Settings | None = None) -> Any:
+    """Build the ASGI app of a new :class:`DevAgent` (a FastAPI app wrapped in :class:`RequestIdMiddleware`)."""
+    return DevAgent(settings).asgi()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import itertools
 import json
 import socket
 import threading
@@ -33,14 +34,18 @@ from airflow_agentchat.exceptions import (
     AgentChatError,
     APIError,
     AuthenticationError,
+    DNSError,
     InvalidResponseError,
+    NetworkTimeoutError,
     NotFoundError,
     RateLimitError,
-    error_from_response,
-    redact,
-    redact_optional,
+    RefusedError,
+    ResetError,
+    TLSError,
 )
-from airflow_agentchat.hooks.retry import RetryPolicy, retry_after_from_headers
+from airflow_agentchat.hooks.retry import RetryController, RetryPolicy, SharedPause, retry_after_from_headers
+from airflow_agentchat.redaction import redact_optional
+from airflow_agentchat.wire_errors import connection_error, error_from_response, request_id_from_headers
 
 if TYPE_CHECKING:
     from airflow.sdk import Connection
@@ -156,6 +161,9 @@ class AgentChatHook(BaseHook):
     :param sleep: replaces the sync retry loop's wait (tests record the delays); by default the wait ends
         early when :meth:`cancel` is called.
     :param async_sleep: ``asyncio.sleep`` replacement for the async retry loop.
+    :param before_attempt: awaited by the async path just before each attempt goes out, with its number
+        (1, 2, ...), after any shared pause is over: where a caller takes a rate-limit slot, so that time spent
+        paused or backing off never takes one. The batch engine's request pacing uses it.
     """
 
     conn_name_attr = "agentchat_conn_id"
@@ -173,6 +181,7 @@ class AgentChatHook(BaseHook):
         retry_policy: RetryPolicy | None = None,
         sleep: Callable[[float], object] | None = None,
         async_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        before_attempt: Callable[[int], Awaitable[None]] | None = None,
     ) -> None:
         super().__init__()
         self.agentchat_conn_id = agentchat_conn_id
@@ -184,9 +193,10 @@ class AgentChatHook(BaseHook):
         # Back-off sleeps wait on the cancel event, so on_kill ends a retry wait at once.
         self._sleep = sleep or self._cancel_event.wait
         self._async_sleep = async_sleep
+        self._before_attempt = before_attempt
         self._async_transport: httpx.AsyncBaseTransport | None = None
         self._async_loop: asyncio.AbstractEventLoop | None = None
-        self._paused_until = 0.0  # time.monotonic() before which no request is sent (shared back-off)
+        self._pause = SharedPause()  # shared by every request of this hook
 
     # ---------------------------------------------------------------------------------------- connection
 
@@ -239,7 +249,8 @@ class AgentChatHook(BaseHook):
         The hook sends to transports directly, so it applies the environment's proxy itself, as
         ``httpx.Client(trust_env=True)`` would.
         """
-        from urllib.request import getproxies_environment, proxy_bypass_environment
+        # proxy_bypass_environment is public in CPython but missing from typeshed.
+        from urllib.request import getproxies_environment, proxy_bypass_environment  # type: ignore[attr-defined]
 
         parts = urlsplit(self.settings.base_url)
         proxies = getproxies_environment()
@@ -346,48 +357,32 @@ class AgentChatHook(BaseHook):
             retry_after=retry_after_from_headers(response.headers, rate_limited=response.status_code == 429),
         )
 
-    def _transport_error(self, exc: httpx.TransportError) -> AgentChatConnectionError:
-        url = self.settings.completions_url
-        kind = type(exc).__name__
-        text = redact(str(exc) or kind, self.settings.api_key)
-        return AgentChatConnectionError(f"{kind} talking to {url}: {text}")
-
-    def _next_delay(self, attempt: int, error: AgentChatError) -> float | None:
-        """Delay before the next attempt, or ``None`` when the error is final or retries are spent."""
-        if self._cancel_event.is_set() or not error.retryable or attempt >= self.retry_policy.max_retries:
-            return None
-        server_delay = error.retry_after if isinstance(error, APIError) else None
-        delay = self.retry_policy.delay(attempt, server_delay)
-        if isinstance(error, RateLimitError) or server_delay is not None:
-            self._paused_until = max(self._paused_until, time.monotonic() + delay)
-        return delay
-
     def pause_remaining(self) -> float:
         """Seconds until this hook sends again after a 429 / ``retry-after`` (the shared back-off); ≤ 0: now."""
-        return self._paused_until - time.monotonic()
+        return self._pause.remaining()
 
-    def _delay_or_raise(self, attempt: int, error: AgentChatError) -> float:
-        """Seconds to wait before the next attempt; raise ``error`` when it is final or retries are spent."""
-        delay = self._next_delay(attempt, error)
-        if delay is None:
-            error.attempts = attempt + 1
-            raise error
-        self.log.warning(
-            "Agent chat request failed (attempt %d/%d): %s; retrying in %.2fs",
-            attempt + 1,
-            self.retry_policy.max_retries + 1,
-            error,
-            delay,
-        )
-        return delay
+    def _retries(self) -> RetryController:
+        return RetryController(self.retry_policy, self._pause, self._cancel_event.is_set)
 
     def _failed(self, exc: Exception) -> AgentChatError:
         """The error an attempt ended with: what the loop decides on (anything else escapes unchanged)."""
         if isinstance(exc, httpx.TransportError):
-            return self._transport_error(exc)
+            return connection_error(exc, self.settings.completions_url, secret=self.settings.api_key)
         if isinstance(exc, AgentChatError):
             return exc
         raise exc
+
+    def _backoff(self, retries: RetryController, error: AgentChatError) -> float:
+        """The wait before the next attempt, logged; raises ``error`` when the controller gives up."""
+        delay = retries.failed(error)
+        self.log.warning(
+            "Agent chat request failed (attempt %d/%d): %s; retrying in %.2fs",
+            retries.attempts,
+            retries.policy.max_retries + 1,
+            error,
+            delay,
+        )
+        return delay
 
     @contextmanager
     def _open(self, request: ChatCompletionRequest, consume: Callable[[httpx.Response], _T]) -> Iterator[_T]:
@@ -396,44 +391,37 @@ class AgentChatHook(BaseHook):
         ``consume`` reads the body inside the retry loop, so a reset, a timeout, a cut or garbled body while it
         reads is retried like an error status. What the caller does with the result is not retried (a
         stream's chunks after the first one was delivered), but its error still says how many attempts the
-        server saw.
+        server saw. Every decision is the :class:`RetryController`'s; this loop only sleeps and sends.
         """
         url, headers, extensions = self._wire
         content = self._encode(request)
-        attempt = 0
+        retries = self._retries()
         while True:
-            pause = self.pause_remaining()
-            while pause > 0 and not self._cancel_event.is_set():
-                self._sleep(pause)
-                pause = self.pause_remaining()  # another request may have extended the pause meanwhile
-            if self._cancel_event.is_set():
-                cancelled = AgentChatConnectionError("Request cancelled: the task was killed")
-                cancelled.attempts = attempt
-                raise cancelled
+            while (pause := retries.wait()) > 0:
+                self._sleep(pause)  # ends early on cancel(); wait() then raises
+            retries.sent()
             response: httpx.Response | None = None
             try:
                 try:
                     http_request = httpx.Request("POST", url, headers=headers, content=content, extensions=extensions)
                     response = self._transport.handle_request(http_request)
-                    if response.is_success:
-                        response.extensions["agentchat_attempts"] = attempt + 1
-                        result = consume(response)
-                    else:
+                    if not response.is_success:
                         raise self._error(response, response.read())
+                    response.extensions["agentchat_attempts"] = retries.attempts
+                    result = consume(response)
                 except Exception as exc:
                     error = self._failed(exc)
                 else:
                     try:
                         yield result
                     except AgentChatError as exc:
-                        exc.attempts = attempt + 1
+                        exc.attempts = retries.attempts
                         raise
                     return
             finally:
                 if response is not None:
                     response.close()
-            self._sleep(self._delay_or_raise(attempt, error))
-            attempt += 1
+            self._sleep(self._backoff(retries, error))
 
     @asynccontextmanager
     async def _aopen(
@@ -443,36 +431,35 @@ class AgentChatHook(BaseHook):
         transport = await self._atransport()
         url, headers, extensions = self._wire
         content = self._encode(request)
-        attempt = 0
+        retries = self._retries()
         while True:
-            pause = self.pause_remaining()
-            while pause > 0:
+            while (pause := retries.wait()) > 0:
                 await self._async_sleep(pause)
-                pause = self.pause_remaining()  # another request may have extended the pause meanwhile
+            if self._before_attempt is not None:
+                await self._before_attempt(retries.attempts + 1)
+            retries.sent()
             response: httpx.Response | None = None
             try:
                 try:
                     http_request = httpx.Request("POST", url, headers=headers, content=content, extensions=extensions)
                     response = await transport.handle_async_request(http_request)
-                    if response.is_success:
-                        response.extensions["agentchat_attempts"] = attempt + 1
-                        result = await consume(response)
-                    else:
+                    if not response.is_success:
                         raise self._error(response, await response.aread())
+                    response.extensions["agentchat_attempts"] = retries.attempts
+                    result = await consume(response)
                 except Exception as exc:
                     error = self._failed(exc)
                 else:
                     try:
                         yield result
                     except AgentChatError as exc:
-                        exc.attempts = attempt + 1
+                        exc.attempts = retries.attempts
                         raise
                     return
             finally:
                 if response is not None:
                     await response.aclose()
-            await self._async_sleep(self._delay_or_raise(attempt, error))
-            attempt += 1
+            await self._async_sleep(self._backoff(retries, error))
 
     def _parse(self, response: httpx.Response, content: bytes, started: float) -> ChatCompletion:
         """The completion in a 2xx body; a body that is not one is an :class:`InvalidResponseError` (retried)."""
@@ -491,7 +478,7 @@ class AgentChatHook(BaseHook):
         raise InvalidResponseError(
             response.status_code,
             f"Response is not a chat completion ({problem})",
-            request_id=redact_optional(response.headers.get("x-request-id"), self.settings.api_key),
+            request_id=redact_optional(request_id_from_headers(response.headers), self.settings.api_key),
         )
 
     def _reader(self, started: float) -> Callable[[httpx.Response], ChatCompletion]:
@@ -564,18 +551,29 @@ class AgentChatHook(BaseHook):
         The first chunk is read inside the retry loop: a stream that breaks before it is sent again. Once a
         chunk was delivered, a break raises :class:`StreamError` (the caller has acted on part of an answer).
         """
+        with self.open_stream(request) as (_, chunks):
+            yield from chunks
+
+    @contextmanager
+    def open_stream(
+        self, request: ChatCompletionRequest
+    ) -> Iterator[tuple[dict[str, Any], Iterator[ChatCompletionChunk]]]:
+        """:meth:`stream`, opened: ``(meta, chunks)`` once the first chunk is in, before it is delivered.
+
+        ``meta`` holds the ``attempts`` and the ``request_id`` of the response that streams, for a caller that
+        shows them while the answer is still arriving (the Agent Chat page).
+        """
         from airflow_agentchat.streaming import iter_chunks
 
         secret = self.settings.api_key
 
-        def first(response: httpx.Response) -> tuple[Iterator[ChatCompletionChunk], ChatCompletionChunk | None]:
+        def first(response: httpx.Response) -> tuple[dict[str, Any], Iterator[ChatCompletionChunk]]:
             chunks = iter_chunks(response, secret=secret)
-            return chunks, next(chunks, None)
+            head = next(chunks, None)
+            return _response_meta(response, secret), iter(()) if head is None else itertools.chain([head], chunks)
 
-        with self._open(request, first) as (chunks, head):
-            if head is not None:
-                yield head
-                yield from chunks
+        with self._open(request, first) as opened:
+            yield opened
 
     async def acreate_chat_completion(
         self,
@@ -674,20 +672,26 @@ class AgentChatHook(BaseHook):
 _JSON = {"Content-Type": "application/json"}
 
 
+def _response_meta(response: httpx.Response, secret: str | None) -> dict[str, Any]:
+    return {
+        "attempts": response.extensions.get("agentchat_attempts", 1),
+        "request_id": redact_optional(request_id_from_headers(response.headers), secret),
+    }
+
+
 def _with_meta(
     completion: ChatCompletion, response: httpx.Response, secret: str | None, started: float
 ) -> ChatCompletion:
     completion._meta = {
-        "attempts": response.extensions.get("agentchat_attempts", 1),
+        **_response_meta(response, secret),
         "latency_ms": round((time.perf_counter() - started) * 1000, 1),
-        "request_id": redact_optional(response.headers.get("x-request-id"), secret),
     }
     return completion
 
 
 def _short(exc: APIError) -> str:
     parts = [f"HTTP {exc.status}"]
-    if exc.code:
+    if exc.code and exc.code != str(exc.status):
         parts.append(str(exc.code))
     if exc.message:
         parts.append(exc.message[:120])
@@ -696,15 +700,15 @@ def _short(exc: APIError) -> str:
     return ", ".join(parts)
 
 
+_CONNECTION_ADVICE: dict[type[AgentChatConnectionError], str] = {
+    TLSError: "TLS failed for {url}: {text}. Set the connection's CA bundle, or verify=false for a test server.",
+    DNSError: "Cannot resolve the host of {url}: check the connection's Agent endpoint.",
+    RefusedError: "Cannot connect to {url} (connection refused): is the endpoint up and the port right?",
+    NetworkTimeoutError: "Timed out talking to {url}: the endpoint is slow or unreachable from this worker.",
+    ResetError: "{url} closed the connection before answering: {text}. A proxy or firewall may be in the way.",
+}
+
+
 def _explain_connection_error(url: str, exc: AgentChatConnectionError) -> str:
-    text = str(exc)
-    lowered = text.lower()
-    if "certificate" in lowered or "ssl" in lowered or "tls" in lowered:
-        return f"TLS failed for {url}: {text}. Set the connection's CA bundle, or verify=false for a test server."
-    if "name or service not known" in lowered or "nodename nor servname" in lowered or "getaddrinfo" in lowered:
-        return f"Cannot resolve the host of {url}: check the connection's Agent endpoint."
-    if "refused" in lowered or "connecterror" in lowered:
-        return f"Cannot connect to {url} (connection refused): is the endpoint up and the port right?"
-    if "timeout" in lowered:
-        return f"Timed out talking to {url}: the endpoint is slow or unreachable from this worker."
-    return f"Cannot reach {url}: {text}"
+    advice = next((_CONNECTION_ADVICE[cls] for cls in type(exc).__mro__ if cls in _CONNECTION_ADVICE), None)
+    return (advice or "Cannot reach {url}: {text}").format(url=url, text=exc)

@@ -14,7 +14,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from airflow_agentchat.operators.base import AgentChatRequestOperator
-from airflow_agentchat.operators.request_parts import compose_messages, load_json
+from airflow_agentchat.request_body import compose_messages, load_json
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -328,7 +328,11 @@ class AgentChatCompletionOperator(AgentChatRequestOperator):
         spend = self._begin_spend(context)
         with self._spend_guard(context):
             if event["status"] == "error":
-                error = AgentChatError(event.get("message") or "agent chat request failed in the triggerer")
+                error = (
+                    AgentChatError.from_dict(event["error"])  # the class direct mode would raise
+                    if isinstance(event.get("error"), dict)
+                    else AgentChatError(event.get("message") or "agent chat request failed in the triggerer")
+                )
                 spend.failed(error, None)
                 raise error
             completion = ChatCompletion.model_validate(event["response"])
@@ -374,7 +378,8 @@ class AgentChatCompletionOperator(AgentChatRequestOperator):
 
         spend = self.__dict__.get("_spend")
         settings = self.hook.settings
-        facts = spend.facts(settings.base_url, spend.model or self.model or settings.model) if spend else {}
+        model = getattr(self, "model", None)  # a body field, set from BODY_FIELDS by the base class
+        facts = spend.facts(settings.base_url, spend.model or model or settings.model) if spend else {}
         return operator_lineage(facts)
 
     def _converse(
@@ -392,16 +397,16 @@ class AgentChatCompletionOperator(AgentChatRequestOperator):
         ``completion`` is the first answer (None: send the next request of ``state``'s conversation). Every
         round is added to the usage and saved in ``state`` (see ``round_state``), so a retry resumes here.
         """
-        from airflow_agentchat.structured_output import add_usage, message_of
+        from airflow_agentchat.structured_output import message_of
         from airflow_agentchat.tools import ToolError, assistant_message, describe_call
+        from airflow_agentchat.usage import TokenUsage
 
         if state is None:
             state = self._load_state(context, messages, params)
         if state.messages is not None:
             messages = state.messages
-        usage = state.usage
         if completion is not None:
-            add_usage(usage, completion.usage_dict())
+            state.usage += TokenUsage.of(completion.usage_dict())
         toolbox = self.toolbox
         secret = self.hook.settings.api_key
         repairs = 0
@@ -413,7 +418,7 @@ class AgentChatCompletionOperator(AgentChatRequestOperator):
                     if toolbox is not None:
                         self.log.info("Round %d: asking the agent", state.tool_rounds + repairs + 1)
                     completion = self._send(self.hook.build_request(messages, **asking))
-                    add_usage(usage, completion.usage_dict())
+                    state.usage += TokenUsage.of(completion.usage_dict())
                 message = message_of(completion)
                 outcome = spec.parse(message) if spec is not None else None
                 if outcome is not None and outcome.ok:
@@ -428,8 +433,8 @@ class AgentChatCompletionOperator(AgentChatRequestOperator):
                         self._push_trace(context, state)
                         if "_spend" in self.__dict__:
                             self._spend.invalid_output()
-                        self._publish(completion, context, started, usage=usage)
-                        raise spec.failure(outcome, repairs + 1, usage, secret)  # type: ignore[union-attr]
+                        self._publish(completion, context, started, usage=state.usage.as_dict())
+                        raise spec.failure(outcome, repairs + 1, state.usage.as_dict(), secret)  # type: ignore[union-attr]
                     repairs += 1
                     self.log.warning(
                         "Answer %d does not match the output schema (%s); sending the errors back (repair %d of %d)",
@@ -460,7 +465,7 @@ class AgentChatCompletionOperator(AgentChatRequestOperator):
             calls = pending["message"]["tool_calls"]
             if state.tool_rounds >= self.max_tool_rounds:
                 self._push_trace(context, state)
-                context["ti"].xcom_push(key="usage", value=usage)
+                context["ti"].xcom_push(key="usage", value=state.usage.as_dict())
                 names = ", ".join(sorted({c["function"]["name"] for c in calls}))
                 raise ToolError(
                     f"The agent still called tools ({names}) after max_tool_rounds={self.max_tool_rounds} rounds; "
@@ -489,7 +494,7 @@ class AgentChatCompletionOperator(AgentChatRequestOperator):
                 spec.strategy,  # type: ignore[union-attr]
                 outcome.source,
             )
-        published = self._publish(completion, context, started, usage=usage)
+        published = self._publish(completion, context, started, usage=state.usage.as_dict())
         structured = outcome is not None
         value = outcome.value if structured else published  # type: ignore[union-attr]
         if not self.approval_required():
@@ -514,7 +519,7 @@ class AgentChatCompletionOperator(AgentChatRequestOperator):
         """A retry of a task whose answer an earlier try got: push its XComs again and ask for the review."""
         ti = context["ti"]
         ti.xcom_push(key="response", value=state.final["response"])  # type: ignore[index]
-        ti.xcom_push(key="usage", value=state.usage)
+        ti.xcom_push(key="usage", value=state.usage.as_dict())
         self._push_trace(context, state)
         self.log.info("The answer was paid for by an earlier try; asking for its review again")
         return self._request_review(context, state)
@@ -528,7 +533,7 @@ class AgentChatCompletionOperator(AgentChatRequestOperator):
             context,
             final.get("value"),
             structured=bool(final.get("structured")),
-            usage=state.usage,
+            usage=state.usage.as_dict(),
             tool_calls=len(state.trace),
             timeout=self.approval_timeout,
             default=self.approval_default,

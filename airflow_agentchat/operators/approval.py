@@ -33,7 +33,7 @@ DEFAULTS = {"approve": APPROVE, "reject": REJECT}
 RESUME_METHOD = "approval_complete"
 
 
-class ApprovalError(AgentChatError):
+class ApprovalError(AgentChatError, kind="not_approved"):
     """The answer was not approved: rejected, not reviewed in time, or edited into an invalid value.
 
     ``decision`` is ``"rejected"``, ``"timed_out"`` or ``"invalid_edit"``; ``reviewer`` and ``comment`` say who
@@ -45,6 +45,18 @@ class ApprovalError(AgentChatError):
         self.reviewer = reviewer
         self.comment = comment
         super().__init__(message)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "decision": self.decision, "reviewer": self.reviewer, "comment": self.comment}
+
+    @classmethod
+    def _rebuild(cls, data: dict[str, Any]) -> AgentChatError:
+        return cls(
+            str(data.get("message") or ""),
+            decision=str(data.get("decision") or "rejected"),
+            reviewer=data.get("reviewer"),
+            comment=data.get("comment"),
+        )
 
 
 def timeout_of(value: timedelta | float | int | None) -> timedelta | None:

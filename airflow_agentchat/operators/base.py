@@ -10,7 +10,7 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 
-from airflow_agentchat.operators.request_parts import BODY_FIELDS, load_json, merge_request
+from airflow_agentchat.request_body import BODY_FIELDS, load_json, merge_request
 
 #: Fields that may arrive as JSON text after templating (``"{{ ti.xcom_pull(...) | tojson }}"``). ``stop`` is
 #: not one of them: a stop sequence like ``"[/INST]"`` is text.

@@ -20,7 +20,7 @@ from airflow_agentchat.operators.base import AgentChatRequestOperator
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from airflow_agentchat.batch.runner import RateGate
+    from airflow_agentchat.batch.rate import RateGate
     from airflow_agentchat.hooks.agent_chat import AgentChatHook
 
 
@@ -164,7 +164,7 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
     @cached_property
     def gate(self) -> RateGate:
         """Request pacing and token budget (this shard's share); the hook calls it before every retry, too."""
-        from airflow_agentchat.batch.runner import RateGate
+        from airflow_agentchat.batch.rate import RateGate
 
         rpm, tpm = self.requests_per_minute, self.tokens_per_minute
         return RateGate(rpm / self._shards if rpm else rpm, tpm / self._shards if tpm else tpm)
@@ -179,7 +179,8 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         """
         ti = context.get("ti")
         map_index = getattr(ti, "map_index", None)
-        if not isinstance(map_index, int) or map_index < 0 or not (self.requests_per_minute or self.tokens_per_minute):
+        limited = self.requests_per_minute or self.tokens_per_minute
+        if ti is None or not isinstance(map_index, int) or map_index < 0 or not limited:
             return 1
         mapped = ti.get_ti_count(dag_id=ti.dag_id, task_ids=[ti.task_id], run_ids=[ti.run_id])
         caps = [int(c) for c in (mapped, self.max_active_tis_per_dagrun, self.max_active_tis_per_dag) if c]
@@ -194,7 +195,7 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
             timeout=self.timeout,
             max_retries=self.max_retries,
             max_connections=self.max_concurrency,
-            async_sleep=self.gate.retry_sleep,
+            before_attempt=self.gate.before_attempt,  # every attempt takes a request slot, never a pause
         )
 
     def resolve_output_path(self) -> str:
@@ -220,8 +221,7 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         self._shards = self.shards_at_once(context)  # before the gate exists: it paces at this shard's share
         shared = self.body_params()
         output, build_request = self._output()
-        # Shared fields are checked once, before anything else: a bad temperature fails the task, not every item.
-        build_request([{"role": "user", "content": "check"}], **shared)
+        self._check_shared(shared, output)
         from airflow_agentchat.spend import Budget
 
         prices = self.prices()
@@ -261,7 +261,7 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         from airflow_agentchat.spend import Budget, BudgetExhaustedError
 
         scan = store.scan(retry_failed=self.retry_failed)
-        budget = Budget(self.max_total_tokens, self.max_cost, prices, used=dict(scan.usage))
+        budget = Budget(self.max_total_tokens, self.max_cost, prices, used=scan.usage)
         if scan.lines:
             self.log.info(
                 "Resuming %s: %d ids already recorded (%d failed ones will be sent again), %d parts",
@@ -326,10 +326,10 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
             "failed_fraction": round(fraction, 6),
             "error_types": composed.error_types,
             "invalid_output": composed.error_types.get("invalid_output", 0),
-            "usage": composed.usage,
+            "usage": composed.usage.as_dict(),
             "sent": run.sent,
             "attempts": run.attempts,
-            "run_usage": run.usage,
+            "run_usage": run.usage.as_dict(),
             "resumed": input_stats.resumed,
             "duplicates": input_stats.duplicates,
             "invalid": input_stats.rejected,
@@ -342,14 +342,14 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
             },
         }
         if prices.known:
-            summary["cost"] = prices.cost(composed.usage)
-            summary["run_cost"] = prices.cost(run.usage)
+            summary["cost"] = prices.cost(summary["usage"])
+            summary["run_cost"] = prices.cost(summary["run_usage"])
         if budget.active:
             not_sent = max(0, total - input_stats.resumed - input_stats.duplicates - run.done)
             summary.update(budget_exhausted=budget.exhausted, not_sent=not_sent if budget.exhausted else 0)
         self._facts.update(
             model=shared.get("model") or settings.model,
-            usage=composed.usage,
+            usage=summary["usage"],
             requests=run.sent,
             attempts=run.attempts,
             errors=composed.error_types,
@@ -357,7 +357,7 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         )
         self.log.info("Batch summary: %s", summary)
         # Usage and cost first: they reach XCom even when the task fails below.
-        self._push_spend(context, composed.usage, summary.get("cost"))
+        self._push_spend(context, summary["usage"], summary.get("cost"))
         if budget.exhausted:
             message = (
                 f"Budget exhausted: {budget.describe()}; {summary['not_sent']} items not sent (a rerun with a larger "
@@ -376,6 +376,14 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
             )
         return summary
 
+    @staticmethod
+    def _check_shared(shared: dict[str, Any], output: Any) -> None:
+        """Check the fields every item shares, as fields (with the output schema's additions), once and before
+        anything else: a bad temperature fails the task, not every item."""
+        from airflow_agentchat.models import build_fields
+
+        build_fields(**(output.apply([], shared)[1] if output is not None else shared))
+
     def _push_spend(self, context: Context, usage: dict[str, Any], cost: float | None) -> None:
         ti = context["ti"]
         ti.xcom_push(key="usage", value=usage)
@@ -386,7 +394,7 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         """The output spec (None without a schema) and the request builder that adds it to every item."""
         if self.output_model is None and self.output_schema is None:
             return None, self.hook.build_request
-        from airflow_agentchat.operators.request_parts import load_json
+        from airflow_agentchat.request_body import load_json
         from airflow_agentchat.structured_output import OutputSpec
 
         spec = OutputSpec.build(

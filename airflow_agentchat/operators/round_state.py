@@ -24,6 +24,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from airflow_agentchat.usage import TokenUsage
+
 #: The task state store key. Renaming it would orphan the state of tasks retrying during an upgrade.
 KEY = "agentchat_conversation"
 _VERSION = 1
@@ -45,7 +47,7 @@ class RoundState:
         self.resumed = bool(data)
         self._written = False
         self.messages: list[dict[str, Any]] | None = data.get("messages")
-        self.usage: dict[str, Any] = dict(data.get("usage") or {})
+        self.usage = TokenUsage.of(data.get("usage"))  # every answer of the conversation, each one paid
         self.trace: list[dict[str, Any]] = list(data.get("trace") or [])
         self.tool_rounds: int = int(data.get("tool_rounds") or 0)
         self.pending: dict[str, Any] | None = data.get("pending")
@@ -79,7 +81,7 @@ class RoundState:
         log.info(
             "Resuming the conversation an earlier try saved: %d tool round(s) done, %s tokens paid%s",
             state.tool_rounds,
-            state.usage.get("total_tokens", 0),
+            state.usage.total_tokens,
             ", the answer awaits review" if state.final else (", tools pending" if state.pending else ""),
         )
         return state
@@ -98,7 +100,7 @@ class RoundState:
             "v": _VERSION,
             "fingerprint": self._fingerprint,
             "messages": self.messages,
-            "usage": self.usage,
+            "usage": self.usage.as_dict(),
             "trace": self.trace,
             "tool_rounds": self.tool_rounds,
             "pending": self.pending,

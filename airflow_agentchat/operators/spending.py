@@ -13,7 +13,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from airflow_agentchat.metrics import TaskMetrics, error_kind
-from airflow_agentchat.spend import Budget, BudgetExhaustedError, add_usage, estimate_tokens, zero_usage
+from airflow_agentchat.spend import Budget, BudgetExhaustedError, estimate_tokens
+from airflow_agentchat.usage import ZERO, TokenUsage
 
 STATE_KEY = "agentchat_spend"
 
@@ -26,10 +27,9 @@ class TaskSpend:
         self.prices = operator.prices()
         self._state = context.get("task_state_store")
         prior = self._load()
-        used = add_usage(zero_usage(), prior)
-        self.budget = Budget(operator.max_total_tokens, operator.max_cost, self.prices, used=used)
+        self.budget = Budget(operator.max_total_tokens, operator.max_cost, self.prices, used=TokenUsage.of(prior))
         self.metrics = TaskMetrics.create(operator.agentchat_conn_id, context)
-        self.usage = zero_usage()  # this try's, every round
+        self.usage = ZERO  # this try's, every round
         self.requests = 0
         self.attempts = 0
         self.errors: dict[str, int] = {}
@@ -52,7 +52,7 @@ class TaskSpend:
         if self._state is None or not self.budget.active:
             return
         try:
-            self._state.set(STATE_KEY, dict(self.budget.used))
+            self._state.set(STATE_KEY, self.budget.used.as_dict())
         except Exception as exc:
             self.log.warning("Could not save this try's spend to the task state store: %s", exc)
 
@@ -85,7 +85,7 @@ class TaskSpend:
     def paid(self, completion: Any, started: float | None, reservation: tuple[int, int] = (0, 0)) -> None:
         """Count an answer (also one that arrived through the triggerer)."""
         usage = completion.usage_dict()
-        add_usage(self.usage, usage)
+        self.usage += TokenUsage.of(usage)
         self.budget.settle(*reservation, usage)
         self._save()
         self.model = getattr(completion, "model", None) or self.model
@@ -118,10 +118,10 @@ class TaskSpend:
 
     def push(self, ti: Any, usage: Mapping[str, Any] | None = None) -> None:
         """``usage`` and ``cost`` to XCom: this try's rounds unless ``usage`` is given."""
-        usage = self.usage if usage is None else usage
+        pushed = self.usage.as_dict() if usage is None else dict(usage)
         self.pushed = True
-        ti.xcom_push(key="usage", value=dict(usage))
-        cost = self.prices.cost(usage)
+        ti.xcom_push(key="usage", value=pushed)
+        cost = self.prices.cost(pushed)
         if cost is not None:
             ti.xcom_push(key="cost", value=cost)
 
@@ -138,7 +138,7 @@ class TaskSpend:
         return {
             "host": host,
             "model": model,
-            "usage": dict(self.usage),
+            "usage": self.usage.as_dict(),
             "requests": self.requests,
             "attempts": self.attempts,
             "errors": dict(self.errors),

@@ -118,16 +118,23 @@ async def _read_body(request: Request) -> tuple[dict[str, Any], dict[str, Any]]:
     return body, dict(body["request"])
 
 
-def _validate(request_body: dict[str, Any]) -> Any:
-    from airflow_agentchat.models import build_request
-
+def _validate(request_body: dict[str, Any], hook: Any = None) -> Any:
+    """The request as ``hook`` will send it (its connection's ``model`` applied); without a hook, as is."""
     params = dict(request_body)
     messages = params.pop("messages", None)
+    if hook is not None:
+        return hook.build_request(messages, **params)
+    from airflow_agentchat.models import build_request
+
     return build_request(messages, **params)
 
 
-def _snippet_source(validated: Any) -> dict[str, Any]:
-    return validated.model_dump(mode="json", exclude_unset=True, exclude_none=True)
+def _snippet_source(validated: Any, request_body: dict[str, Any]) -> dict[str, Any]:
+    """The fields of the operator snippet: what the form set (a model the connection supplies stays there)."""
+    fields = validated.model_dump(mode="json", exclude_unset=True, exclude_none=True)
+    if "model" not in request_body:
+        fields.pop("model", None)
+    return fields
 
 
 def _hook(connection_id: str) -> tuple[Any, str | None]:
@@ -144,6 +151,16 @@ def _hook(connection_id: str) -> tuple[Any, str | None]:
     except AgentChatError as exc:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
     return hook, settings.api_key
+
+
+def _preview_hook(connection_id: str | None) -> Any:
+    """The hook of the connection a preview names, or ``None`` when there is no usable one (nothing is sent)."""
+    if not connection_id:
+        return None
+    try:
+        return _hook(connection_id)[0]
+    except HTTPException:
+        return None
 
 
 def create_app() -> FastAPI:
@@ -191,43 +208,42 @@ def create_app() -> FastAPI:
     async def validate(request: Request) -> Response:
         body, request_body = await _read_body(request)
         conn_id = body.get("conn_id") if isinstance(body.get("conn_id"), str) else None
+        hook = await run_in_threadpool(_preview_hook, conn_id)
         try:
-            validated = _validate(request_body)
+            validated = _validate(request_body, hook)
         except InvalidRequestError as exc:
             return _json(invalid_payload(exc), _UNPROCESSABLE)
         return _json(
             {
                 "ok": True,
                 "body": validated.to_body(),
-                "snippet": operator_snippet(str(conn_id or "agentchat_default"), _snippet_source(validated)),
+                "snippet": operator_snippet(
+                    str(conn_id or "agentchat_default"), _snippet_source(validated, request_body)
+                ),
             }
         )
 
     @app.post("/api/connections/{connection_id}/chat", dependencies=[*_use_access(), Depends(same_origin_json)])
     async def chat(connection_id: str, request: Request) -> Response:
         _, request_body = await _read_body(request)
-        try:
-            validated = _validate(request_body)
-        except InvalidRequestError as exc:
-            return _json(invalid_payload(exc), _UNPROCESSABLE)
         hook, secret = await run_in_threadpool(_hook, connection_id)
+        try:
+            validated = _validate(request_body, hook)  # validated once: what the page shows is what is sent
+        except InvalidRequestError as exc:
+            return _json(invalid_payload(exc), _UNPROCESSABLE, secret)
         head = {
             "request": validated.to_body(),
-            "snippet": operator_snippet(connection_id, _snippet_source(validated)),
+            "snippet": operator_snippet(connection_id, _snippet_source(validated, request_body)),
         }
-        params = dict(request_body)
-        messages = params.pop("messages")
         if validated.stream:
             return StreamingResponse(
-                _stream_events(hook, secret, messages, params, head),
+                _stream_events(hook, secret, validated, head),
                 media_type="application/x-ndjson",
                 headers={**_SECURITY_HEADERS, "X-Accel-Buffering": "no"},
             )
         started = time.perf_counter()
         try:
-            completion = await run_in_threadpool(hook.create_chat_completion, messages, **params)
-        except InvalidRequestError as exc:
-            return _json(invalid_payload(exc), _UNPROCESSABLE, secret)
+            completion = await run_in_threadpool(hook.send, validated)
         except AgentChatError as exc:
             return _json({**error_payload(exc), **head}, status.HTTP_502_BAD_GATEWAY, secret)
         finally:
@@ -238,15 +254,13 @@ def create_app() -> FastAPI:
     return app
 
 
-def _stream_events(
-    hook: Any, secret: str | None, messages: Any, params: dict[str, Any], head: dict[str, Any]
-) -> Iterator[bytes]:
+def _stream_events(hook: Any, secret: str | None, request: Any, head: dict[str, Any]) -> Iterator[bytes]:
     """NDJSON events: ``start``, ``open`` (attempts, request id), one ``delta`` per chunk, then ``result`` or ``error``.
 
     A sync generator: Starlette runs it in its thread pool, so the hook's blocking client never stalls the
     API server's event loop.
     """
-    from airflow_agentchat.streaming import ChunkFolder, iter_chunks
+    from airflow_agentchat.streaming import ChunkFolder
 
     def line(event: dict[str, Any]) -> bytes:
         text = json.dumps(event, ensure_ascii=False, default=str)
@@ -259,14 +273,9 @@ def _stream_events(
     started = time.perf_counter()
     chunks = 0
     try:
-        request = hook.build_request(messages, **params)
-        # The hook's public stream() yields chunks only; the page also shows the attempts and the request id
-        # of the response that streams, so it opens the stream itself (same retries, same redaction).
-        with hook._open(request) as response:
-            opened = {"attempts": response.extensions.get("agentchat_attempts", 1)}
-            opened["request_id"] = response.headers.get("x-request-id")
+        with hook.open_stream(request) as (opened, stream):
             yield line({"type": "open", **opened})
-            for chunk in iter_chunks(response, secret=secret):
+            for chunk in stream:
                 chunks += 1
                 folder.add(chunk)
                 event: dict[str, Any] = {"type": "delta", "text": chunk.text}

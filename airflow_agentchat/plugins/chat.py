@@ -120,7 +120,12 @@ def invalid_payload(error: InvalidRequestError) -> dict[str, Any]:
 
 def error_payload(error: AgentChatError) -> dict[str, Any]:
     """An error from the hook as data; its text is already free of the key (the hook redacts it)."""
-    detail: dict[str, Any] = {"kind": type(error).__name__, "message": str(error), "attempts": error.attempts}
+    detail: dict[str, Any] = {
+        "kind": error.kind,
+        "retryable": error.retryable,
+        "message": str(error),
+        "attempts": error.attempts,
+    }
     if isinstance(error, APIError):
         detail.update(status=error.status, code=error.code, request_id=error.request_id, server_message=error.message)
     return {"ok": False, "error": detail}

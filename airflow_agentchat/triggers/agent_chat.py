@@ -3,7 +3,8 @@
 The trigger is serialized into the metadata DB, so its arguments hold only the connection id and the validated
 request as JSON (``request.model_dump(mode="json", exclude_unset=True)``: ``extra_body`` stays apart, so one
 validation restores it); the access key is read from the connection inside the triggerer. Events are plain
-JSON dicts.
+JSON dicts; an error event carries the error's ``to_dict()`` (kind, status, code, request id, message, attempts),
+so the task raises the same class in deferrable mode as in direct mode.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ class AgentChatCompletionTrigger(BaseTrigger):
             request = build_request(**self.body)
             completion = await hook.asend(request)
         except AgentChatError as exc:
-            yield TriggerEvent({"status": "error", "message": str(exc)})
+            yield TriggerEvent({"status": "error", "message": str(exc), "error": exc.to_dict()})
             return
         finally:
             await hook.aclose()

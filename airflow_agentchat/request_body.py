@@ -1,7 +1,8 @@
-"""How operators turn their arguments into one request: shared by the single and the batch operator.
+"""How arguments become one request body: the body fields, JSON-text inputs, the messages, request= merging.
 
-Import-light on purpose (no pydantic, no httpx): DAG files import the operators on every parse. Validation
-happens later, in the hook, before anything is sent.
+Shared by the operators and the batch engine's items, so it sits beside ``models.py`` rather than in
+``operators/`` (a lower layer must not import a higher one). Import-light on purpose (no pydantic, no httpx):
+DAG files import the operators on every parse. Validation happens later, in the hook, before anything is sent.
 """
 
 from __future__ import annotations
