@@ -385,7 +385,9 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         build_fields(**(output.apply([], shared)[1] if output is not None else shared))
 
     def _push_spend(self, context: Context, usage: dict[str, Any], cost: float | None) -> None:
-        ti = context["ti"]
+        ti = context.get("ti")
+        if ti is None:  # executed outside a task (benchmarks, a plain script): the summary is returned anyway
+            return
         ti.xcom_push(key="usage", value=usage)
         if cost is not None:
             ti.xcom_push(key="cost", value=cost)
