@@ -11,6 +11,7 @@ Building these classes costs pydantic some milliseconds, so DAG-facing modules i
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
@@ -342,12 +343,61 @@ class ChatCompletionRequest(BaseModel):
             raise ValueError(f"extra_body must not repeat named fields: {', '.join(sorted(clash))}")
         return self
 
+    _shared: SharedFields | None = PrivateAttr(default=None)
+
     def to_body(self) -> dict[str, Any]:
         """The JSON body to send: set fields only (plus ``model``), with ``extra_body`` merged in."""
-        body = self.model_dump(mode="json", exclude_unset=True, exclude_none=True, exclude={"extra_body"})
+        return self._body(exclude={"extra_body"})
+
+    def _body(self, exclude: set[str]) -> dict[str, Any]:
+        body = self.model_dump(mode="json", exclude_unset=True, exclude_none=True, exclude=exclude)
         body["model"] = self.model
         body.update(self.extra_body or {})
         return body
+
+    def to_json(self) -> bytes:
+        """:meth:`to_body` as the compact UTF-8 JSON the hook sends.
+
+        pydantic's serializer writes it in one step when there is nothing to merge (a third of the time of
+        dumping and encoding a dict), and fields shared with many requests (:class:`SharedFields`) are copied
+        in as they were encoded once, as long as this request still holds those very values.
+        """
+        shared = self._shared
+        if shared is not None and not shared.held_by(self):
+            shared = None  # a copy changed them since: encode everything
+        exclude = {"extra_body", *shared.values} if shared is not None else {"extra_body"}
+        if self.extra_body or self.model is None or "model" not in self.model_fields_set:
+            head = json.dumps(self._body(exclude), separators=(",", ":"), ensure_ascii=False).encode()
+        else:
+            head = self.__pydantic_serializer__.to_json(self, exclude_unset=True, exclude_none=True, exclude=exclude)
+        if shared is None or not shared.encoded:
+            return head
+        return head[:-1] + b"," + shared.encoded + b"}"
+
+
+class SharedFields:
+    """Body fields that many requests carry unchanged (a batch's output tool), validated and encoded once.
+
+    A large JSON Schema in ``tools`` costs more to dump and encode than the rest of a request; a batch sends
+    the same one with every item.
+    """
+
+    def __init__(self, source: ChatCompletionRequest, names: Sequence[str]) -> None:
+        self.values = {name: getattr(source, name) for name in names}
+        body = source.model_dump(mode="json", include=set(names), exclude_none=True)
+        self.encoded = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()[1:-1]
+
+    def attach(self, request: _Request) -> _Request:
+        """``request``, just built and not yet shared, with these fields set (not validated again: they were,
+        once, with ``source``). Set in place, as ``model_copy(update=...)`` would on a copy, at a fifth of its
+        cost."""
+        request.__dict__.update(self.values)
+        request.__pydantic_fields_set__.update(self.values)
+        request._shared = self
+        return request
+
+    def held_by(self, request: ChatCompletionRequest) -> bool:
+        return all(getattr(request, name) is value for name, value in self.values.items())
 
 
 def _loc(loc: Sequence[int | str]) -> str:
@@ -627,6 +677,10 @@ class ChatCompletion(_AgentBlocks):
     def to_dict(self) -> dict[str, Any]:
         """The whole response as JSON-safe data, unknown keys included."""
         return self.model_dump(mode="json", exclude_none=True)
+
+    def to_json(self) -> bytes:
+        """:meth:`to_dict` as compact UTF-8 JSON, written by pydantic's serializer in one step (a batch line)."""
+        return self.__pydantic_serializer__.to_json(self, exclude_none=True)
 
 
 class Delta(BaseModel):

@@ -9,7 +9,9 @@ The reference offers two ways to ask for a shape, and this module builds both:
 * ``"auto"`` sends what ``"tool"`` sends but also accepts a JSON object in the text, because agents with
   their own instructions may answer in text despite ``tool_choice``.
 
-The value is validated (pydantic for a model class, a JSON Schema validator for a dict). When it is invalid,
+The value is validated (pydantic for a model class, a JSON Schema validator for a dict: ``jsonschema_rs``
+accepts a valid value in well under a microsecond, and ``jsonschema`` checks what it rejects and words the
+errors). When it is invalid,
 :meth:`OutputSpec.repair_messages` gives the messages that send the errors back to the agent: a ``tool``
 message answering the call (what pydantic-ai does with its output tool) or a ``user`` message after a text
 answer. Callers loop: send, :meth:`OutputSpec.parse`, repair, up to ``retries`` times.
@@ -162,6 +164,7 @@ class OutputSpec:
         self.name = name
         self.description = description
         self._validator = validator
+        self._fast = _fast_validator(schema) if model is None else None
         self.tool = {"type": "function", "function": {"name": name, "description": description, "parameters": schema}}
         self.tool_choice = {"type": "function", "function": {"name": name}}
         self.instruction = (
@@ -254,8 +257,9 @@ class OutputSpec:
         """``build_request`` for many items (the batch): the schema is added to each, checked once.
 
         With the tool strategies the tool and ``tool_choice`` are the same for every item, so they are
-        validated once and attached to each item's validated request (``model_copy``), instead of walking the
-        whole schema again per item. Items with tools or ``tool_choice`` of their own take the full path.
+        validated and encoded once and attached to each item's validated request, instead of walking and
+        encoding the whole schema again per item. Items with tools or ``tool_choice`` of their own take the
+        full path.
         """
 
         def full(messages: list[dict[str, Any]], **params: Any) -> Any:
@@ -264,15 +268,14 @@ class OutputSpec:
 
         if self.strategy == "json":
             return full
-        from airflow_agentchat.models import build_fields
+        from airflow_agentchat.models import SharedFields, build_fields
 
-        shared = build_fields(**self.apply([], {})[1])
-        attach = {"tools": shared.tools, "tool_choice": shared.tool_choice}
+        shared = SharedFields(build_fields(**self.apply([], {})[1]), ("tools", "tool_choice"))
 
         def fast(messages: list[dict[str, Any]], **params: Any) -> Any:
             if params.get("tools") or params.get("tool_choice") is not None or (params.get("n") or 1) != 1:
                 return full(messages, **params)
-            return build_request(messages, **params).model_copy(update=attach)
+            return shared.attach(build_request(messages, **params))
 
         return fast
 
@@ -287,6 +290,8 @@ class OutputSpec:
                 function = call.get("function") or {}
                 if function.get("name") == self.name:
                     arguments = function.get("arguments") or ""
+                    if self.model is not None and (dumped := _model_value(self.model, arguments)) is not None:
+                        return Outcome(value=dumped, raw=arguments, source="tool")
                     try:
                         value = json.loads(arguments) if arguments.strip() else {}
                     except ValueError as exc:
@@ -324,8 +329,23 @@ class OutputSpec:
                 details = exc.errors(include_url=False, include_input=False, include_context=False)
                 return None, sorted((json_path(e["loc"]), e["msg"]) for e in details)
             return instance.model_dump(mode="json"), []
+        if self._accepts_fast(value):
+            return value, []
         errors = sorted(_schema_error(e) for e in self._validator.iter_errors(value))  # by path, as for a model
         return (None, errors) if errors else (value, [])
+
+    def _accepts_fast(self, value: Any) -> bool:
+        """True when the compiled (Rust) validator finds ``value`` valid: ~0.3 µs against ~20 µs for jsonschema.
+
+        Only an acceptance is taken from it; anything it rejects (or cannot take, like an integer beyond 64
+        bits) goes to jsonschema, which has the last word and writes the messages.
+        """
+        if self._fast is None:
+            return False
+        try:
+            return bool(self._fast.is_valid(value))
+        except Exception:
+            return False
 
     def _validated(self, value: Any, raw: str, source: str) -> Outcome:
         checked, errors = self.validate(value)
@@ -410,6 +430,20 @@ def result_fields(
     return {"raw": outcome.raw}, error
 
 
+def _model_value(model: type[BaseModel], arguments: str) -> dict[str, Any] | None:
+    """The model's JSON dump of valid ``arguments``, parsed and validated by pydantic-core in one step (two
+    fifths of the time of ``json.loads`` then ``model_validate``); None when they are not valid, and the
+    step-by-step path then words the errors."""
+    from pydantic import ValidationError
+
+    try:
+        instance = model.__pydantic_validator__.validate_json(arguments)
+    except ValidationError:
+        return None
+    dumped: dict[str, Any] = model.__pydantic_serializer__.to_python(instance, mode="json")
+    return dumped
+
+
 def _schema_error(error: Any) -> tuple[str, str]:
     """A jsonschema error as ``(path, message)``; a missing property is named in the path, as pydantic does."""
     path = list(error.absolute_path)
@@ -443,6 +477,16 @@ def _json_schema_validator(schema: dict[str, Any]) -> Any:
     validator = cls(schema)
     _check_refs(schema, validator)
     return validator
+
+
+def _fast_validator(schema: dict[str, Any]) -> Any:
+    """``jsonschema_rs``'s validator of the same dialect, or None when it cannot take this schema."""
+    try:
+        import jsonschema_rs
+
+        return jsonschema_rs.validator_for(schema)
+    except Exception:
+        return None
 
 
 def _check_refs(schema: dict[str, Any], validator: Any) -> None:

@@ -510,3 +510,27 @@ def test_result_lines_ok_and_error_have_one_shape():
     assert (ok["status"], ok["text"], ok["request_id"], "error" in ok) == ("ok", "hi", "r", False)
     assert (failed["status"], failed["error"]["type"], failed["context"]) == ("error", "timeout", 7)
     assert failed["usage"] == {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+
+
+def test_the_response_on_a_line_is_the_whole_response():
+    from airflow_agentchat.batch.runner import result_line
+    from airflow_agentchat.models import ChatCompletion
+
+    raw = {
+        "id": "c1",
+        "model": "m",
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "h\u00e9 \u2028"}, "finish_reason": "stop"}
+        ],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3},
+        "retrieval": {"retrieved_data": [{"doc": 1}]},
+        "vendor_extra": {"kept": True},
+    }
+    completion = ChatCompletion.model_validate(raw)
+    line = result_line(
+        "a", None, answer={"text": completion.text}, attempts=1, latency_ms=1.0, response=completion.to_json()
+    )
+    assert line.count(b"\n") == 0
+    record = json.loads(line)
+    assert record["response"] == completion.to_dict()
+    assert record["response"]["vendor_extra"] == {"kept": True} and record["text"] == "h\u00e9 \u2028"

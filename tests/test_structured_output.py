@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from airflow_agentchat.exceptions import InvalidRequestError
 from airflow_agentchat.operators.agent_chat import AgentChatCompletionOperator
-from airflow_agentchat.structured_output import OutputSpec, OutputValidationError, first_json_object
+from airflow_agentchat.structured_output import OutputSpec, OutputValidationError, _schema_error, first_json_object
 
 
 class Label(BaseModel):
@@ -184,6 +184,72 @@ def test_a_model_and_its_json_schema_give_the_same_results(answer):
     by_model, by_schema = model.parse(message), schema.parse(message)
     assert by_model.value == by_schema.value
     assert [p for p, _ in by_model.errors] == [p for p, _ in by_schema.errors]
+
+
+# The compiled validator only ever accepts; jsonschema decides the rest. These values are where JSON Schema's
+# rules differ from Python's (True == 1, 1.0 is an integer, bool is not a number), plus ones the compiled
+# validator cannot take (an integer beyond 64 bits, NaN).
+TRICKY_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "n": {"type": "integer", "minimum": 0},
+        "x": {"type": "number"},
+        "flag": {"enum": [1, "one"]},
+        "tag": {"type": "string", "pattern": "^[a-z]+$", "maxLength": 5},
+        "items": {"type": "array", "uniqueItems": True, "items": {"type": "integer"}},
+    },
+    "required": ["n"],
+    "additionalProperties": False,
+}
+TRICKY_VALUES = [
+    {"n": 1},
+    {"n": 1.0},
+    {"n": True},
+    {"n": -1},
+    {"n": 2**70},
+    {"n": 1, "x": True},
+    {"n": 1, "x": float("nan")},
+    {"n": 1, "flag": True},
+    {"n": 1, "flag": 1.0},
+    {"n": 1, "tag": "abc"},
+    {"n": 1, "tag": "ABC"},
+    {"n": 1, "tag": "abcdef"},
+    {"n": 1, "tag": "\u00e9t\u00e9"},
+    {"n": 1, "items": [1, True]},
+    {"n": 1, "items": [1, 1.0]},
+    {"n": 1, "other": 1},
+    {},
+]
+
+
+@pytest.mark.parametrize("value", TRICKY_VALUES, ids=[json.dumps(v)[:40] for v in TRICKY_VALUES])
+def test_a_json_schema_dict_decides_exactly_as_jsonschema(value):
+    from jsonschema.validators import validator_for
+
+    reference = validator_for(TRICKY_SCHEMA)(TRICKY_SCHEMA)
+    checked, errors = OutputSpec.build(TRICKY_SCHEMA).validate(value)
+    assert (not errors) == reference.is_valid(value)
+    assert errors == sorted(_schema_error(e) for e in reference.iter_errors(value))
+    if not errors:
+        assert checked == value or value["x"] != value["x"]  # NaN is valid and never equal to itself
+
+
+def test_a_valid_answer_is_accepted_without_jsonschema_and_an_invalid_one_is_worded_by_it(monkeypatch):
+    spec = OutputSpec.build(LABEL_SCHEMA)
+    assert spec._fast is not None
+    calls = []
+    real = spec._validator
+
+    class Counting:
+        def iter_errors(self, value):
+            calls.append(value)
+            return real.iter_errors(value)
+
+    monkeypatch.setattr(spec, "_validator", Counting())
+    assert spec.validate(GOOD) == (GOOD, [])
+    assert calls == []
+    _, errors = spec.validate(BAD)
+    assert calls == [BAD] and errors
 
 
 def test_the_value_is_the_models_json_dump(run):
@@ -440,3 +506,43 @@ def test_batch_lines_never_hold_an_echoed_key(scripted, make_conn, tmp_path, can
     text = (tmp_path / "out.jsonl").read_text()
     assert summary["invalid_output"] == 2 and "category" in text and "***" in text
     assert canary_key not in text
+
+
+# ------------------------------------------------------------------------------ the body on the wire
+
+TOOL = {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object", "properties": {}}}}
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {},
+        {"temperature": 0.7, "max_tokens": 5, "stop": ["[/INST]"]},
+        {"extra_body": {"k": "v", "n2": 1.5}},
+        {"tools": [TOOL], "tool_choice": "auto", "metadata": {"a": "b"}},
+        {"logprobs": "true", "top_logprobs": 2},
+    ],
+)
+def test_the_encoded_body_is_the_body(params):
+    from airflow_agentchat.models import build_request
+
+    request = build_request([{"role": "user", "content": "h\u00e9llo \u2028 \U0001f600"}], model="m", **params)
+    assert json.loads(request.to_json()) == request.to_body()
+    assert b"\\u" not in request.to_json()  # UTF-8 as is, like the reference clients
+
+
+def test_a_batchs_output_tool_is_encoded_once_and_never_stale():
+    from airflow_agentchat.models import build_request
+
+    build = OutputSpec.build(LABEL_SCHEMA).builder(build_request)
+    first = build([{"role": "user", "content": "one"}], model="m", temperature=0.2)
+    second = build([{"role": "user", "content": "two"}], model="m", extra_body={"x": 1})
+    for request in (first, second):
+        body = json.loads(request.to_json())
+        assert body == request.to_body()
+        assert body["tools"][0]["function"]["parameters"] == LABEL_SCHEMA
+        assert body["tool_choice"] == {"type": "function", "function": {"name": "final_result"}}
+    assert first._shared is second._shared  # one encoding serves every item
+    changed = first.model_copy(update={"tools": [*first.tools, first.tools[0].model_copy()], "tool_choice": "auto"})
+    assert json.loads(changed.to_json()) == changed.to_body()
+    assert len(json.loads(changed.to_json())["tools"]) == 2

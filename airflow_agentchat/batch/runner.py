@@ -67,13 +67,14 @@ def result_line(
     latency_ms: float | None,
     request_id: str | None = None,
     context: Any = None,
-    response: dict[str, Any] | None = None,
+    response: bytes | None = None,
     cost: float | None = None,
 ) -> bytes:
     """The one shape of a result line: ``status`` is ``ok``, or ``error`` with the ``error`` object.
 
     ``answer`` holds what an answer adds (``text``, ``finish_reason``, ``output`` or ``raw``); an item with no
-    answer used no tokens. ``cost`` is there when the connection's prices are known.
+    answer used no tokens. ``cost`` is there when the connection's prices are known. ``response`` is the
+    whole response already encoded (:meth:`ChatCompletion.to_json`), written last as it is.
     """
     record: dict[str, Any] = {"id": item_id, "status": "ok" if error is None else "error"}
     if error is not None:
@@ -88,9 +89,9 @@ def result_line(
         record["request_id"] = request_id
     if context is not None:
         record["context"] = context
-    if response is not None:
-        record["response"] = response
-    return _line(record)
+    if response is None:
+        return _line(record)
+    return _line(record)[:-1] + b',"response":' + response + b"}"
 
 
 @dataclass
@@ -271,7 +272,7 @@ class BatchRunner:
             latency_ms=meta.get("latency_ms"),
             request_id=meta.get("request_id"),
             context=entry.context,
-            response=completion.to_dict() if self.include_response else None,
+            response=completion.to_json() if self.include_response else None,
             cost=self.prices.cost(usage) if self.prices is not None else None,
         )
         # Record first: settling the token budget may wait, and a kill during that wait must not lose (and

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import itertools
-import json
 import os
 import socket
 import ssl
@@ -349,9 +348,6 @@ class AgentChatHook(BaseHook):
 
         return build_request(messages, model=model or self.settings.model, **params)
 
-    def _encode(self, request: ChatCompletionRequest) -> bytes:
-        return json.dumps(request.to_body(), separators=(",", ":"), ensure_ascii=False).encode()
-
     def _error(self, response: httpx.Response, content: bytes) -> APIError:
         return error_from_response(
             response.status_code,
@@ -398,7 +394,7 @@ class AgentChatHook(BaseHook):
         server saw. Every decision is the :class:`RetryController`'s; this loop only sleeps and sends.
         """
         url, headers, extensions = self._wire
-        content = self._encode(request)
+        content = request.to_json()
         retries = self._retries()
         while True:
             while (pause := retries.wait()) > 0:
@@ -437,7 +433,7 @@ class AgentChatHook(BaseHook):
         # Built from a ready body stream: aiohttp sets Host and Content-Length itself, so httpx's header
         # preparation (a third of building a request) is skipped. The same request serves every attempt.
         http_request = httpx.Request(
-            "POST", url, headers=headers, stream=httpx.ByteStream(self._encode(request)), extensions=extensions
+            "POST", url, headers=headers, stream=httpx.ByteStream(request.to_json()), extensions=extensions
         )
         http_request.read()
         retries = self._retries()
