@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
@@ -343,8 +344,6 @@ class ChatCompletionRequest(BaseModel):
             raise ValueError(f"extra_body must not repeat named fields: {', '.join(sorted(clash))}")
         return self
 
-    _shared: SharedFields | None = PrivateAttr(default=None)
-
     def to_body(self) -> dict[str, Any]:
         """The JSON body to send: set fields only (plus ``model``), with ``extra_body`` merged in."""
         return self._body(exclude={"extra_body"})
@@ -362,9 +361,9 @@ class ChatCompletionRequest(BaseModel):
         dumping and encoding a dict), and fields shared with many requests (:class:`SharedFields`) are copied
         in as they were encoded once, as long as this request still holds those very values.
         """
-        shared = self._shared
+        shared = _SHARED.get(id(self.tools)) if self.tools else None
         if shared is not None and not shared.held_by(self):
-            shared = None  # a copy changed them since: encode everything
+            shared = None  # not attached, or a copy changed them since: encode everything
         exclude = {"extra_body", *shared.values} if shared is not None else {"extra_body"}
         if self.extra_body or self.model is None or "model" not in self.model_fields_set:
             head = json.dumps(self._body(exclude), separators=(",", ":"), ensure_ascii=False).encode()
@@ -376,16 +375,20 @@ class ChatCompletionRequest(BaseModel):
 
 
 class SharedFields:
-    """Body fields that many requests carry unchanged (a batch's output tool), validated and encoded once.
+    """``tools`` (and more fields) that many requests carry unchanged, validated and encoded once.
 
-    A large JSON Schema in ``tools`` costs more to dump and encode than the rest of a request; a batch sends
-    the same one with every item.
+    A batch's output schema travels as a tool with every item, and dumping and encoding a large schema costs
+    more than the rest of a request. Requests find their encoding by the identity of their ``tools`` list
+    (a registry, not a private attribute: pydantic's private attributes slow every request down).
     """
 
     def __init__(self, source: ChatCompletionRequest, names: Sequence[str]) -> None:
+        if not source.tools or "tools" not in names:
+            raise ValueError("shared fields are found by their tools: include a non-empty tools list")
         self.values = {name: getattr(source, name) for name in names}
         body = source.model_dump(mode="json", include=set(names), exclude_none=True)
         self.encoded = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()[1:-1]
+        _SHARED[id(source.tools)] = self  # gone with this object; held_by() guards against a reused id
 
     def attach(self, request: _Request) -> _Request:
         """``request``, just built and not yet shared, with these fields set (not validated again: they were,
@@ -393,11 +396,13 @@ class SharedFields:
         cost."""
         request.__dict__.update(self.values)
         request.__pydantic_fields_set__.update(self.values)
-        request._shared = self
         return request
 
     def held_by(self, request: ChatCompletionRequest) -> bool:
         return all(getattr(request, name) is value for name, value in self.values.items())
+
+
+_SHARED: weakref.WeakValueDictionary[int, SharedFields] = weakref.WeakValueDictionary()
 
 
 def _loc(loc: Sequence[int | str]) -> str:
@@ -469,6 +474,7 @@ def _validated(model: type[_Request], data: dict[str, Any]) -> _Request:
 def build_request(messages: Sequence[ChatMessage | Mapping[str, Any]] | None, **params: Any) -> ChatCompletionRequest:
     """Validate ``messages`` and body ``params`` into a request, or raise :class:`InvalidRequestError`."""
     data = {key: value for key, value in params.items() if value is not None}
+    data.setdefault("model", DEFAULT_MODEL)  # always sent; set, so the body is written in one step
     data["messages"] = [m.model_dump(exclude_none=True) if isinstance(m, BaseModel) else m for m in (messages or [])]
     return _validated(ChatCompletionRequest, data)
 

@@ -542,7 +542,9 @@ def test_a_batchs_output_tool_is_encoded_once_and_never_stale():
         assert body == request.to_body()
         assert body["tools"][0]["function"]["parameters"] == LABEL_SCHEMA
         assert body["tool_choice"] == {"type": "function", "function": {"name": "final_result"}}
-    assert first._shared is second._shared  # one encoding serves every item
+    from airflow_agentchat.models import _SHARED
+
+    assert first.tools is second.tools and _SHARED[id(first.tools)].held_by(second)  # one encoding for all
     changed = first.model_copy(update={"tools": [*first.tools, first.tools[0].model_copy()], "tool_choice": "auto"})
     assert json.loads(changed.to_json()) == changed.to_body()
     assert len(json.loads(changed.to_json())["tools"]) == 2
