@@ -45,6 +45,25 @@ class TokenUsage:
         }
 
 
+class UsageTally:
+    """A running sum of usage mappings: what reading thousands of result lines adds up, without building a
+    :class:`TokenUsage` per line (which costs more than parsing the line)."""
+
+    __slots__ = ("completion_tokens", "prompt_tokens", "total_tokens")
+
+    def __init__(self) -> None:
+        self.prompt_tokens = self.completion_tokens = self.total_tokens = 0
+
+    def add(self, usage: Mapping[str, Any] | None) -> None:
+        if usage:
+            self.prompt_tokens += _count(usage.get("prompt_tokens"))
+            self.completion_tokens += _count(usage.get("completion_tokens"))
+            self.total_tokens += _count(usage.get("total_tokens"))
+
+    def total(self) -> TokenUsage:
+        return TokenUsage(self.prompt_tokens, self.completion_tokens, self.total_tokens)
+
+
 def _count(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
