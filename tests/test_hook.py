@@ -494,6 +494,57 @@ def test_async_twins(hook_for, scripted):
     assert sleeps.delays == [0.5, 0.01]
 
 
+def test_a_compressed_answer_is_decoded_sync_and_async(hook_for, scripted):
+    """The async path reads identity bodies straight from the transport; an encoded one still goes through
+    httpx's decoders."""
+    import gzip
+
+    hook, _ = hook_for()
+    reply = (200, {"content-encoding": "gzip", "content-type": "application/json"}, gzip.compress(OK_BODY))
+    scripted.script(reply, reply)
+
+    async def run():
+        completion = await hook.acreate_chat_completion(USER)
+        await hook.aclose()
+        return completion
+
+    assert hook.create_chat_completion(USER).text == "hi there"
+    assert asyncio.run(run()).text == "hi there"
+
+
+def test_the_request_id_is_read_from_any_of_its_headers(hook_for, scripted):
+    hook, _ = hook_for()
+    scripted.script(
+        (200, {"X-Request-ID": "req-upper"}, OK_BODY),
+        (200, {"request-id": "req-plain"}, OK_BODY),
+        (200, {"x-litellm-call-id": "call-1"}, OK_BODY),
+    )
+    ids = [hook.create_chat_completion(USER).meta["request_id"] for _ in range(3)]
+    assert ids == ["req-upper", "req-plain", "call-1"]
+
+
+def test_one_tls_context_per_setting_and_trust_store(monkeypatch, tmp_path):
+    """Loading a CA bundle costs ~20 ms: hooks share the context built for the same setting."""
+    import ssl
+
+    import certifi
+
+    from airflow_agentchat.hooks.agent_chat import _ssl_context
+
+    assert _ssl_context(True) is _ssl_context(True)
+    bundle = _ssl_context(certifi.where())
+    assert bundle is _ssl_context(certifi.where()) and bundle.verify_mode == ssl.CERT_REQUIRED
+    assert bundle.cert_store_stats()["x509_ca"] > 0
+    assert _ssl_context(False).verify_mode == ssl.CERT_NONE
+    monkeypatch.setenv("SSL_CERT_FILE", certifi.where())
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    assert _ssl_context(True) is not _ssl_context(False)
+    before = _ssl_context(True)
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "other.pem"))
+    (tmp_path / "other.pem").write_text(open(certifi.where()).read())
+    assert _ssl_context(True) is not before  # a changed trust store is honoured
+
+
 # ------------------------------------------------------------------------------------------ faults mid-answer
 # Every fault here happens after the request went out: the server counted it, and nothing was delivered to a
 # caller yet, so the hook sends again. Each runs through the sync and the async path.
