@@ -180,7 +180,7 @@ def machine() -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes (smoke check, targets not judged)")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the zero-latency comparison")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds of each comparison")
     parser.add_argument("--memory-child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     args = parser.parse_args()
