@@ -56,9 +56,10 @@ class UsageTally:
 
     def add(self, usage: Mapping[str, Any] | None) -> None:
         if usage:
-            self.prompt_tokens += _count(usage.get("prompt_tokens"))
-            self.completion_tokens += _count(usage.get("completion_tokens"))
-            self.total_tokens += _count(usage.get("total_tokens"))
+            prompt, completion, total = (_count(usage.get(key)) for key in _KEYS)
+            self.prompt_tokens += prompt
+            self.completion_tokens += completion
+            self.total_tokens += total
 
     def total(self) -> TokenUsage:
         return TokenUsage(self.prompt_tokens, self.completion_tokens, self.total_tokens)

@@ -40,7 +40,7 @@ from airflow_agentchat.exceptions import APIError, InvalidRequestError
 from airflow_agentchat.metrics import error_kind
 from airflow_agentchat.redaction import redact
 from airflow_agentchat.structured_output import result_fields
-from airflow_agentchat.usage import ZERO, TokenUsage
+from airflow_agentchat.usage import ZERO, TokenUsage, UsageTally
 
 if TYPE_CHECKING:
     from airflow_agentchat.batch.store import ResultStore
@@ -105,13 +105,17 @@ class RunStats:
     failed: int = 0
     rejected: int = 0
     attempts: int = 0
-    usage: TokenUsage = ZERO
+    tokens: UsageTally = field(default_factory=UsageTally)
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
 
     @property
     def done(self) -> int:
         return self.succeeded + self.failed + self.rejected
+
+    @property
+    def usage(self) -> TokenUsage:
+        return self.tokens.total()
 
     @property
     def elapsed(self) -> float:
@@ -260,7 +264,7 @@ class BatchRunner:
             stats.succeeded += 1
         meta = completion.meta
         usage = completion.usage_dict()
-        stats.usage += TokenUsage.of(usage)
+        stats.tokens.add(usage)
         attempts = meta.get("attempts", 1)
         stats.attempts += attempts
         line = result_line(
