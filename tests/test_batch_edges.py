@@ -177,6 +177,14 @@ def test_same_id_other_content_is_an_invalid_item_and_never_overwrites(server, t
     assert again["sent"] == 0 and sum(server.counts.values()) == 3 and again["failed"] == 2
 
 
+def test_ids_compare_as_text_so_9_and_text_9_with_the_same_content_are_one_item(server, tmp_path):
+    items = [{"id": 9, "prompt": "nine"}, {"id": "9", "prompt": "nine"}]
+    summary = run(tmp_path, prompts=items)
+    out = lines_of(tmp_path / "out.jsonl")
+    assert list(out) == ["9"] and out["9"]["status"] == "ok"
+    assert summary["duplicates"] == 1 and summary["invalid"] == 0 and server.counts == {"nine": 1}
+
+
 # --------------------------------------------------------------------------------------------- empty input
 
 

@@ -52,6 +52,7 @@ def test_complete_events_carry_datasets_and_the_run_facet(run_dag, devserver, tm
     usage = xcoms[("batch", -1, "usage")]
     assert facet["endpointHost"] == host_of(devserver.url)
     assert facet["requests"] == len(PROMPTS) and facet["errors"] == 0
+    assert facet["model"] == "agent"  # the task names none: the placeholder every request carried
     assert facet["totalTokens"] == usage["total_tokens"] > 0
     assert facet["promptTokens"] == usage["prompt_tokens"]
 

@@ -244,7 +244,8 @@ def _claim(item_id: str, value: Any, stats: InputStats, skip: set[str] | frozens
     Only items with an explicit id can conflict (a derived id *is* the content), so the fingerprint is
     computed for those alone, keeping the hot path of plain prompts free of a second hash.
     """
-    fingerprint = stable_id(value) if _explicit_id(value) is not None else None
+    # Ids compare as text: 9 and "9" with the same content are one item, so the fingerprint sees the text id.
+    fingerprint = stable_id({**value, "id": item_id}) if _explicit_id(value) is not None else None
     claimed = stats.ids.get(item_id, fingerprint)
     if fingerprint is None or claimed == fingerprint:
         return _NEW if _first_time(item_id, fingerprint, stats, skip) else None

@@ -258,6 +258,7 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         from airflow_agentchat.batch.store import to_path
         from airflow_agentchat.exceptions import AgentChatError
         from airflow_agentchat.metrics import TaskMetrics
+        from airflow_agentchat.models import DEFAULT_MODEL
         from airflow_agentchat.spend import Budget, BudgetExhaustedError
 
         scan = store.scan(retry_failed=self.retry_failed)
@@ -348,7 +349,7 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
             not_sent = max(0, total - input_stats.resumed - input_stats.duplicates - run.done)
             summary.update(budget_exhausted=budget.exhausted, not_sent=not_sent if budget.exhausted else 0)
         self._facts.update(
-            model=shared.get("model") or settings.model,
+            model=shared.get("model") or settings.model or DEFAULT_MODEL,  # what every request named
             usage=summary["usage"],
             requests=run.sent,
             attempts=run.attempts,
