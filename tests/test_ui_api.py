@@ -8,8 +8,10 @@ that the key never reached a client.
 from __future__ import annotations
 
 import json
+import socketserver
 import subprocess
 import sys
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -25,13 +27,50 @@ USERS = {
     "op": ("op", "op-pw-1"),
     "viewer": ("viewer", "viewer-pw-1"),  # may not use connections
 }
-BODIES: list[str] = []  # every response body of the module, checked for the key at the end
+BODIES: list[str] = []
+PROXIED_HOST = "agent.canary.invalid"  # every response body of the module, checked for the key at the end
+
+
+class Listener(socketserver.ThreadingTCPServer):
+    """A plain-HTTP server on 127.0.0.1 that records every byte it receives and answers 502.
+
+    The API server uses it as its ``http_proxy``: whatever the hook sends over plain http to a host that is not
+    loopback passes through it in clear, as it would pass any network observer; https goes elsewhere.
+    """
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        self.received: list[bytes] = []
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(inner) -> None:
+                inner.request.settimeout(5)
+                data = b""
+                try:
+                    while b"\r\n\r\n" not in data and len(data) < 65536:
+                        chunk = inner.request.recv(4096)
+                        if not chunk:
+                            break
+                        data += chunk
+                except OSError:
+                    pass
+                self.received.append(data)
+                inner.request.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server_address[1]}"
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    def seen(self) -> bytes:
+        return b"".join(self.received)
 
 
 class Server:
-    def __init__(self, api: AirflowApiServer, dev: Any) -> None:
+    def __init__(self, api: AirflowApiServer, dev: Any, listener: Listener) -> None:
         self.api = api
         self.dev = dev
+        self.listener = listener
         self.tokens = {name: api.token(name, password) for name, (_, password) in USERS.items()}
 
     def call(
@@ -71,6 +110,7 @@ class Server:
 def server(airflow_db: Path, canary_key: str) -> Iterator[Server]:
     from airflow_agentchat.devserver import DevServer
 
+    listener = Listener()
     with DevServer(api_key=canary_key) as dev:
         store_connection("agentchat_db", conn_type="agentchat", host=dev.url, password=canary_key, description="db")
         closed = free_port()
@@ -85,12 +125,17 @@ def server(airflow_db: Path, canary_key: str) -> Iterator[Server]:
             },
             "agentchat_wrongpath": {"host": f"{dev.url}/not-an-agent", "password": canary_key},
             "agentchat_tls": {"host": dev.url.replace("http://", "https://"), "password": canary_key},
+            # https to a name that is not loopback: its key must never cross the plain-http listener
+            "agentchat_remote": {"host": PROXIED_HOST, "password": canary_key},
         }
         for conn_id, conn in conns.items():
             env[f"AIRFLOW_CONN_{conn_id.upper()}"] = json.dumps({"conn_type": "agentchat", **conn})
         env["AIRFLOW_CONN_OTHER_HTTP"] = json.dumps({"conn_type": "http", "host": "example.com", "password": "p1234"})
+        env.update(http_proxy=listener.url, no_proxy="127.0.0.1,localhost")
         with AirflowApiServer(env) as api:
-            yield Server(api, dev)
+            yield Server(api, dev, listener)
+    listener.shutdown()
+    listener.server_close()
 
 
 # --------------------------------------------------------------------------------------- Connection Test
@@ -145,6 +190,61 @@ def test_connection_test_of_an_unsaved_connection(server: Server, canary_key: st
     form = {"connection_id": "new_conn", "conn_type": "agentchat", "host": server.dev.url, "password": canary_key}
     status, body = server.json("/api/v2/connections/test", form)
     assert (status, body["status"]) == (200, True), body
+
+
+DOWNGRADES = {
+    "plain http": {"schema": "http", "extra": json.dumps({"allow_insecure_http": True})},
+    "plain http, masked key": {"schema": "http", "extra": '{"allow_insecure_http": "true"}', "password": "***"},
+    "no certificate check": {"extra": json.dumps({"verify": False})},
+    "another CA bundle": {"extra": json.dumps({"ca_bundle": "/tmp/attacker-ca.pem"})},
+    "another port": {"port": 8443},
+    "another connection type": {"conn_type": "http", "schema": "http"},
+}
+
+
+@pytest.mark.parametrize("change", list(DOWNGRADES), ids=list(DOWNGRADES))
+def test_connection_test_never_sends_the_stored_key_elsewhere(server: Server, canary_key: str, change: str) -> None:
+    """Finding 18.2: a tester keeps the stored host but changes how the stored key would travel.
+
+    Airflow fills in the stored key because host and port match; without the guard the key crossed the
+    plain-http listener in clear. Now the test is refused and names the fields, and nothing is sent.
+    """
+    body = {"connection_id": "agentchat_remote", "conn_type": "agentchat", "host": PROXIED_HOST}
+    body.update(DOWNGRADES[change])
+    before = len(server.listener.received)
+    status, answer = server.json("/api/v2/connections/test", body)
+    assert canary_key.encode() not in server.listener.seen()
+    assert len(server.listener.received) == before
+    assert status == 400, answer
+    assert "from the stored connection. The stored key only travels" in answer["detail"], answer
+    assert "type the access key into the password field" in answer["detail"]
+    if change == "plain http":
+        assert "schema, extra.allow_insecure_http differ" in answer["detail"]
+
+
+def test_a_key_typed_into_the_test_goes_where_the_tester_says(server: Server, canary_key: str) -> None:
+    """The tester's own key is theirs to send: the same downgrade with it runs, and the listener sees it.
+
+    Also shows the listener really is on the plain-http path, so the test above can catch a leak.
+    """
+    body = {"connection_id": "agentchat_remote", "conn_type": "agentchat", "host": PROXIED_HOST}
+    body.update(DOWNGRADES["plain http"], password="sk-testers-own-key")
+    status, answer = server.json("/api/v2/connections/test", body)
+    assert (status, answer["status"]) == (200, False), answer
+    assert b"Bearer sk-testers-own-key" in server.listener.seen()
+    assert canary_key.encode() not in server.listener.seen()
+
+
+def test_connection_test_refusal_only_for_callers_who_may_test(server: Server) -> None:
+    """The refusal tells nothing to a caller Airflow would not let test connections: they get 401/403."""
+    body = {"connection_id": "agentchat_remote", "conn_type": "agentchat", "host": PROXIED_HOST}
+    body.update(DOWNGRADES["plain http"])
+    assert server.call("/api/v2/connections/test", body, user=None)[0] == 401
+    assert server.call("/api/v2/connections/test", body, user="viewer")[0] == 403
+    unchanged = {"connection_id": "agentchat_remote", "conn_type": "agentchat", "host": PROXIED_HOST, "extra": "{}"}
+    status, answer = server.json("/api/v2/connections/test", {**unchanged, "password": "***", "port": 0})
+    assert (status, answer["status"]) == (200, False), answer  # the stored https settings: tested, not refused
+    assert "Cannot resolve the host" in answer["message"]
 
 
 @pytest.mark.parametrize(
