@@ -133,7 +133,8 @@ def _stored(conn_id: str) -> dict[str, Any] | None:
 def refusal(conn_id: str, changed: list[str]) -> str:
     return (
         f"Test of {conn_id!r} refused: it would use the stored access key, and {', '.join(changed)} "
-        f"{'differs' if len(changed) == 1 else 'differ'} from the stored connection. The stored key only travels where and how the stored connection "
+        f"{'differs' if len(changed) == 1 else 'differ'} from the stored connection. "
+        "The stored key only travels where and how the stored connection "
         "says. Save the connection first, or type the access key into the password field to test these "
         "settings with it."
     )
