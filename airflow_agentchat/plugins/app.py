@@ -18,6 +18,11 @@ State-changing routes accept only ``application/json`` bodies from the same orig
 send JSON without a CORS preflight, which this app never grants), and every response is scrubbed of the
 connection's key before it leaves, on top of the hook's own redaction. The page carries a strict CSP
 (scripts and styles from this app only, framing by the Airflow UI only).
+
+Load. The API server's worker threads also serve Airflow's own API, so a chat never holds one while it waits
+for the agent: ``/chat`` uses the hook's async path on the event loop, at most ``[agentchat]
+page_chats_per_user`` chats per user are in flight (429 beyond) and each ends at ``page_chat_timeout`` (see
+:mod:`airflow_agentchat.plugins.limits`).
 """
 
 from __future__ import annotations
