@@ -313,7 +313,10 @@ def test_a_key_typed_into_the_test_goes_where_the_tester_says(server: Server, ca
 
 
 def test_connection_test_refusal_only_for_callers_who_may_test(server: Server) -> None:
-    """The refusal tells nothing to a caller Airflow would not let test connections: they get 401/403."""
+    """The refusal tells nothing to a caller Airflow would not let test connections: they get 401/403.
+
+    Unchanged settings are tested, not refused; so is a connection that is not stored (there is no stored key).
+    """
     body = {"connection_id": "agentchat_remote", "conn_type": "agentchat", "host": PROXIED_HOST}
     body.update(DOWNGRADES["plain http"])
     assert server.call("/api/v2/connections/test", body, user=None)[0] == 401
@@ -322,6 +325,9 @@ def test_connection_test_refusal_only_for_callers_who_may_test(server: Server) -
     status, answer = server.json("/api/v2/connections/test", {**unchanged, "password": "***", "port": 0})
     assert (status, answer["status"]) == (200, False), answer  # the stored https settings: tested, not refused
     assert "Cannot resolve the host" in answer["message"]
+    not_stored = {**body, "connection_id": "agentchat_not_stored"}  # no stored key to protect: Airflow's to run
+    status, answer = server.json("/api/v2/connections/test", not_stored)
+    assert (status, answer["status"]) == (200, False), answer
 
 
 @pytest.mark.parametrize(
