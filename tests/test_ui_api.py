@@ -8,8 +8,10 @@ that the key never reached a client.
 from __future__ import annotations
 
 import json
+import socketserver
 import subprocess
 import sys
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -25,13 +27,116 @@ USERS = {
     "op": ("op", "op-pw-1"),
     "viewer": ("viewer", "viewer-pw-1"),  # may not use connections
 }
-BODIES: list[str] = []  # every response body of the module, checked for the key at the end
+BODIES: list[str] = []
+PROXIED_HOST = "agent.canary.invalid"
+CHATS_PER_USER = 20  # every response body of the module, checked for the key at the end
+
+
+class Listener(socketserver.ThreadingTCPServer):
+    """A plain-HTTP server on 127.0.0.1 that records every byte it receives and answers 502.
+
+    The API server uses it as its ``http_proxy``: whatever the hook sends over plain http to a host that is not
+    loopback passes through it in clear, as it would pass any network observer; https goes elsewhere.
+    """
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        self.received: list[bytes] = []
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(inner) -> None:
+                inner.request.settimeout(5)
+                data = b""
+                try:
+                    while b"\r\n\r\n" not in data and len(data) < 65536:
+                        chunk = inner.request.recv(4096)
+                        if not chunk:
+                            break
+                        data += chunk
+                except OSError:
+                    pass
+                self.received.append(data)
+                inner.request.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server_address[1]}"
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    def seen(self) -> bytes:
+        return b"".join(self.received)
+
+
+class Trickler(socketserver.ThreadingTCPServer):
+    """An agent that answers 200 and then sends one blank byte (JSON) or SSE comment a second, never finishing.
+
+    ``open`` counts the requests it is holding; :meth:`stop` ends them all (closing their connections).
+    """
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        self.open = 0
+        self.seen = 0
+        self.lock = threading.Lock()
+        self.stopped = threading.Event()
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(inner) -> None:
+                sock = inner.request
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = sock.recv(65536)
+                    if not chunk:
+                        return
+                    data += chunk
+                head, _, body = data.partition(b"\r\n\r\n")
+                length = int(
+                    next(
+                        (
+                            line.split(b":")[1]
+                            for line in head.split(b"\r\n")
+                            if line.lower().startswith(b"content-length:")
+                        ),
+                        b"0",
+                    )
+                )
+                while len(body) < length:
+                    body += sock.recv(65536)
+                stream = b'"stream":true' in body.replace(b" ", b"")
+                kind = b"text/event-stream" if stream else b"application/json"
+                tick = b": tick\n\n" if stream else b" "
+                with self.lock:
+                    self.open += 1
+                    self.seen += 1
+                try:
+                    sock.sendall(
+                        b"HTTP/1.1 200 OK\r\nContent-Type: " + kind + b"\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    )
+                    while not self.stopped.wait(1.0):
+                        sock.sendall(b"%x\r\n%s\r\n" % (len(tick), tick))
+                except OSError:
+                    pass
+                finally:
+                    with self.lock:
+                        self.open -= 1
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server_address[1]}"
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.shutdown()
+        self.server_close()
 
 
 class Server:
-    def __init__(self, api: AirflowApiServer, dev: Any) -> None:
+    def __init__(self, api: AirflowApiServer, dev: Any, listener: Listener, trickler: Trickler) -> None:
         self.api = api
         self.dev = dev
+        self.listener = listener
+        self.trickler = trickler
         self.tokens = {name: api.token(name, password) for name, (_, password) in USERS.items()}
 
     def call(
@@ -44,6 +149,7 @@ class Server:
         headers: dict[str, str] | None = None,
         raw: bytes | None = None,
         method: str | None = None,
+        timeout: float = 60,
     ) -> tuple[int, dict[str, str], str]:
         data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
         request = urllib.request.Request(self.api.url + path, data=data, method=method or ("POST" if data else "GET"))
@@ -55,7 +161,7 @@ class Server:
         for key, value in (headers or {}).items():
             request.add_header(key, value)
         try:
-            with urllib.request.urlopen(request, timeout=60) as response:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
                 status, head, text = response.status, dict(response.headers), response.read().decode()
         except urllib.error.HTTPError as exc:
             status, head, text = exc.code, dict(exc.headers), exc.read().decode()
@@ -71,6 +177,8 @@ class Server:
 def server(airflow_db: Path, canary_key: str) -> Iterator[Server]:
     from airflow_agentchat.devserver import DevServer
 
+    listener = Listener()
+    trickler = Trickler()
     with DevServer(api_key=canary_key) as dev:
         store_connection("agentchat_db", conn_type="agentchat", host=dev.url, password=canary_key, description="db")
         closed = free_port()
@@ -85,12 +193,26 @@ def server(airflow_db: Path, canary_key: str) -> Iterator[Server]:
             },
             "agentchat_wrongpath": {"host": f"{dev.url}/not-an-agent", "password": canary_key},
             "agentchat_tls": {"host": dev.url.replace("http://", "https://"), "password": canary_key},
+            # https to a name that is not loopback: its key must never cross the plain-http listener
+            "agentchat_remote": {"host": PROXIED_HOST, "password": canary_key},
+            "agentchat_slow": {
+                "host": trickler.url,
+                "password": canary_key,
+                "extra": {"timeout": 10, "max_retries": 0},
+            },
         }
         for conn_id, conn in conns.items():
             env[f"AIRFLOW_CONN_{conn_id.upper()}"] = json.dumps({"conn_type": "agentchat", **conn})
         env["AIRFLOW_CONN_OTHER_HTTP"] = json.dumps({"conn_type": "http", "host": "example.com", "password": "p1234"})
+        env.update(http_proxy=listener.url, no_proxy="127.0.0.1,localhost")
+        env.update(
+            AIRFLOW__AGENTCHAT__PAGE_CHATS_PER_USER=str(CHATS_PER_USER), AIRFLOW__AGENTCHAT__PAGE_CHAT_TIMEOUT="25"
+        )
         with AirflowApiServer(env) as api:
-            yield Server(api, dev)
+            yield Server(api, dev, listener, trickler)
+    listener.shutdown()
+    listener.server_close()
+    trickler.stop()
 
 
 # --------------------------------------------------------------------------------------- Connection Test
@@ -145,6 +267,67 @@ def test_connection_test_of_an_unsaved_connection(server: Server, canary_key: st
     form = {"connection_id": "new_conn", "conn_type": "agentchat", "host": server.dev.url, "password": canary_key}
     status, body = server.json("/api/v2/connections/test", form)
     assert (status, body["status"]) == (200, True), body
+
+
+DOWNGRADES = {
+    "plain http": {"schema": "http", "extra": json.dumps({"allow_insecure_http": True})},
+    "plain http, masked key": {"schema": "http", "extra": '{"allow_insecure_http": "true"}', "password": "***"},
+    "no certificate check": {"extra": json.dumps({"verify": False})},
+    "another CA bundle": {"extra": json.dumps({"ca_bundle": "/tmp/attacker-ca.pem"})},
+    "another port": {"port": 8443},
+    "another connection type": {"conn_type": "http", "schema": "http"},
+}
+
+
+@pytest.mark.parametrize("change", list(DOWNGRADES), ids=list(DOWNGRADES))
+def test_connection_test_never_sends_the_stored_key_elsewhere(server: Server, canary_key: str, change: str) -> None:
+    """Finding 18.2: a tester keeps the stored host but changes how the stored key would travel.
+
+    Airflow fills in the stored key because host and port match; without the guard the key crossed the
+    plain-http listener in clear. Now the test is refused and names the fields, and nothing is sent.
+    """
+    body = {"connection_id": "agentchat_remote", "conn_type": "agentchat", "host": PROXIED_HOST}
+    body.update(DOWNGRADES[change])
+    before = len(server.listener.received)
+    status, answer = server.json("/api/v2/connections/test", body)
+    assert canary_key.encode() not in server.listener.seen()
+    assert len(server.listener.received) == before
+    assert status == 400, answer
+    assert "from the stored connection. The stored key only travels" in answer["detail"], answer
+    assert "type the access key into the password field" in answer["detail"]
+    if change == "plain http":
+        assert "schema, extra.allow_insecure_http differ" in answer["detail"]
+
+
+def test_a_key_typed_into_the_test_goes_where_the_tester_says(server: Server, canary_key: str) -> None:
+    """The tester's own key is theirs to send: the same downgrade with it runs, and the listener sees it.
+
+    Also shows the listener really is on the plain-http path, so the test above can catch a leak.
+    """
+    body = {"connection_id": "agentchat_remote", "conn_type": "agentchat", "host": PROXIED_HOST}
+    body.update(DOWNGRADES["plain http"], password="sk-testers-own-key")
+    status, answer = server.json("/api/v2/connections/test", body)
+    assert (status, answer["status"]) == (200, False), answer
+    assert b"Bearer sk-testers-own-key" in server.listener.seen()
+    assert canary_key.encode() not in server.listener.seen()
+
+
+def test_connection_test_refusal_only_for_callers_who_may_test(server: Server) -> None:
+    """The refusal tells nothing to a caller Airflow would not let test connections: they get 401/403.
+
+    Unchanged settings are tested, not refused; so is a connection that is not stored (there is no stored key).
+    """
+    body = {"connection_id": "agentchat_remote", "conn_type": "agentchat", "host": PROXIED_HOST}
+    body.update(DOWNGRADES["plain http"])
+    assert server.call("/api/v2/connections/test", body, user=None)[0] == 401
+    assert server.call("/api/v2/connections/test", body, user="viewer")[0] == 403
+    unchanged = {"connection_id": "agentchat_remote", "conn_type": "agentchat", "host": PROXIED_HOST, "extra": "{}"}
+    status, answer = server.json("/api/v2/connections/test", {**unchanged, "password": "***", "port": 0})
+    assert (status, answer["status"]) == (200, False), answer  # the stored https settings: tested, not refused
+    assert "Cannot resolve the host" in answer["message"]
+    not_stored = {**body, "connection_id": "agentchat_not_stored"}  # no stored key to protect: Airflow's to run
+    status, answer = server.json("/api/v2/connections/test", not_stored)
+    assert (status, answer["status"]) == (200, False), answer
 
 
 @pytest.mark.parametrize(
@@ -396,6 +579,62 @@ def test_key_echoed_by_the_agent_is_scrubbed(server: Server, canary_key: str) ->
     request = {"messages": [{"role": "user", "content": f"say {canary_key}"}]}
     status, body = server.json("/agentchat/api/connections/agentchat_db/chat", {"request": request})
     assert status == 200 and body["text"] == "Echo: say ***"
+
+
+def test_slow_agents_do_not_starve_the_api_server(server: Server) -> None:
+    """Finding 18.7: 45 page chats to an agent that trickles; Airflow's own API keeps answering.
+
+    Before, each chat held one of the API server's worker threads until the agent finished, so 40 of them
+    left ``/api/v2/dags`` unanswered. Now the chats wait on the event loop: 40 are in flight (two users, 20
+    each, the configured bound), the 5 beyond the bound get 429 at once, the API answers while the 40 are still
+    open, and each of the 40 ends at the page's deadline (25 s here) with ``deadline_exceeded``.
+    """
+    path = "/agentchat/api/connections/agentchat_slow/chat"
+    message = [{"role": "user", "content": "take your time"}]
+    results: list[tuple[str, bool, int, str]] = []
+
+    def chat(user: str, stream: bool) -> None:
+        try:
+            status, _, text = server.call(
+                path, {"request": {"messages": message, "stream": stream}}, user=user, timeout=120
+            )
+        except OSError as exc:
+            status, text = 0, repr(exc)
+        results.append((user, stream, status, text))
+
+    jobs = [("admin", False)] * (CHATS_PER_USER + 5) + [("op", True)] * CHATS_PER_USER
+    threads = [threading.Thread(target=chat, args=job, daemon=True) for job in jobs]
+    try:
+        for thread in threads:
+            thread.start()
+        for _ in range(120):  # bounded: until the agent holds every chat the bound lets through
+            if server.trickler.open >= 2 * CHATS_PER_USER:
+                break
+            threading.Event().wait(0.5)
+        assert server.trickler.open >= 2 * CHATS_PER_USER - 5, server.trickler.open
+        for api_path in ("/api/v2/dags", "/api/v2/connections"):
+            status, _, _ = server.call(api_path, timeout=30)  # the old code left these unanswered
+            assert status == 200, api_path
+        assert server.trickler.open > 0  # the chats were still in flight while the API answered
+        for thread in threads:
+            thread.join(timeout=120)
+    finally:
+        server.trickler.stopped.set()  # end whatever is left (the old code would hold it forever)
+    assert not any(thread.is_alive() for thread in threads)
+    refused = [r for r in results if r[2] == 429]
+    assert len(refused) == 5 and {r[0] for r in refused} == {"admin"}, [r[:3] for r in results]
+    assert "page_chats_per_user" in refused[0][3] and "20 chats in flight" in refused[0][3]
+    answered = [r for r in results if r[2] != 429]
+    assert len(answered) == 2 * CHATS_PER_USER and server.trickler.seen == 2 * CHATS_PER_USER
+    for _user, stream, status, text in answered:
+        if stream:
+            last = json.loads(text.splitlines()[-1])
+            assert status == 200 and last["type"] == "error", text[-300:]
+            error = last["error"]
+        else:
+            assert status == 504, text[-300:]
+            error = json.loads(text)["error"]
+        assert error["kind"] == "deadline_exceeded" and "page_chat_timeout" in error["message"]
 
 
 def test_key_never_in_any_response(server: Server, canary_key: str) -> None:

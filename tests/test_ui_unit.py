@@ -122,3 +122,80 @@ def test_operator_snippet_nests_long_literals_by_four_spaces() -> None:
     namespace: dict[str, object] = {}
     exec(snippet.split("\n", 2)[2].replace("AgentChatCompletionOperator(", "dict("), namespace)
     assert namespace["ask_agent"]["tools"] == tools
+
+
+STORED = {
+    "conn_type": "agentchat",
+    "host": "agent.example",
+    "port": None,
+    "schema": None,
+    "extra": '{"verify": "false"}',
+}
+
+
+@pytest.mark.parametrize(
+    ("body", "changed"),
+    [
+        ({}, []),  # every field left out keeps its stored value
+        ({"host": "agent.example", "schema": "", "port": None, "extra": '{"verify": "false", "model": "m2"}'}, []),
+        ({"extra": '{"verify": false, "timeout": 5}'}, []),  # false and "false" are the same setting
+        ({"extra": '{"verify": "***"}'}, []),  # a masked value is the stored one
+        (
+            {"schema": "http", "extra": '{"verify": "false", "allow_insecure_http": true}'},
+            ["schema", "extra.allow_insecure_http"],
+        ),
+        ({"extra": "{}"}, ["extra.verify"]),  # even towards the safer default: what is tested is what is stored
+        ({"extra": '{"verify": "false", "ca_bundle": "/x.pem"}'}, ["extra.ca_bundle"]),
+        ({"extra": '{"verify": "false", "proxy": "http://p"}'}, ["extra.proxy"]),  # unknown extras count
+        ({"extra": "not json"}, ["extra.(extra)", "extra.verify"]),
+        ({"host": "evil.example", "port": 8443, "conn_type": "http"}, ["conn_type", "host", "port"]),
+    ],
+)
+def test_transport_changes_name_every_field_that_moves_the_stored_key(body: dict, changed: list[str]) -> None:
+    from airflow_agentchat.plugins.connection_test import transport_changes
+
+    assert transport_changes(body, STORED) == changed
+
+
+def test_uses_stored_key_only_without_a_key_of_the_testers_own() -> None:
+    from airflow_agentchat.plugins.connection_test import uses_stored_key
+
+    assert uses_stored_key({"connection_id": "c"}) and uses_stored_key({"connection_id": "c", "password": "***"})
+    assert not uses_stored_key({"connection_id": "c", "password": "sk-own"})
+    assert not uses_stored_key({"connection_id": "c", "password": None})  # Airflow clears the key then
+    assert not uses_stored_key({"password": "***"})
+
+
+def test_every_connection_field_is_classified_for_the_test_guard() -> None:
+    """A new connection extra must be sorted: harmless, or compared with the stored one before a test uses the key."""
+    from airflow_agentchat.get_provider_info import get_provider_info
+    from airflow_agentchat.plugins.connection_test import HARMLESS_EXTRAS
+
+    (conn_type,) = get_provider_info()["connection-types"]
+    assert set(conn_type["conn-fields"]) - HARMLESS_EXTRAS == {"verify", "ca_bundle", "allow_insecure_http"}
+
+
+def test_page_limits_from_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow_agentchat.plugins.limits import PageLimits
+
+    monkeypatch.delenv("AIRFLOW__AGENTCHAT__PAGE_CHATS_PER_USER", raising=False)
+    monkeypatch.delenv("AIRFLOW__AGENTCHAT__PAGE_CHAT_TIMEOUT", raising=False)
+    assert PageLimits.from_config() == PageLimits(4, 300.0)
+    monkeypatch.setenv("AIRFLOW__AGENTCHAT__PAGE_CHATS_PER_USER", "2")
+    monkeypatch.setenv("AIRFLOW__AGENTCHAT__PAGE_CHAT_TIMEOUT", "7.5")
+    assert PageLimits.from_config() == PageLimits(2, 7.5)
+    for per_user, timeout in (("0", "5"), ("many", "5"), ("2", "-1")):
+        monkeypatch.setenv("AIRFLOW__AGENTCHAT__PAGE_CHATS_PER_USER", per_user)
+        monkeypatch.setenv("AIRFLOW__AGENTCHAT__PAGE_CHAT_TIMEOUT", timeout)
+        with pytest.raises(ValueError, match=r"\[agentchat\] page_chats_per_user must be a whole number >= 1"):
+            PageLimits.from_config()
+
+
+def test_chat_slots_bound_each_user_apart() -> None:
+    from airflow_agentchat.plugins.limits import ChatSlots
+
+    slots = ChatSlots(2)
+    assert slots.take("a") and slots.take("a") and not slots.take("a")
+    assert slots.take("b")
+    slots.give_back("a")
+    assert slots.in_flight("a") == 1 and slots.take("a")

@@ -628,6 +628,30 @@ class AgentChatHook(BaseHook):
                 async for chunk in chunks:
                     yield chunk
 
+    @asynccontextmanager
+    async def aopen_stream(
+        self, request: ChatCompletionRequest
+    ) -> AsyncIterator[tuple[dict[str, Any], AsyncIterator[ChatCompletionChunk]]]:
+        """Async twin of :meth:`open_stream`: the Agent Chat page streams without holding a server thread."""
+        from airflow_agentchat.streaming import aiter_chunks
+
+        secret = (await self._asettings()).api_key
+
+        async def first(response: httpx.Response) -> tuple[dict[str, Any], AsyncIterator[ChatCompletionChunk]]:
+            chunks = aiter_chunks(response, secret=secret)
+            head = await anext(chunks, None)
+
+            async def rest() -> AsyncIterator[ChatCompletionChunk]:
+                if head is not None:
+                    yield head
+                    async for chunk in chunks:
+                        yield chunk
+
+            return _response_meta(response, secret), rest()
+
+        async with self._aopen(request, first) as opened:
+            yield opened
+
     # ---------------------------------------------------------------------------------------- UI
 
     def test_connection(self) -> tuple[bool, str]:

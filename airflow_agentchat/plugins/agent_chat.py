@@ -6,7 +6,8 @@ Registered through the ``airflow.plugins`` entry point. It adds
   :mod:`airflow_agentchat.plugins.app`), every route behind the API server's own authentication and the
   user's rights on connections;
 * a nav entry (``external_views``) that shows that page inside the Airflow UI;
-* a root middleware that lets the connection list's Test button work on ``agentchat`` connections (see
+* a root middleware that keeps a connection test from sending a stored key anywhere the stored connection
+  does not say, and lets the connection list's Test button work on ``agentchat`` connections (see
   :mod:`airflow_agentchat.plugins.connection_test`).
 
 Plugins are imported by every Airflow process (scheduler, DAG processor, workers), not only by the API server,
@@ -21,7 +22,7 @@ from urllib.parse import quote, urlsplit
 
 from airflow.plugins_manager import AirflowPlugin
 
-from airflow_agentchat.plugins.connection_test import PortZeroTestMiddleware
+from airflow_agentchat.plugins.connection_test import ConnectionTestMiddleware
 
 #: Where the API server mounts the app; the page is ``{URL_PREFIX}/``.
 URL_PREFIX = "/agentchat"
@@ -97,7 +98,7 @@ class AgentChatPlugin(AirflowPlugin):
         }
     ]
     fastapi_root_middlewares = [
-        {"name": "agentchat-connection-test", "middleware": PortZeroTestMiddleware, "args": [], "kwargs": {}}
+        {"name": "agentchat-connection-test", "middleware": ConnectionTestMiddleware, "args": [], "kwargs": {}}
     ]
     external_views = [
         {

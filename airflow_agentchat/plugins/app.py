@@ -18,13 +18,19 @@ State-changing routes accept only ``application/json`` bodies from the same orig
 send JSON without a CORS preflight, which this app never grants), and every response is scrubbed of the
 connection's key before it leaves, on top of the hook's own redaction. The page carries a strict CSP
 (scripts and styles from this app only, framing by the Airflow UI only).
+
+Load. The API server's worker threads also serve Airflow's own API, so a chat never holds one while it waits
+for the agent: ``/chat`` uses the hook's async path on the event loop, at most ``[agentchat]
+page_chats_per_user`` chats per user are in flight (429 beyond) and each ends at ``page_chat_timeout`` (see
+:mod:`airflow_agentchat.plugins.limits`).
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from importlib import resources
 from typing import Any
 from urllib.parse import urlsplit
@@ -41,6 +47,7 @@ from airflow_agentchat.plugins.chat import (
     list_connections,
     operator_snippet,
 )
+from airflow_agentchat.plugins.limits import ChatSlots, PageLimits
 
 #: Fields shown in the main form; the advanced section lists every other field of the schema.
 COMMON_FIELDS = ("model", "temperature", "max_tokens", "stream", "tools")
@@ -66,6 +73,12 @@ def _read_access() -> Any:
     from airflow.api_fastapi.core_api.security import requires_access_connection
 
     return Depends(requires_access_connection(method="GET"))
+
+
+def _current_user() -> Any:
+    from airflow.api_fastapi.core_api.security import get_user
+
+    return Depends(get_user)
 
 
 def _use_access() -> list[Any]:
@@ -166,6 +179,9 @@ def _preview_hook(connection_id: str | None) -> Any:
 def create_app() -> FastAPI:
     """Build the app (called by :class:`~airflow_agentchat.plugins.agent_chat.LazyASGIApp` on first use)."""
     read = _read_access()
+    limits = PageLimits.from_config()
+    slots = ChatSlots(limits.chats_per_user)
+    current_user = _current_user()
     app = FastAPI(
         title="Agent Chat",
         description="Try agent chat completion requests through Airflow connections.",
@@ -224,42 +240,116 @@ def create_app() -> FastAPI:
         )
 
     @app.post("/api/connections/{connection_id}/chat", dependencies=[*_use_access(), Depends(same_origin_json)])
-    async def chat(connection_id: str, request: Request) -> Response:
+    async def chat(connection_id: str, request: Request, user: Any = current_user) -> Response:
         _, request_body = await _read_body(request)
-        hook, secret = await run_in_threadpool(_hook, connection_id)
-        try:
-            validated = _validate(request_body, hook)  # validated once: what the page shows is what is sent
-        except InvalidRequestError as exc:
-            return _json(invalid_payload(exc), _UNPROCESSABLE, secret)
-        head = {
-            "request": validated.to_body(),
-            "snippet": operator_snippet(connection_id, _snippet_source(validated, request_body)),
-        }
-        if validated.stream:
-            return StreamingResponse(
-                _stream_events(hook, secret, validated, head),
-                media_type="application/x-ndjson",
-                headers={**_SECURITY_HEADERS, "X-Accel-Buffering": "no"},
+        who = str(user.get_id())
+        if not slots.take(who):
+            raise HTTPException(
+                status.HTTP_429_TOO_MANY_REQUESTS,
+                f"You already have {limits.chats_per_user} chats in flight on this API server (the limit, "
+                f"[agentchat] page_chats_per_user): wait for one to finish.",
             )
-        started = time.perf_counter()
+        slot = _Slot(slots, who)
         try:
-            completion = await run_in_threadpool(hook.send, validated)
-        except AgentChatError as exc:
-            return _json({**error_payload(exc), **head}, status.HTTP_502_BAD_GATEWAY, secret)
+            return await _chat(connection_id, request_body, slot, limits.chat_timeout)
         finally:
-            hook.close()
-        payload = completion_payload(completion, latency_ms=(time.perf_counter() - started) * 1000)
-        return _json({**payload, **head}, secret=secret)
+            slot.give_back()  # a stream's response owns the slot now; this is then a no-op
 
     return app
 
 
-def _stream_events(hook: Any, secret: str | None, request: Any, head: dict[str, Any]) -> Iterator[bytes]:
+class _Slot:
+    """One chat's place in :class:`ChatSlots`, given back exactly once by whoever holds it last."""
+
+    def __init__(self, slots: ChatSlots, user: str) -> None:
+        self._slots: ChatSlots | None = slots
+        self._user = user
+
+    def hand_over(self) -> _Slot:
+        moved = _Slot.__new__(_Slot)
+        moved._slots, moved._user, self._slots = self._slots, self._user, None
+        return moved
+
+    def give_back(self) -> None:
+        if self._slots is not None:
+            slots, self._slots = self._slots, None
+            slots.give_back(self._user)
+
+
+class _SlotStreamingResponse(StreamingResponse):
+    """A stream that gives its chat slot back when the response ends, however it ends.
+
+    The generator's own ``finally`` does not run when the client leaves before the first chunk is asked for.
+    """
+
+    def __init__(self, content: Any, slot: _Slot, **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self._slot = slot
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._slot.give_back()
+
+
+def _deadline_payload(timeout: float) -> dict[str, Any]:
+    return {
+        "ok": False,
+        "error": {
+            "kind": "deadline_exceeded",
+            "retryable": True,
+            "message": f"No complete answer within {timeout:g} s (the page's limit, [agentchat] page_chat_timeout).",
+            "attempts": None,
+        },
+    }
+
+
+async def _chat(connection_id: str, request_body: dict[str, Any], slot: _Slot, timeout: float) -> Response:
+    """Validate, send through the hook's async path within ``timeout``; map errors to the page's statuses."""
+    import anyio
+
+    hook, secret = await run_in_threadpool(_hook, connection_id)  # a connection lookup, no network call
+    try:
+        validated = _validate(request_body, hook)  # validated once: what the page shows is what is sent
+    except InvalidRequestError as exc:
+        return _json(invalid_payload(exc), _UNPROCESSABLE, secret)
+    head = {
+        "request": validated.to_body(),
+        "snippet": operator_snippet(connection_id, _snippet_source(validated, request_body)),
+    }
+    if validated.stream:
+        return _SlotStreamingResponse(
+            _stream_events(hook, secret, validated, head, timeout),
+            slot.hand_over(),
+            media_type="application/x-ndjson",
+            headers={**_SECURITY_HEADERS, "X-Accel-Buffering": "no"},
+        )
+    started = time.perf_counter()
+    try:
+        with anyio.fail_after(timeout):
+            completion = await hook.asend(validated)
+    except AgentChatError as exc:
+        return _json({**error_payload(exc), **head}, status.HTTP_502_BAD_GATEWAY, secret)
+    except TimeoutError:
+        return _json({**_deadline_payload(timeout), **head}, status.HTTP_504_GATEWAY_TIMEOUT, secret)
+    finally:
+        with anyio.CancelScope(shield=True):
+            await hook.aclose()
+    payload = completion_payload(completion, latency_ms=(time.perf_counter() - started) * 1000)
+    return _json({**payload, **head}, secret=secret)
+
+
+async def _stream_events(
+    hook: Any, secret: str | None, request: Any, head: dict[str, Any], timeout: float
+) -> AsyncIterator[bytes]:
     """NDJSON events: ``start``, ``open`` (attempts, request id), one ``delta`` per chunk, then ``result`` or ``error``.
 
-    A sync generator: Starlette runs it in its thread pool, so the hook's blocking client never stalls the
-    API server's event loop.
+    Async, on the API server's event loop: a slow agent holds no server thread. Each wait for the agent is
+    bounded by what is left of ``timeout``; nothing is yielded while a deadline scope is open.
     """
+    import anyio
+
     from airflow_agentchat.streaming import ChunkFolder
 
     def line(event: dict[str, Any]) -> bytes:
@@ -271,11 +361,18 @@ def _stream_events(hook: Any, secret: str | None, request: Any, head: dict[str, 
     yield line({"type": "start", **head})
     folder = ChunkFolder()
     started = time.perf_counter()
+    deadline = anyio.current_time() + timeout
     chunks = 0
     try:
-        with hook.open_stream(request) as (opened, stream):
+        async with AsyncExitStack() as stack:
+            with anyio.fail_after(max(0.0, deadline - anyio.current_time())):
+                opened, stream = await stack.enter_async_context(hook.aopen_stream(request))
             yield line({"type": "open", **opened})
-            for chunk in stream:
+            while True:
+                with anyio.fail_after(max(0.0, deadline - anyio.current_time())):
+                    chunk = await anext(stream, None)
+                if chunk is None:
+                    break
                 chunks += 1
                 folder.add(chunk)
                 event: dict[str, Any] = {"type": "delta", "text": chunk.text}
@@ -292,8 +389,12 @@ def _stream_events(hook: Any, secret: str | None, request: Any, head: dict[str, 
     except AgentChatError as exc:
         yield line({"type": "error", **error_payload(exc), "chunks": chunks})
         return
+    except TimeoutError:
+        yield line({"type": "error", **_deadline_payload(timeout), "chunks": chunks})
+        return
     finally:
-        hook.close()
+        with anyio.CancelScope(shield=True):
+            await hook.aclose()
     payload = completion_payload(completion, latency_ms=(time.perf_counter() - started) * 1000)
     payload["meta"].update(opened, chunks=chunks)
     yield line({"type": "result", **payload})
