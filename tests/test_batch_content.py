@@ -70,7 +70,7 @@ def test_content_filter_wins_over_the_output_schema(devserver, make_conn, tmp_pa
     make_conn(CONN, devserver.url)
     devserver.reset()
     prompts = [{"id": "x", "prompt": "[[fault:content_filter]] hi"}]
-    error, ti = run(tmp_path, prompts=prompts, output_schema=output_schema)
+    error, _ = run(tmp_path, prompts=prompts, output_schema=output_schema)
     assert isinstance(error, AgentChatError)
     assert lines_of(tmp_path)["x"]["error"]["type"] == "content_filter"
 

@@ -132,3 +132,41 @@ def test_content_filter_marker_reaches_the_hook_as_its_error_kind(server: DevSer
     first = hook.create_chat_completion([{"role": "user", "content": "once [[fault:content_filter:times=1]]"}])
     again = hook.create_chat_completion([{"role": "user", "content": "once [[fault:content_filter:times=1]]"}])
     assert (first.finish_reason, again.finish_reason, again.text) == ("content_filter", "stop", "Echo: once")
+
+
+class TI:
+    """Stands in for the task instance of an in-process ``execute``."""
+
+    def __init__(self) -> None:
+        self.xcom: dict[str, object] = {}
+
+    def xcom_push(self, key: str, value: object) -> None:
+        self.xcom[key] = value
+
+
+def test_the_operator_sends_parts_and_fails_on_the_content_filter_keeping_text_and_usage(
+    server: DevServer, make_conn
+) -> None:
+    from airflow_agentchat.exceptions import ContentFilterError
+    from airflow_agentchat.operators.agent_chat import AgentChatCompletionOperator
+
+    server.reset()
+    conn_id = make_conn("devserver_filter_op", server.url, password=KEY, prompt_token_price=1.0)
+    parts = [{"type": "text", "text": "look"}, {"type": "image_url", "image_url": {"url": PNG}}]
+    ti = TI()
+    operator = AgentChatCompletionOperator(
+        task_id="t", agentchat_conn_id=conn_id, messages=[SYSTEM, {"role": "user", "content": parts}]
+    )
+    assert operator.execute({"ti": ti}) == "Echo: look [1 image]"
+    assert ti.xcom["usage"]["cache_created_input_tokens"] == len(SHARED.split()) + 1  # type: ignore[index]
+
+    ti = TI()
+    operator = AgentChatCompletionOperator(
+        task_id="t", agentchat_conn_id=conn_id, prompt="say [[fault:content_filter]]"
+    )
+    with pytest.raises(ContentFilterError) as caught:
+        operator.execute({"ti": ti})
+    assert caught.value.kind == "content_filter" and caught.value.text == "Echo:"
+    # the marker counts as a prompt token: 3 prompt + 1 completion, at 1.0 per million prompt tokens
+    assert ti.xcom["usage"] == {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}
+    assert ti.xcom["cost"] == 3e-06
