@@ -269,3 +269,9 @@ def test_the_models_package_keeps_every_module_small():
 
     for path in Path(package.__file__).parent.glob("*.py"):
         assert len(path.read_text().splitlines()) <= 500, path.name
+
+
+def test_a_lone_surrogate_in_a_part_is_named():
+    with pytest.raises(InvalidRequestError) as caught:
+        build_request(user(["fine", {"type": "text", "text": "bad \ud800"}]))
+    assert caught.value.errors[0][0] == "messages[0].content[1].text"

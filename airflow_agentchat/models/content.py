@@ -23,13 +23,12 @@ from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, Field, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
 
 from airflow_agentchat.models._common import _STRICT
 
 CacheTTL = Literal["5m", "1h"]
-PartType = Literal["text", "image_url", "video_url"]
 
 
 def _not_null(value: Any) -> Any:
@@ -39,14 +38,18 @@ def _not_null(value: Any) -> Any:
     return value
 
 
+#: Marks an optional key that may be left out but not sent as null.
+_NOT_NULL = BeforeValidator(_not_null)
+
+
 class CacheControl(BaseModel):
     """Marks the prompt up to and including this part as a prefix the agent may cache."""
 
     model_config = _STRICT
     type: Literal["ephemeral"] = Field(description="The cache control type. Only `ephemeral`.")
-    ttl: CacheTTL | None = Field(None, description="How long the cached prefix lives: `5m` (the default) or `1h`.")
-
-    _given = field_validator("ttl", mode="before")(classmethod(lambda cls, value: _not_null(value)))
+    ttl: Annotated[CacheTTL | None, _NOT_NULL] = Field(
+        None, description="How long the cached prefix lives: `5m` (the default) or `1h`."
+    )
 
 
 class TextPart(BaseModel):
@@ -55,9 +58,9 @@ class TextPart(BaseModel):
     model_config = _STRICT
     type: Literal["text"]
     text: str = Field(description="The text content.")
-    cache_control: CacheControl | None = Field(None, description="Cache control settings for the content part.")
-
-    _given = field_validator("cache_control", mode="before")(classmethod(lambda cls, value: _not_null(value)))
+    cache_control: Annotated[CacheControl | None, _NOT_NULL] = Field(
+        None, description="Cache control settings for the content part."
+    )
 
 
 def _media_url(url: str, media: str) -> str:
@@ -89,9 +92,9 @@ def _media_url(url: str, media: str) -> str:
 class ImageURL(BaseModel):
     model_config = _STRICT
     url: str = Field(description="An https:// URL or a base64 data: URL of the image.")
-    detail: Literal["auto", "low", "high"] | None = Field(None, description="Detail level for image understanding.")
-
-    _given = field_validator("detail", mode="before")(classmethod(lambda cls, value: _not_null(value)))
+    detail: Annotated[Literal["auto", "low", "high"] | None, _NOT_NULL] = Field(
+        None, description="Detail level for image understanding."
+    )
 
     @field_validator("url")
     @classmethod
