@@ -17,8 +17,9 @@ says what went wrong and therefore what a caller can do about it (``kind`` in br
     │   ├── RateLimitError              429 (``insufficient_quota`` is final, the rest are retried) [rate_limited]
     │   ├── ServerError                 5xx [server_error]
     │   └── InvalidResponseError        a 2xx whose body is not a chat completion [invalid_response]
-    └── StreamError                     a stream broke: an error event, bad JSON, or it ended early [stream_error]
-        └── TruncatedStreamError        the stream ended without ``[DONE]`` or a finish reason [truncated_stream]
+    ├── StreamError                     a stream broke: an error event, bad JSON, or it ended early [stream_error]
+    │   └── TruncatedStreamError        the stream ended without ``[DONE]`` or a finish reason [truncated_stream]
+    └── ContentFilterError              an answer ended in ``finish_reason="content_filter"`` [content_filter]
 
 ``kind`` is a stable snake_case name for the class (what result files and the UI show); ``retryable`` says
 whether sending the same request again may succeed. Callers decide on these two, never on the text.
@@ -244,3 +245,49 @@ class TruncatedStreamError(StreamError, kind="truncated_stream"):
 
     def __init__(self, message: str, *, retryable: bool = True):
         super().__init__(message, retryable=retryable)
+
+
+class ContentFilterError(AgentChatError, kind="content_filter"):
+    """The agent platform's content filter stopped an answer (``finish_reason="content_filter"``).
+
+    A 200 answer, paid for, but not one to use: ``text`` keeps what the agent wrote before it was stopped (may be
+    None), ``index`` the choice, ``usage`` the tokens, ``request_id`` the server's id. Not retryable (the same
+    prompt is filtered the same way); a batch resends such items only on a rerun with ``retry_failed=True``.
+    """
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        text: str | None = None,
+        index: int = 0,
+        request_id: str | None = None,
+        usage: dict[str, Any] | None = None,
+    ):
+        self.text = text
+        self.index = index
+        self.request_id = request_id
+        self.usage = usage
+        if message is None:
+            where = f"choice {index}" + (f", request_id={request_id}" if request_id else "")
+            message = f"The answer was stopped by the content filter (finish_reason=content_filter, {where})"
+        super().__init__(message)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **super().to_dict(),
+            "text": self.text,
+            "index": self.index,
+            "request_id": self.request_id,
+            "usage": self.usage,
+        }
+
+    @classmethod
+    def _rebuild(cls, data: dict[str, Any]) -> AgentChatError:
+        return cls(
+            str(data.get("message") or "") or None,
+            text=data.get("text"),
+            index=int(data.get("index") or 0),
+            request_id=data.get("request_id"),
+            usage=data.get("usage"),
+        )

@@ -89,6 +89,18 @@ def get_provider_info() -> dict[str, Any]:
                         "description": "Price per million completion tokens, in the same currency.",
                         "schema": {"type": ["number", "null"], "minimum": 0},
                     },
+                    "cached_prompt_token_price": {
+                        "label": "Cached prompt token price",
+                        "description": "Price per million prompt tokens read from the prompt cache (default: the "
+                        "prompt price).",
+                        "schema": {"type": ["number", "null"], "minimum": 0},
+                    },
+                    "cache_write_token_price": {
+                        "label": "Cache write token price",
+                        "description": "Price per million prompt tokens written to the prompt cache (default: the "
+                        "prompt price).",
+                        "schema": {"type": ["number", "null"], "minimum": 0},
+                    },
                     "allow_insecure_http": {
                         "label": "Allow plain http",
                         "description": "Permit http:// to non-loopback hosts (the key travels in clear text).",

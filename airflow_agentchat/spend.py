@@ -1,7 +1,9 @@
 """What a task may spend and what it spent: token budgets and cost, with no I/O.
 
 Both operators use the same two pieces: :class:`Prices` turns token usage into money (from the connection's
-``prompt_token_price`` / ``completion_token_price`` extras, currency units per million tokens), and
+``prompt_token_price`` / ``completion_token_price`` extras, currency units per million tokens, and
+``cached_prompt_token_price`` / ``cache_write_token_price`` for prompt tokens read from / written to the prompt
+cache, each the prompt price when unset), and
 :class:`Budget` decides whether one more request may be sent. A budget *reserves* a request's estimate before
 it is sent and settles it against the real usage when the answer arrives, so requests in flight at the same
 time cannot overshoot it together; it never stops a request that was already sent.
@@ -38,27 +40,46 @@ def _price(extra: Mapping[str, Any], key: str) -> float | None:
 
 @dataclass(frozen=True)
 class Prices:
-    """Currency units per million prompt / completion tokens; ``known`` only when at least one is set."""
+    """Currency units per million prompt / completion tokens; ``known`` only when at least one is set.
+
+    ``cached_prompt`` prices the prompt tokens read from the prompt cache, ``cache_write`` those written to it;
+    each is ``None`` when its extra is unset, and then those tokens cost the prompt price.
+    """
 
     prompt: float = 0.0
     completion: float = 0.0
     known: bool = False
+    cached_prompt: float | None = None
+    cache_write: float | None = None
 
     @classmethod
     def from_extra(cls, extra: Mapping[str, Any] | None) -> Prices:
         extra = extra or {}
         prompt = _price(extra, "prompt_token_price")
         completion = _price(extra, "completion_token_price")
-        if prompt is None and completion is None:
+        cached = _price(extra, "cached_prompt_token_price")
+        write = _price(extra, "cache_write_token_price")
+        if prompt is None and completion is None and cached is None and write is None:
             return cls()
-        return cls(prompt or 0.0, completion or 0.0, True)
+        return cls(prompt or 0.0, completion or 0.0, True, cached, write)
 
     def cost(self, usage: TokenUsage | Mapping[str, Any] | None) -> float | None:
-        """The cost of ``usage`` (None without prices), rounded to a millionth of a unit."""
+        """The cost of ``usage`` (None without prices), rounded to a millionth of a unit.
+
+        Cache reads and writes are counted inside ``prompt_tokens`` (as the endpoint reports them): they are
+        priced at their own rates and the rest of the prompt at the prompt price.
+        """
         if not self.known:
             return None
         tokens = usage if isinstance(usage, TokenUsage) else TokenUsage.of(usage)
-        return round((tokens.prompt_tokens * self.prompt + tokens.completion_tokens * self.completion) / 1_000_000, 6)
+        prompt = tokens.prompt_tokens * self.prompt
+        if tokens.cache_read_input_tokens or tokens.cache_created_input_tokens:
+            read, written = tokens.cache_read_input_tokens, tokens.cache_created_input_tokens
+            plain = max(0, tokens.prompt_tokens - read - written)
+            cached = self.prompt if self.cached_prompt is None else self.cached_prompt
+            write = self.prompt if self.cache_write is None else self.cache_write
+            prompt = plain * self.prompt + read * cached + written * write
+        return round((prompt + tokens.completion_tokens * self.completion) / 1_000_000, 6)
 
 
 def check_limits(max_total_tokens: Any, max_cost: Any, on_budget_exhausted: Any = "fail") -> None:

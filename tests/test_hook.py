@@ -100,7 +100,7 @@ BAD_REQUESTS = [
     ("messages", {}, []),
     ("messages[0].role", {}, [{"role": "robot", "content": "x"}]),
     ("messages[0].content", {}, [{"role": "user", "content": 5}]),
-    ("messages[0].content", {}, [{"role": "user", "content": ["a"]}]),
+    ("messages[0].content[1].image_url", {}, [{"role": "user", "content": ["a", {"type": "image_url"}]}]),
     ("tool_call_id", {}, [{"role": "tool", "content": "x"}]),
     ("tool_call_id", {}, [{"role": "user", "content": "x", "tool_call_id": "t"}]),
     (

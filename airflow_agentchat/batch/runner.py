@@ -257,7 +257,13 @@ class BatchRunner:
             if self.metrics is not None and attempts:
                 self.metrics.request(error["type"], attempts, latency, None)
             return
-        fields, invalid = result_fields(self.output, completion, self._secret) if self.output else ({}, None)
+        fields: dict[str, Any]
+        invalid: dict[str, Any] | None
+        filtered = completion.content_filter_error()  # a filtered answer is an error line, its tokens still paid
+        if filtered is not None:
+            fields, invalid = {}, self._describe(filtered)
+        else:
+            fields, invalid = result_fields(self.output, completion, self._secret) if self.output else ({}, None)
         if invalid is not None:
             stats.failed += 1
         else:

@@ -6,8 +6,12 @@ The answer rule
 ---------------
 * The *prompt* is the content of the last ``user`` message, with dev-server markers (``[[...]]``) removed
   and surrounding whitespace stripped (empty string if there is no user message).
+  Content parts count by their text parts (strings in a part list included).
 * Choice ``0`` answers ``"Echo: <prompt>"``; choice ``i > 0`` answers ``"Echo <i>: <prompt>"`` (trailing
-  whitespace removed, so an empty prompt gives ``"Echo:"``).
+  whitespace removed, so an empty prompt gives ``"Echo:"``). When the last user message carries image or video
+  parts, the echo ends with how many came: ``"Echo: describe [2 images]"``, ``"[1 image, 1 video]"``.
+* ``[[fault:content_filter]]`` (see :mod:`.faults` for ``times=N``): the answer stops after its first token
+  with finish_reason ``content_filter``, as an agent platform's content filter ends one.
 * If the conversation ends with one or more ``tool`` messages, the answer uses their results instead:
   ``"Tool results: <name>=<content>; <name>=<content>"`` (``name`` is the function named by the matching
   assistant tool call, else the ``tool_call_id``); choices ``i > 0`` get the prefix ``"Tool results <i>: "``.
@@ -29,7 +33,7 @@ The answer rule
   arguments or JSON text with wrong types, see :func:`invalid_for_schema`); the next answer of the same
   conversation (after an assistant message) is valid again. ``[[fault:invalid_output:times=N]]`` keeps the
   first N answers invalid.
-* Usage: ``prompt_tokens`` = sum over messages of (tokens in content + 1); ``completion_tokens`` = tokens of
+* Usage: ``prompt_tokens`` = sum over messages of (tokens in the content's text + 1); ``completion_tokens`` = tokens of
   every choice's text (tool calls: tokens of their ``arguments`` string); ``total_tokens`` = the sum.
 * Logprobs: each token gets ``logprob = -(crc32(token) % 1000) / 1000``; ``top_logprobs`` lists the token
   itself first, then ``<token>~1``, ``<token>~2``, ... each 1.0 lower.
@@ -58,13 +62,44 @@ def count_tokens(text: str | None) -> int:
     return len(_TOKEN_RE.findall(text)) if text else 0
 
 
-def last_user_text(messages: list[dict[str, Any]]) -> str:
-    """Raw content of the last ``user`` message ("" when there is none); markers included."""
+def content_text(content: Any) -> str:
+    """The text of a message's content: the string, or its text parts (and plain strings) joined; else ""."""
+    if isinstance(content, str):
+        return content
+    items = content if isinstance(content, list) else [content]
+    texts = []
+    for item in items:
+        if isinstance(item, str):
+            texts.append(item)
+        elif isinstance(item, dict) and item.get("type") == "text" and isinstance(item.get("text"), str):
+            texts.append(item["text"])
+    return "".join(texts)
+
+
+def _last_user(messages: list[dict[str, Any]]) -> dict[str, Any] | None:
     for message in reversed(messages):
         if message.get("role") == "user":
-            content = message.get("content")
-            return content if isinstance(content, str) else ""
-    return ""
+            return message
+    return None
+
+
+def last_user_text(messages: list[dict[str, Any]]) -> str:
+    """Text of the last ``user`` message ("" when there is none); markers included."""
+    message = _last_user(messages)
+    return content_text(message.get("content")) if message is not None else ""
+
+
+def media_note(messages: list[dict[str, Any]]) -> str:
+    """``"[2 images, 1 video]"`` for the media parts of the last user message ("" when it has none)."""
+    message = _last_user(messages)
+    content = message.get("content") if message is not None else None
+    items = content if isinstance(content, list) else [content]
+    counts = {"image": 0, "video": 0}
+    for item in items:
+        if isinstance(item, dict) and item.get("type") in ("image_url", "video_url"):
+            counts[item["type"][:5]] += 1
+    said = [f"{n} {kind}{'s' if n != 1 else ''}" for kind, n in counts.items() if n]
+    return f"[{', '.join(said)}]" if said else ""
 
 
 def clean_prompt(raw: str) -> str:
@@ -77,7 +112,7 @@ def prompt_tokens(messages: list[dict[str, Any]]) -> int:
     total = 0
     for message in messages:
         content = message.get("content")
-        total += 1 + (count_tokens(content) if isinstance(content, str) else 0)
+        total += 1 + count_tokens(content_text(content))
     return total
 
 
@@ -387,10 +422,15 @@ def token_limit(body: dict[str, Any]) -> int | None:
     return min(limits) if limits else None
 
 
-def make_choices(body: dict[str, Any], prompt: str) -> list[Choice]:
-    """Every choice of the answer to ``body`` (``prompt`` is the cleaned last user message)."""
+def make_choices(body: dict[str, Any], prompt: str, *, filtered: bool = False) -> list[Choice]:
+    """Every choice of the answer to ``body`` (``prompt`` is the cleaned last user message); ``filtered``: the
+    content filter stops each after its first token."""
     messages = body.get("messages") or []
     n = body.get("n") or 1
+    if filtered:
+        note = media_note(messages)
+        text = "Echo: " + " ".join(part for part in (prompt, note) if part)
+        return [Choice(index=i, tokens=tokenize(text)[:1], finish_reason="content_filter") for i in range(n)]
     tool = _chosen_tool(body)
     choices = []
     invalid = invalid_output_due(messages)
@@ -412,7 +452,8 @@ def make_choices(body: dict[str, Any], prompt: str) -> list[Choice]:
     elif ends_with_tool:
         base, prefix0, prefix_i = _tool_results_text(messages), "Tool results: ", "Tool results {i}: "
     else:
-        base, prefix0, prefix_i = prompt, "Echo: ", "Echo {i}: "
+        note = media_note(messages)
+        base, prefix0, prefix_i = " ".join(part for part in (prompt, note) if part), "Echo: ", "Echo {i}: "
     limit = token_limit(body)
     stop = body.get("stop")
     for i in range(n):

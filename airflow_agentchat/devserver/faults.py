@@ -35,6 +35,7 @@ any other number         an OpenAI-shaped error with that status (``"500"``, ``"
 ``"too_many_requests"``  ``{"id": "too_many_requests", "message", "request_id"}`` (status default 429)
 ``"detail"``             ``{"detail": "<message>"}`` (status default 400); ``"detail_list": true`` gives a
                          FastAPI-style list ``[{"loc", "msg", "type"}]`` (status default 422)
+``"content_filter"``     200: an answer stopped by the content filter (``finish_reason: content_filter``)
 =======================  ============================================================================
 
 Magic markers in the last user message apply on every request carrying them (deterministic per prompt):
@@ -67,6 +68,7 @@ KNOWN_KINDS = frozenset(
         "error_text",
         "too_many_requests",
         "detail",
+        "content_filter",
     }
 )
 

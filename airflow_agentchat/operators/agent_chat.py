@@ -419,6 +419,7 @@ class AgentChatCompletionOperator(AgentChatRequestOperator):
                         self.log.info("Round %d: asking the agent", state.tool_rounds + repairs + 1)
                     completion = self._send(self.hook.build_request(messages, **asking))
                     state.usage += TokenUsage.of(completion.usage_dict())
+                completion.raise_for_content_filter()  # kind content_filter; usage is counted above
                 message = message_of(completion)
                 outcome = spec.parse(message) if spec is not None else None
                 if outcome is not None and outcome.ok:
