@@ -23,7 +23,9 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -201,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pairs", nargs="*", default=[], help="pair names or prefixes (default: all)")
     parser.add_argument("--list", action="store_true", help="print the pairs and exit")
     args = parser.parse_args(argv)
+    # SIGTERM unwinds like Ctrl+C, so the step running and the dev server are stopped too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     wanted = [p for w in args.pairs for p in w.replace(",", " ").split()]
     pairs = [p for p in read_matrix() if not wanted or any(p.name.startswith(w) for w in wanted)]
     if args.list or not pairs:
