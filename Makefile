@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 UV := $(shell command -v uv 2>/dev/null || echo "$(HOME)/.local/bin/uv")
 
-.PHONY: venv test lint typecheck demo ui bench scale-demo clean
+.PHONY: venv test lint typecheck demo ui bench scale-demo test-compat clean
 
 $(UV):
 	python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
@@ -47,5 +47,10 @@ bench: venv
 scale-demo: venv
 	$(PY) dev/scale_demo.py $(SCALE_DEMO_ARGS)
 
+# Every supported Airflow x Python pair (dev/compat-matrix.txt), each in its own venv under .compat/:
+# the example DAGs under `airflow dags test`, the provider list, imports, unit tests. One line: PAIRS=3.0
+test-compat: venv
+	PATH="$(dir $(UV)):$$PATH" $(PY) -m dev.compat_matrix --pairs $(PAIRS)
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .compat

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from airflow.sdk.exceptions import AirflowException
+from airflow_agentchat.compat import AirflowException
 
 _BY_KIND: dict[str, type[AgentChatError]] = {}
 

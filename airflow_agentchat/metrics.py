@@ -51,10 +51,10 @@ def _part(value: Any) -> str:
 
 def metrics_enabled() -> bool:
     """Whether the deployment sends metrics at all (StatsD, Datadog or OpenTelemetry)."""
-    from airflow.sdk.configuration import conf
+    from airflow_agentchat.compat import conf
 
     return any(
-        conf.getboolean("metrics", key, fallback=False) for key in ("statsd_on", "statsd_datadog_enabled", "otel_on")
+        conf().getboolean("metrics", key, fallback=False) for key in ("statsd_on", "statsd_datadog_enabled", "otel_on")
     )
 
 
@@ -73,8 +73,10 @@ class TaskMetrics:
         """Metrics for this task, or None when metrics are off (then nothing is ever emitted)."""
         if not metrics_enabled():
             return None
-        from airflow.sdk.configuration import conf
-        from airflow.sdk.observability import stats
+        from airflow_agentchat.compat import conf as _conf
+        from airflow_agentchat.compat import stats as _stats
+
+        conf, stats = _conf(), _stats()
 
         ti = (context or {}).get("ti")
         tags = {

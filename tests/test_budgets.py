@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from airflow_agentchat.batch.items import stable_id
+from airflow_agentchat.compat import HAS_TASK_STATE_STORE, NO_TASK_STATE_STORE
 from airflow_agentchat.spend import Budget, BudgetExhaustedError, Prices
 
 CONN = "agentchat_budget"
@@ -171,6 +172,7 @@ IMPOSSIBLE = {
 }
 
 
+@pytest.mark.skipif(not HAS_TASK_STATE_STORE, reason=NO_TASK_STATE_STORE or "")
 def test_single_operator_usage_survives_failure_and_the_budget_spans_tries(conn, server):
     """Try 1: every repair round is paid, none validates; usage + cost reach XCom before the failure, and the
     spend stays in the state store. Try 2 with the same budget sends nothing."""
@@ -207,6 +209,7 @@ def test_single_operator_budget_stops_repair_rounds(conn, server):
     assert ti.pushed["usage"]["total_tokens"] > 0  # the paid rounds are in XCom
 
 
+@pytest.mark.skipif(not HAS_TASK_STATE_STORE, reason=NO_TASK_STATE_STORE or "")
 def test_success_forgets_the_spend_of_earlier_tries(conn, server):
     store = _StateStore()
     store.set("agentchat_spend", {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20})

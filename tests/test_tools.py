@@ -13,6 +13,7 @@ from typing import Any, Literal
 import pytest
 from pydantic import BaseModel
 
+from airflow_agentchat.compat import HAS_TASK_STATE_STORE, NO_TASK_STATE_STORE
 from airflow_agentchat.exceptions import InvalidRequestError
 from airflow_agentchat.operators.agent_chat import AgentChatCompletionOperator
 from airflow_agentchat.tools import PythonTool, Toolbox, ToolError, serialize_result
@@ -376,6 +377,7 @@ def test_a_json_repair_round_asks_for_the_answer_not_for_more_tools(run, scripte
 # ---------------------------------------------------------------------------------------------- resume (in process)
 
 
+@pytest.mark.skipif(not HAS_TASK_STATE_STORE, reason=NO_TASK_STATE_STORE or "")
 def test_each_step_is_saved_and_a_retry_repeats_no_tool_and_no_paid_answer(run, scripted, tmp_path):
     """Parallel calls, the second raises on the first try: the retry runs only that one, sends one request."""
     count = tmp_path / "flaky"
@@ -413,6 +415,7 @@ def test_each_step_is_saved_and_a_retry_repeats_no_tool_and_no_paid_answer(run, 
     assert store.data == {}  # a task that succeeds forgets its conversation
 
 
+@pytest.mark.skipif(not HAS_TASK_STATE_STORE, reason=NO_TASK_STATE_STORE or "")
 def test_a_changed_request_does_not_resume_an_old_conversation(run, scripted):
     store = Store()
     with pytest.raises(Exception, match="no scripted reply"):  # round 2 finds no reply: the task fails

@@ -10,8 +10,8 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk.bases.decorator import DecoratedOperator, TaskDecorator, task_decorator_factory
-from airflow.sdk.definitions.context import context_merge
 
+from airflow_agentchat.compat import context_merge
 from airflow_agentchat.operators.agent_chat import AgentChatCompletionOperator
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ class _AgentChatDecoratedOperator(DecoratedOperator, AgentChatCompletionOperator
         super().__init__(python_callable=python_callable, op_args=op_args, op_kwargs=op_kwargs, **kwargs)
 
     def execute(self, context: Context) -> Any:
-        from airflow.sdk.bases.decorator import determine_kwargs
+        from airflow_agentchat.compat import determine_kwargs
 
         context_merge(context, self.op_kwargs)
         result = self.python_callable(*self.op_args, **determine_kwargs(self.python_callable, self.op_args, context))

@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
-from airflow.sdk import BaseHook
 
+from airflow_agentchat.compat import BaseHook
 from airflow_agentchat.exceptions import (
     AgentChatConnectionError,
     AgentChatError,

@@ -160,6 +160,12 @@ class AgentChatCompletionOperator(AgentChatRequestOperator):
             not isinstance(approval_timeout, timedelta) or approval_timeout.total_seconds() <= 0
         ):
             raise ValueError(f"approval_timeout must be a timedelta or seconds > 0, got {approval_timeout!r}")
+        from airflow_agentchat.compat import HITL_UNSUPPORTED, warn_no_task_state_store
+
+        if require_approval is True and HITL_UNSUPPORTED:
+            raise ValueError(HITL_UNSUPPORTED)
+        if python_tools or tools or require_approval or self.max_total_tokens or self.max_cost:
+            warn_no_task_state_store(f"Task {self.task_id!r} (tools, review or a token budget)", self.log)
         self.max_tool_rounds = max_tool_rounds
         self.tool_errors = tool_errors
         self.require_approval = require_approval
@@ -183,9 +189,9 @@ class AgentChatCompletionOperator(AgentChatRequestOperator):
         self.output_strategy = output_strategy
         self.output_retries = output_retries
         if deferrable is None:
-            from airflow.sdk.configuration import conf
+            from airflow_agentchat.compat import conf
 
-            deferrable = conf.getboolean("operators", "default_deferrable", fallback=False)
+            deferrable = conf().getboolean("operators", "default_deferrable", fallback=False)
         self.deferrable = deferrable
 
     def resolve_template_files(self) -> None:

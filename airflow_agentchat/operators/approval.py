@@ -110,12 +110,10 @@ def park_for_review(
     default: str | None,
 ) -> NoReturn:
     """Write the review request and stop the task until a person (or the timeout) answers."""
-    try:
-        from airflow.providers.standard.version_compat import AIRFLOW_V_3_1_PLUS, AIRFLOW_V_3_3_PLUS
-    except ImportError:  # pragma: no cover - the standard provider ships with apache-airflow
-        AIRFLOW_V_3_1_PLUS = AIRFLOW_V_3_3_PLUS = False
-    if not AIRFLOW_V_3_1_PLUS:
-        raise AgentChatError("require_approval needs Airflow >= 3.1 (human-in-the-loop, standard provider)")
+    from airflow_agentchat.compat import HAS_AWAITING_INPUT, HITL_UNSUPPORTED, task_awaiting_input, utcnow
+
+    if HITL_UNSUPPORTED:
+        raise AgentChatError(HITL_UNSUPPORTED)
     from airflow.sdk.execution_time.hitl import upsert_hitl_detail
 
     ti = context["task_instance"]
@@ -137,12 +135,9 @@ def park_for_review(
         timeout or "none",
         f"'{default}'" if default else "the task fails",
     )
-    if AIRFLOW_V_3_3_PLUS:
-        from airflow.sdk.exceptions import TaskAwaitingInput
-
-        raise TaskAwaitingInput(method_name=RESUME_METHOD, kwargs=kwargs, timeout=timeout)
+    if HAS_AWAITING_INPUT:
+        raise task_awaiting_input()(method_name=RESUME_METHOD, kwargs=kwargs, timeout=timeout)
     from airflow.providers.standard.triggers.hitl import HITLTrigger
-    from airflow.sdk.timezone import utcnow
 
     operator.defer(
         trigger=HITLTrigger(

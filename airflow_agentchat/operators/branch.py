@@ -13,8 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk.bases.branch import BranchMixIn
-
+from airflow_agentchat.compat import BranchMixIn
 from airflow_agentchat.operators.agent_chat import AgentChatCompletionOperator
 
 if TYPE_CHECKING:

@@ -14,7 +14,8 @@ A fingerprint of the task's own request (messages and body fields) guards the sa
 renders a different request, the saved state is ignored and the conversation starts over. A task that
 succeeds deletes its state, so clearing it later starts a fresh conversation.
 
-Without a task state store (Airflow < 3.3, or a context without one) nothing is kept and a retry starts over.
+Without a task state store (Airflow < 3.3, or a context without one) nothing is kept and a retry starts over;
+the task says so in its log (and when the DAG is parsed), see :func:`airflow_agentchat.compat.warn_no_task_state_store`.
 """
 
 from __future__ import annotations
@@ -70,6 +71,10 @@ class RoundState:
         store = _store_of(context) if enabled else None
         print_ = fingerprint(messages, params)
         if store is None:
+            if enabled:
+                from airflow_agentchat.compat import warn_no_task_state_store
+
+                warn_no_task_state_store("The tool loop and the review", log)
             return cls(None, print_)
         saved = store.get(KEY)
         if not isinstance(saved, Mapping) or saved.get("v") != _VERSION:
@@ -94,7 +99,7 @@ class RoundState:
         """Write the state (a no-op without a task state store)."""
         if self._store is None:
             return
-        from airflow.sdk.execution_time.context import NEVER_EXPIRE
+        from airflow_agentchat.compat import never_expire
 
         value = {
             "v": _VERSION,
@@ -107,7 +112,7 @@ class RoundState:
             "final": self.final,
         }
         # Kept until the task succeeds (then deleted), however long its retries are apart.
-        self._store.set(KEY, value, retention=NEVER_EXPIRE)
+        self._store.set(KEY, value, retention=never_expire())
         self._written = True
 
     def clear(self) -> None:
@@ -140,6 +145,6 @@ def saved(context: Mapping[str, Any]) -> dict[str, Any] | None:
 def store_raw(context: Mapping[str, Any], value: Mapping[str, Any]) -> None:
     store = _store_of(context)
     if store is not None:
-        from airflow.sdk.execution_time.context import NEVER_EXPIRE
+        from airflow_agentchat.compat import never_expire
 
-        store.set(KEY, dict(value), retention=NEVER_EXPIRE)
+        store.set(KEY, dict(value), retention=never_expire())

@@ -28,6 +28,10 @@ class TaskSpend:
         self._state = context.get("task_state_store")
         prior = self._load()
         self.budget = Budget(operator.max_total_tokens, operator.max_cost, self.prices, used=TokenUsage.of(prior))
+        if self._state is None and self.budget.active:
+            from airflow_agentchat.compat import warn_no_task_state_store
+
+            warn_no_task_state_store("The token budget counts this try only", self.log)
         self.metrics = TaskMetrics.create(operator.agentchat_conn_id, context)
         self.usage = ZERO  # this try's, every round
         self.requests = 0

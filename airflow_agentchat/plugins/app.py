@@ -152,9 +152,10 @@ def _snippet_source(validated: Any, request_body: dict[str, Any]) -> dict[str, A
 
 def _hook(connection_id: str) -> tuple[Any, str | None]:
     """A hook whose connection settings are read and checked; 404 for an unknown connection id."""
-    from airflow.sdk.exceptions import AirflowNotFoundException
-
+    from airflow_agentchat.compat import airflow_not_found_exception
     from airflow_agentchat.hooks.agent_chat import AgentChatHook
+
+    AirflowNotFoundException = airflow_not_found_exception()
 
     hook = AgentChatHook(connection_id)
     try:
