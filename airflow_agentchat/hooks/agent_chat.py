@@ -15,8 +15,8 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import itertools
+import math
 import os
-import socket
 import ssl
 import threading
 import time
@@ -44,6 +44,8 @@ from airflow_agentchat.exceptions import (
     ResetError,
     TLSError,
 )
+from airflow_agentchat.hooks.body import Deadline, aiter_body, aread_body, iter_body, read_body
+from airflow_agentchat.hooks.deadline import WATCHDOG, Sockets, deadline_scope
 from airflow_agentchat.hooks.retry import RetryController, RetryPolicy, SharedPause, retry_after_from_headers
 from airflow_agentchat.redaction import redact_optional
 from airflow_agentchat.wire_errors import connection_error, error_from_response, request_id_from_headers
@@ -59,6 +61,9 @@ if TYPE_CHECKING:
     )
 
 COMPLETIONS_PATH = "/api/v1/chat/completions"
+DEFAULT_MAX_RESPONSE_BYTES = 16 << 20
+DEFAULT_MAX_EVENT_BYTES = 4 << 20
+DEADLINE_FACTOR = 4
 _PASTED_SUFFIXES = ("/api/v1/chat/completions", "/api/v1/chat", "/api/v1")
 _USER_AGENT = "airflow-agentchat/0.1"
 _T = TypeVar("_T")
@@ -77,6 +82,9 @@ class ConnectionSettings:
     max_retries: int = 4
     model: str | None = None
     verify: bool | str = True
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
+    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
+    attempt_deadline: float | None = None
 
     def __repr__(self) -> str:
         return f"ConnectionSettings(base_url={self.base_url!r}, timeout={self.timeout}, model={self.model!r})"
@@ -84,6 +92,15 @@ class ConnectionSettings:
     @property
     def completions_url(self) -> str:
         return f"{self.base_url}{COMPLETIONS_PATH}"
+
+    @property
+    def deadline(self) -> float:
+        """Seconds one attempt may take in all, body included: ``attempt_deadline``, else 4 x ``timeout``.
+
+        The read timeout bounds each read only; a server that trickles a byte at a time would hold an
+        attempt forever without this.
+        """
+        return self.attempt_deadline if self.attempt_deadline is not None else DEADLINE_FACTOR * self.timeout
 
     @classmethod
     def from_connection(cls, conn: Connection) -> ConnectionSettings:
@@ -124,7 +141,24 @@ class ConnectionSettings:
             max_retries=int(extra["max_retries"]) if extra.get("max_retries") is not None else 4,
             model=extra.get("model") or None,
             verify=verify,
+            max_response_bytes=int(_positive(extra, "max_response_bytes", DEFAULT_MAX_RESPONSE_BYTES) or 0),
+            max_event_bytes=int(_positive(extra, "max_event_bytes", DEFAULT_MAX_EVENT_BYTES) or 0),
+            attempt_deadline=_positive(extra, "attempt_deadline", None),
         )
+
+
+def _positive(extra: Mapping[str, Any], key: str, default: float | None) -> float | None:
+    """A positive number from an extra that may arrive as text; empty means the default."""
+    value = extra.get(key)
+    if value is None or value == "":
+        return default
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not number > 0 or math.isinf(number):
+        raise AgentChatError(f"Connection extra {key!r} must be a positive number, got {value!r}")
+    return number
 
 
 def _as_bool(extra: Mapping[str, Any], key: str, *, default: bool = False) -> bool:
@@ -198,6 +232,7 @@ class AgentChatHook(BaseHook):
         self._async_transport: httpx.AsyncBaseTransport | None = None
         self._async_loop: asyncio.AbstractEventLoop | None = None
         self._pause = SharedPause()  # shared by every request of this hook
+        self._sockets = Sockets()
 
     # ---------------------------------------------------------------------------------------- connection
 
@@ -279,7 +314,8 @@ class AgentChatHook(BaseHook):
         """
         options = self._client_options()
         url = httpx.URL(self.settings.completions_url, params={"agent": "true"})
-        return url, httpx.Headers({**options["headers"], **_JSON}), {"timeout": options["timeout"].as_dict()}
+        extensions = {"timeout": options["timeout"].as_dict(), "trace": self._sockets.trace}
+        return url, httpx.Headers({**options["headers"], **_JSON}), extensions
 
     async def _atransport(self) -> httpx.AsyncBaseTransport:
         """The aiohttp-backed transport of the running event loop (an aiohttp session cannot cross loops)."""
@@ -307,21 +343,12 @@ class AgentChatHook(BaseHook):
     def cancel(self) -> None:
         """Abort the sync requests in flight, from another thread or a signal handler (``on_kill``).
 
-        Closing an httpx client does not wake a thread blocked reading a socket, so this shuts the pool's
-        sockets down; the blocked read then fails at once with a connection error.
+        Closing an httpx client does not wake a thread blocked reading a socket, so this shuts the hook's
+        sockets down (learnt through httpcore's public ``trace`` extension); the blocked read then fails at
+        once with a connection error.
         """
         self._cancel_event.set()
-        if "_transport" not in self.__dict__:
-            return
-        pool = getattr(self._transport, "_pool", None)
-        for connection in list(getattr(pool, "connections", [])):
-            stream = getattr(getattr(connection, "_connection", None), "_network_stream", None)
-            sock = stream.get_extra_info("socket") if stream is not None else None
-            if sock is not None:
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+        self._sockets.shut_all()
         self.close()
 
     async def aclose(self) -> None:
@@ -357,6 +384,14 @@ class AgentChatHook(BaseHook):
             retry_after=retry_after_from_headers(response.headers, rate_limited=response.status_code == 429),
         )
 
+    def request_deadline(self) -> float:
+        """The longest one request may take in seconds: every attempt's deadline plus the longest back-offs.
+
+        The deferrable operator defers with this as its trigger timeout.
+        """
+        policy = self.retry_policy
+        return (policy.max_retries + 1) * self.settings.deadline + policy.max_retries * policy.max_wait
+
     def pause_remaining(self) -> float:
         """Seconds until this hook sends again after a 429 / ``retry-after`` (the shared back-off); ≤ 0: now."""
         return self._pause.remaining()
@@ -364,8 +399,10 @@ class AgentChatHook(BaseHook):
     def _retries(self) -> RetryController:
         return RetryController(self.retry_policy, self._pause, self._cancel_event.is_set)
 
-    def _failed(self, exc: Exception) -> AgentChatError:
+    def _failed(self, exc: Exception, deadline: Deadline) -> AgentChatError:
         """The error an attempt ended with: what the loop decides on (anything else escapes unchanged)."""
+        if isinstance(exc, httpx.TransportError) and deadline.passed():
+            return deadline.error()  # the watchdog shut the socket: say why
         if isinstance(exc, httpx.TransportError):
             return connection_error(exc, self.settings.completions_url, secret=self.settings.api_key)
         if isinstance(exc, AgentChatError):
@@ -385,7 +422,7 @@ class AgentChatHook(BaseHook):
         return delay
 
     @contextmanager
-    def _open(self, request: ChatCompletionRequest, consume: Callable[[httpx.Response], _T]) -> Iterator[_T]:
+    def _open(self, request: ChatCompletionRequest, consume: Callable[[httpx.Response, Deadline], _T]) -> Iterator[_T]:
         """Send with retries; yield what ``consume`` made of the first 2xx response.
 
         ``consume`` reads the body inside the retry loop, so a reset, a timeout, a cut or garbled body while it
@@ -401,16 +438,22 @@ class AgentChatHook(BaseHook):
                 self._sleep(pause)  # ends early on cancel(); wait() then raises
             retries.sent()
             response: httpx.Response | None = None
+            deadline = Deadline(self.settings.deadline, self.settings.completions_url)
             try:
                 try:
                     http_request = httpx.Request("POST", url, headers=headers, content=content, extensions=extensions)
-                    response = self._transport.handle_request(http_request)
+                    token = WATCHDOG.arm(deadline.at, self._sockets.attempt().shut)
+                    try:
+                        response = self._transport.handle_request(http_request)
+                    finally:
+                        WATCHDOG.disarm(token)
+                    self._sockets.seen(response.extensions)
                     if not response.is_success:
-                        raise self._error(response, response.read())
+                        raise self._error(response, read_body(response, self._max_bytes, deadline, cut=True))
                     response.extensions["agentchat_attempts"] = retries.attempts
-                    result = consume(response)
+                    result = consume(response, deadline)
                 except Exception as exc:
-                    error = self._failed(exc)
+                    error = self._failed(exc, deadline)
                 else:
                     try:
                         yield result
@@ -425,7 +468,7 @@ class AgentChatHook(BaseHook):
 
     @asynccontextmanager
     async def _aopen(
-        self, request: ChatCompletionRequest, consume: Callable[[httpx.Response], Awaitable[_T]]
+        self, request: ChatCompletionRequest, consume: Callable[[httpx.Response, Deadline], Awaitable[_T]]
     ) -> AsyncIterator[_T]:
         """Async twin of :meth:`_open`."""
         transport = await self._atransport()
@@ -444,15 +487,17 @@ class AgentChatHook(BaseHook):
                 await self._before_attempt(retries.attempts + 1)
             retries.sent()
             response: httpx.Response | None = None
+            deadline = Deadline(self.settings.deadline, self.settings.completions_url)
             try:
                 try:
-                    response = await transport.handle_async_request(http_request)
+                    async with deadline_scope(deadline):
+                        response = await transport.handle_async_request(http_request)
                     if not response.is_success:
-                        raise self._error(response, await response.aread())
+                        raise self._error(response, await aread_body(response, self._max_bytes, deadline, cut=True))
                     response.extensions["agentchat_attempts"] = retries.attempts
-                    result = await consume(response)
+                    result = await consume(response, deadline)
                 except Exception as exc:
-                    error = self._failed(exc)
+                    error = self._failed(exc, deadline)
                 else:
                     try:
                         yield result
@@ -485,31 +530,52 @@ class AgentChatHook(BaseHook):
             request_id=redact_optional(request_id_from_headers(response.headers), self.settings.api_key),
         )
 
-    def _reader(self, started: float) -> Callable[[httpx.Response], ChatCompletion]:
-        """The consume step of a plain request: read the body and parse it."""
-        return lambda response: self._parse(response, response.read(), started)
+    @property
+    def _max_bytes(self) -> int:
+        return self.settings.max_response_bytes
 
-    def _areader(self, started: float) -> Callable[[httpx.Response], Awaitable[ChatCompletion]]:
-        async def read(response: httpx.Response) -> ChatCompletion:
-            return self._parse(response, await _read_body(response), started)
+    def _chunks(self, response: httpx.Response, deadline: Deadline) -> Iterator[ChatCompletionChunk]:
+        """The chunks of a streaming response, read within the size caps and the attempt's deadline."""
+        from airflow_agentchat.streaming import iter_chunks
+
+        s = self.settings
+        body = iter_body(response, s.max_response_bytes, deadline)
+        return iter_chunks(response, secret=s.api_key, body=body, max_event_bytes=s.max_event_bytes)
+
+    def _achunks(self, response: httpx.Response, deadline: Deadline) -> AsyncIterator[ChatCompletionChunk]:
+        from airflow_agentchat.streaming import aiter_chunks
+
+        s = self.settings
+        body = aiter_body(response, s.max_response_bytes, deadline)
+        return aiter_chunks(response, secret=s.api_key, body=body, max_event_bytes=s.max_event_bytes)
+
+    def _reader(self, started: float) -> Callable[[httpx.Response, Deadline], ChatCompletion]:
+        """The consume step of a plain request: read the body and parse it."""
+        return lambda response, deadline: self._parse(response, read_body(response, self._max_bytes, deadline), started)
+
+    def _areader(self, started: float) -> Callable[[httpx.Response, Deadline], Awaitable[ChatCompletion]]:
+        async def read(response: httpx.Response, deadline: Deadline) -> ChatCompletion:
+            return self._parse(response, await aread_body(response, self._max_bytes, deadline), started)
 
         return read
 
-    def _folder(self, started: float) -> Callable[[httpx.Response], ChatCompletion]:
+    def _folder(self, started: float) -> Callable[[httpx.Response, Deadline], ChatCompletion]:
         """The consume step of a stream the hook folds: nothing is delivered before the whole answer is in."""
-        from airflow_agentchat.streaming import fold_chunks, iter_chunks
+        from airflow_agentchat.streaming import fold_chunks
 
         secret = self.settings.api_key
-        return lambda response: _with_meta(fold_chunks(iter_chunks(response, secret=secret)), response, secret, started)
+        return lambda response, deadline: _with_meta(
+            fold_chunks(self._chunks(response, deadline)), response, secret, started
+        )
 
-    def _afolder(self, started: float) -> Callable[[httpx.Response], Awaitable[ChatCompletion]]:
-        from airflow_agentchat.streaming import ChunkFolder, aiter_chunks
+    def _afolder(self, started: float) -> Callable[[httpx.Response, Deadline], Awaitable[ChatCompletion]]:
+        from airflow_agentchat.streaming import ChunkFolder
 
         secret = self.settings.api_key
 
-        async def fold(response: httpx.Response) -> ChatCompletion:
+        async def fold(response: httpx.Response, deadline: Deadline) -> ChatCompletion:
             folder = ChunkFolder()
-            async for chunk in aiter_chunks(response, secret=secret):
+            async for chunk in self._achunks(response, deadline):
                 folder.add(chunk)
             return _with_meta(folder.result(), response, secret, started)
 
@@ -567,12 +633,10 @@ class AgentChatHook(BaseHook):
         ``meta`` holds the ``attempts`` and the ``request_id`` of the response that streams, for a caller that
         shows them while the answer is still arriving (the Agent Chat page).
         """
-        from airflow_agentchat.streaming import iter_chunks
-
         secret = self.settings.api_key
 
-        def first(response: httpx.Response) -> tuple[dict[str, Any], Iterator[ChatCompletionChunk]]:
-            chunks = iter_chunks(response, secret=secret)
+        def first(response: httpx.Response, deadline: Deadline) -> tuple[dict[str, Any], Iterator[ChatCompletionChunk]]:
+            chunks = self._chunks(response, deadline)
             head = next(chunks, None)
             return _response_meta(response, secret), iter(()) if head is None else itertools.chain([head], chunks)
 
@@ -592,6 +656,7 @@ class AgentChatHook(BaseHook):
 
     async def asend(self, request: ChatCompletionRequest) -> ChatCompletion:
         """Async twin of :meth:`send` (the batch engine validates each item once, then sends it)."""
+        await self._asettings()
         started = time.perf_counter()
         consume = self._afolder(started) if request.stream else self._areader(started)
         async with self._aopen(request, consume) as completion:
@@ -612,14 +677,12 @@ class AgentChatHook(BaseHook):
 
     async def astream(self, request: ChatCompletionRequest) -> AsyncIterator[ChatCompletionChunk]:
         """Async twin of :meth:`stream`."""
-        from airflow_agentchat.streaming import aiter_chunks
-
-        secret = self.settings.api_key
+        await self._asettings()
 
         async def first(
-            response: httpx.Response,
+            response: httpx.Response, deadline: Deadline
         ) -> tuple[AsyncIterator[ChatCompletionChunk], ChatCompletionChunk | None]:
-            chunks = aiter_chunks(response, secret=secret)
+            chunks = self._achunks(response, deadline)
             return chunks, await anext(chunks, None)
 
         async with self._aopen(request, first) as (chunks, head):
@@ -692,18 +755,6 @@ def _cached_ssl_context(verify: bool | str, cert_file: str | None, cert_dir: str
             return ssl.create_default_context(capath=verify)
         return ssl.create_default_context(cafile=verify)
     return httpx.create_ssl_context(verify=verify)
-
-
-async def _read_body(response: httpx.Response) -> bytes:
-    """The whole body; read straight from the transport's stream when it is not content-encoded.
-
-    ``Response.aread`` passes each chunk through httpx's decoder and re-chunking layers, a cost per response
-    that shows at a batch's rates and buys nothing for an identity-encoded JSON body.
-    """
-    stream = response.stream
-    if "content-encoding" in response.headers or not isinstance(stream, httpx.AsyncByteStream):
-        return await response.aread()
-    return b"".join([chunk async for chunk in stream])
 
 
 def _response_meta(response: httpx.Response, secret: str | None) -> dict[str, Any]:
