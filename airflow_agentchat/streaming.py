@@ -23,7 +23,6 @@ answer.
 from __future__ import annotations
 
 import codecs
-import json
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from typing import Any
 
@@ -44,7 +43,7 @@ from airflow_agentchat.models import (
     Usage,
 )
 from airflow_agentchat.redaction import redact
-from airflow_agentchat.wire_errors import error_from_response
+from airflow_agentchat.wire_errors import error_from_response, load_json
 
 __all__ = ["ChunkFolder", "aiter_chunks", "fold_chunks", "iter_chunks"]
 
@@ -119,7 +118,7 @@ class _ChunkParser:
             return chunk
         what = "is not a chat completion chunk"
         try:
-            body: Any = json.loads(data)
+            body: Any = load_json(data)
         except ValueError:
             body, what = None, "is not valid JSON"
         if event_type == "error" or (isinstance(body, dict) and _looks_like_error(body, chunk)):
