@@ -529,7 +529,7 @@ def test_one_tls_context_per_setting_and_trust_store(monkeypatch, tmp_path):
 
     import certifi
 
-    from airflow_agentchat.hooks.agent_chat import _ssl_context
+    from airflow_agentchat.hooks.transport import ssl_context as _ssl_context
 
     assert _ssl_context(True) is _ssl_context(True)
     bundle = _ssl_context(certifi.where())
