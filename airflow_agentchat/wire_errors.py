@@ -205,9 +205,18 @@ def connection_error_class(exc: BaseException) -> type[AgentChatConnectionError]
         for types, cls in _BY_CAUSE:
             if isinstance(cause, types):
                 return cls
-        if aiohttp is not None and isinstance(cause, aiohttp.ServerDisconnectedError):
-            return ResetError
+        if aiohttp is not None and isinstance(cause, aiohttp.ServerDisconnectedError | aiohttp.ClientResponseError):
+            return ResetError  # a disconnect, or garbage where the status line should be (httpx: RemoteProtocolError)
     return AgentChatConnectionError
+
+
+def is_transport_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` is the transport failing: httpx's own errors, or one the aiohttp transport lets through
+    unmapped (a status line that is not HTTP raises aiohttp's ``ClientResponseError`` as it is)."""
+    if isinstance(exc, httpx.TransportError):
+        return True
+    aiohttp = sys.modules.get("aiohttp")
+    return aiohttp is not None and isinstance(exc, aiohttp.ClientError)
 
 
 def connection_error(exc: BaseException, url: str, *, secret: str | None) -> AgentChatConnectionError:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 import pytest
 
-from airflow_agentchat.exceptions import AgentChatError, NetworkTimeoutError, ResponseTooLargeError
+from airflow_agentchat.exceptions import AgentChatError, NetworkTimeoutError, ResetError, ResponseTooLargeError
 from airflow_agentchat.hooks.agent_chat import AgentChatHook
 
 USER = [{"role": "user", "content": "hello"}]
@@ -234,3 +234,14 @@ def test_the_deadline_defaults_to_four_read_timeouts(make_conn):
     assert hook.settings.deadline == 28
     hook = AgentChatHook(make_conn("given", "http://127.0.0.1:1", attempt_deadline="90"), timeout=7)
     assert hook.settings.deadline == 90
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("mode", ALL_PATHS)
+def test_garbage_instead_of_a_status_line_is_a_reset_on_every_path(hostile, make_conn, mode):
+    """The aiohttp transport let this through as a bare aiohttp error; httpx calls it a protocol error."""
+    hostile.script = lambda: [b"H a\r\n\r\n"]
+    hook = AgentChatHook(make_conn("garbage", hostile.url), max_retries=1, timeout=5)
+    error = run(hook, mode)
+    assert type(error) is ResetError and error.retryable, error
+    assert error.attempts == 2 and hostile.requests == 2

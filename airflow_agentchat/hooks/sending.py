@@ -20,7 +20,12 @@ from airflow_agentchat.hooks.body import Deadline, aiter_body, aread_body, iter_
 from airflow_agentchat.hooks.deadline import WATCHDOG, deadline_scope
 from airflow_agentchat.hooks.retry import RetryController, RetryPolicy, SharedPause, retry_after_from_headers
 from airflow_agentchat.redaction import redact_optional
-from airflow_agentchat.wire_errors import connection_error, error_from_response, request_id_from_headers
+from airflow_agentchat.wire_errors import (
+    connection_error,
+    error_from_response,
+    is_transport_failure,
+    request_id_from_headers,
+)
 
 if TYPE_CHECKING:
     from airflow_agentchat.hooks.settings import ConnectionSettings
@@ -69,13 +74,13 @@ class Sender:
 
     def _failed(self, exc: Exception, deadline: Deadline) -> AgentChatError:
         """The error an attempt ended with: what the loop decides on (anything else escapes unchanged)."""
-        if isinstance(exc, httpx.TransportError) and deadline.passed():
+        if not is_transport_failure(exc):
+            if isinstance(exc, AgentChatError):
+                return exc
+            raise exc
+        if deadline.passed():
             return deadline.error()  # the watchdog shut the socket: say why
-        if isinstance(exc, httpx.TransportError):
-            return connection_error(exc, self.settings.completions_url, secret=self.settings.api_key)
-        if isinstance(exc, AgentChatError):
-            return exc
-        raise exc
+        return connection_error(exc, self.settings.completions_url, secret=self.settings.api_key)
 
     def _backoff(self, retries: RetryController, error: AgentChatError) -> float:
         """The wait before the next attempt, logged; raises ``error`` when the controller gives up."""
