@@ -9,7 +9,7 @@ says what went wrong and therefore what a caller can do about it (``kind`` in br
     │   ├── DNSError                    the endpoint's host name does not resolve [dns_error]
     │   ├── RefusedError                nothing listens on the endpoint's host and port [connection_refused]
     │   ├── TLSError                    the TLS handshake or certificate check failed [tls_error]
-    │   ├── NetworkTimeoutError         connecting, sending or reading took longer than the timeout [timeout]
+    │   ├── NetworkTimeoutError         a read took longer than the timeout, or the attempt than its deadline [timeout]
     │   └── ResetError                  the connection broke before the answer was complete [connection_reset]
     ├── APIError                        the server answered with an error status [api_error]
     │   ├── AuthenticationError         401 / 403: the access key is wrong or lacks rights [authentication_error]
@@ -19,7 +19,8 @@ says what went wrong and therefore what a caller can do about it (``kind`` in br
     │   └── InvalidResponseError        a 2xx whose body is not a chat completion [invalid_response]
     ├── StreamError                     a stream broke: an error event, bad JSON, or it ended early [stream_error]
     │   └── TruncatedStreamError        the stream ended without ``[DONE]`` or a finish reason [truncated_stream]
-    └── ContentFilterError              an answer ended in ``finish_reason="content_filter"`` [content_filter]
+    ├── ContentFilterError              an answer ended in ``finish_reason="content_filter"`` [content_filter]
+    └── ResponseTooLargeError           the answer or one stream event is over its size cap [response_too_large]
 
 ``kind`` is a stable snake_case name for the class (what result files and the UI show); ``retryable`` says
 whether sending the same request again may succeed. Callers decide on these two, never on the text.
@@ -127,7 +128,8 @@ class TLSError(AgentChatConnectionError, kind="tls_error", what="TLS failed"):
 
 
 class NetworkTimeoutError(AgentChatConnectionError, kind="timeout", what="Timed out"):
-    """Connecting, sending or reading took longer than the connection's timeout."""
+    """Connecting, sending or one read took longer than the connection's ``timeout``, or the whole attempt
+    (headers and body, however slowly they trickle in) longer than its ``attempt_deadline``."""
 
 
 class ResetError(AgentChatConnectionError, kind="connection_reset", what="Connection reset"):
@@ -290,4 +292,39 @@ class ContentFilterError(AgentChatError, kind="content_filter"):
             index=int(data.get("index") or 0),
             request_id=data.get("request_id"),
             usage=data.get("usage"),
+        )
+
+
+class ResponseTooLargeError(AgentChatError, kind="response_too_large"):
+    """The decoded answer, or one event of a stream, is larger than the connection allows.
+
+    Raised while reading, so an oversized body (or a compressed one that expands) is never held in memory.
+    Not retried: the same request would get the same answer. ``setting`` names the connection extra that
+    sets the cap (``max_response_bytes`` or ``max_event_bytes``) and ``limit`` its value in bytes.
+    """
+
+    def __init__(self, message: str, *, setting: str = "max_response_bytes", limit: int = 0):
+        super().__init__(message)
+        self.setting = setting
+        self.limit = limit
+
+    @classmethod
+    def over(cls, what: str, setting: str, limit: int) -> ResponseTooLargeError:
+        """The error for ``what`` passing the cap ``setting`` = ``limit`` bytes, in words a person can act on."""
+        size = f"{limit / (1 << 20):g} MiB" if limit >= 1 << 20 else f"{limit} bytes"
+        return cls(
+            f"{what} is larger than {size} (connection extra {setting}={limit}); not read further",
+            setting=setting,
+            limit=limit,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "setting": self.setting, "limit": self.limit}
+
+    @classmethod
+    def _rebuild(cls, data: dict[str, Any]) -> AgentChatError:
+        return cls(
+            str(data.get("message") or ""),
+            setting=str(data.get("setting") or "max_response_bytes"),
+            limit=int(data.get("limit") or 0),
         )

@@ -64,6 +64,21 @@ def get_provider_info() -> dict[str, Any]:
                         "description": "Retries for 408/409/429/5xx and connection errors (0 disables).",
                         "schema": {"type": ["integer", "null"], "minimum": 0, "maximum": 20, "default": 4},
                     },
+                    "attempt_deadline": {
+                        "label": "Attempt deadline (seconds)",
+                        "description": "Longest one attempt may take in all, body included (default: 4 x timeout).",
+                        "schema": {"type": ["number", "null"], "exclusiveMinimum": 0},
+                    },
+                    "max_response_bytes": {
+                        "label": "Max response size (bytes)",
+                        "description": "Cap on one decoded answer; past it the request fails, not retried.",
+                        "schema": {"type": ["integer", "null"], "minimum": 1, "default": 16777216},
+                    },
+                    "max_event_bytes": {
+                        "label": "Max stream event size (bytes)",
+                        "description": "Cap on one server-sent event of a stream; past it the request fails.",
+                        "schema": {"type": ["integer", "null"], "minimum": 1, "default": 4194304},
+                    },
                     "model": {
                         "label": "Default model",
                         "description": "Model name sent when a task names none (agents ignore it).",

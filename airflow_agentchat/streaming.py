@@ -23,15 +23,14 @@ answer.
 from __future__ import annotations
 
 import codecs
-import json
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from typing import Any
 
 import httpx
 from httpx_sse._decoders import SSEDecoder, SSELineDecoder
 from pydantic import ValidationError
 
-from airflow_agentchat.exceptions import StreamError, TruncatedStreamError
+from airflow_agentchat.exceptions import ResponseTooLargeError, StreamError, TruncatedStreamError
 from airflow_agentchat.models import (
     AssistantMessage,
     ChatCompletion,
@@ -44,7 +43,7 @@ from airflow_agentchat.models import (
     Usage,
 )
 from airflow_agentchat.redaction import redact
-from airflow_agentchat.wire_errors import error_from_response
+from airflow_agentchat.wire_errors import error_from_response, load_json
 
 __all__ = ["ChunkFolder", "aiter_chunks", "fold_chunks", "iter_chunks"]
 
@@ -55,8 +54,11 @@ _SNIPPET = 120
 class _ChunkParser:
     """Bytes in, chunks out: the state shared by :func:`iter_chunks` and :func:`aiter_chunks`."""
 
-    def __init__(self, secret: str | None) -> None:
+    def __init__(self, secret: str | None, max_event_bytes: int | None = None) -> None:
         self.secret = secret
+        self.max_event_bytes = max_event_bytes
+        self._partial = 0  # bytes of the line not yet ended
+        self._event = 0  # characters of the lines of the event not yet dispatched
         self.done = False
         self._utf8 = codecs.getincrementaldecoder("utf-8-sig")(errors="replace")
         self._lines = SSELineDecoder()
@@ -65,9 +67,19 @@ class _ChunkParser:
 
     def feed(self, data: bytes) -> Iterator[ChatCompletionChunk]:
         """Yield the chunks completed by ``data``; a generator so chunks before an error still arrive."""
+        if self.max_event_bytes is not None:
+            self._bound(data)
         text = self._utf8.decode(data)
         if text:
             yield from self._lines_to_chunks(self._lines.decode(text))
+
+    def _bound(self, data: bytes) -> None:
+        """Refuse an event that grows past ``max_event_bytes`` before the line decoder holds it all."""
+        end = max(data.rfind(b"\n"), data.rfind(b"\r"))
+        self._partial = self._partial + len(data) if end < 0 else len(data) - end - 1
+        limit = self.max_event_bytes or 0
+        if self._event + self._partial > limit:
+            raise ResponseTooLargeError.over("One stream event", "max_event_bytes", limit)
 
     def close(self) -> Iterator[ChatCompletionChunk]:
         """End of body: flush the decoders, then decide whether the stream was complete."""
@@ -84,6 +96,7 @@ class _ChunkParser:
 
     def _lines_to_chunks(self, lines: list[str]) -> Iterator[ChatCompletionChunk]:
         for line in lines:
+            self._event = self._event + len(line) if line else 0
             event = self._events.decode(line)
             if event is None or not event.data.strip():
                 continue  # not a dispatch, or an event without data (retry-only, ping, id-only)
@@ -105,7 +118,7 @@ class _ChunkParser:
             return chunk
         what = "is not a chat completion chunk"
         try:
-            body: Any = json.loads(data)
+            body: Any = load_json(data)
         except ValueError:
             body, what = None, "is not valid JSON"
         if event_type == "error" or (isinstance(body, dict) and _looks_like_error(body, chunk)):
@@ -137,15 +150,23 @@ def _transport_error(exc: httpx.RequestError, secret: str | None) -> StreamError
     return StreamError(redact(f"Stream broke while reading: {type(exc).__name__}: {exc}", secret), retryable=True)
 
 
-def iter_chunks(response: httpx.Response, *, secret: str | None = None) -> Iterator[ChatCompletionChunk]:
+def iter_chunks(
+    response: httpx.Response,
+    *,
+    secret: str | None = None,
+    body: Iterable[bytes] | None = None,
+    max_event_bytes: int | None = None,
+) -> Iterator[ChatCompletionChunk]:
     """Yield the chunks of an open streaming response until ``[DONE]``.
 
     Raises :class:`StreamError` on an error event, undecodable data or a broken connection, and
     :class:`TruncatedStreamError` when the body ends early. ``secret`` is scrubbed from every message.
+    ``body`` replaces ``response.iter_bytes()`` (the hook passes its size- and deadline-bounded reader);
+    an event longer than ``max_event_bytes`` raises :class:`ResponseTooLargeError` before it is held whole.
     """
-    parser = _ChunkParser(secret)
+    parser = _ChunkParser(secret, max_event_bytes)
     try:
-        for data in response.iter_bytes():
+        for data in response.iter_bytes() if body is None else body:
             yield from parser.feed(data)
             if parser.done:
                 return
@@ -154,11 +175,17 @@ def iter_chunks(response: httpx.Response, *, secret: str | None = None) -> Itera
     yield from parser.close()
 
 
-async def aiter_chunks(response: httpx.Response, *, secret: str | None = None) -> AsyncIterator[ChatCompletionChunk]:
+async def aiter_chunks(
+    response: httpx.Response,
+    *,
+    secret: str | None = None,
+    body: AsyncIterable[bytes] | None = None,
+    max_event_bytes: int | None = None,
+) -> AsyncIterator[ChatCompletionChunk]:
     """The async twin of :func:`iter_chunks` (same rules, same errors)."""
-    parser = _ChunkParser(secret)
+    parser = _ChunkParser(secret, max_event_bytes)
     try:
-        async for data in response.aiter_bytes():
+        async for data in response.aiter_bytes() if body is None else body:
             for chunk in parser.feed(data):
                 yield chunk
             if parser.done:

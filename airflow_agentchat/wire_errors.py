@@ -15,6 +15,7 @@ line or an output file.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import ssl
@@ -96,6 +97,18 @@ def request_id_from_headers(headers: Mapping[str, str]) -> str | None:
     return next((headers[name] for name in _REQUEST_ID_HEADERS if headers.get(name)), None)
 
 
+def load_json(text: str | bytes) -> Any:
+    """Parse JSON from the wire; anything unparsable, nesting too deep included, raises ``ValueError``.
+
+    ``json.loads`` recurses once per level: a body nested 100,000 deep raises ``RecursionError``, which is
+    not an error about the data. Error bodies and stream events are both read through here.
+    """
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
 def error_from_response(
     status: int,
     headers: Mapping[str, str],
@@ -112,7 +125,7 @@ def error_from_response(
     """
     text = content.decode("utf-8", errors="replace")
     try:
-        body = json.loads(text) if text.strip() else None
+        body = load_json(text) if text.strip() else None
     except ValueError:
         body = None
     message, code, error_type, param, request_id = _describe(body)
@@ -166,7 +179,9 @@ _BY_CAUSE: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], ty
     (socket.gaierror, DNSError),
     ((ssl.SSLError, ssl.CertificateError), TLSError),
     (ConnectionRefusedError, RefusedError),
-    (TimeoutError, NetworkTimeoutError),
+    # asyncio.TimeoutError (and aiohttp's ServerTimeoutError under it) is TimeoutError from Python 3.11 on,
+    # a class of its own on 3.10.
+    ((TimeoutError, asyncio.TimeoutError), NetworkTimeoutError),
     ((ConnectionResetError, ConnectionAbortedError, BrokenPipeError), ResetError),
     # Raised by httpx itself with no OS error behind them.
     (httpx.PoolTimeout, NetworkTimeoutError),
@@ -190,9 +205,18 @@ def connection_error_class(exc: BaseException) -> type[AgentChatConnectionError]
         for types, cls in _BY_CAUSE:
             if isinstance(cause, types):
                 return cls
-        if aiohttp is not None and isinstance(cause, aiohttp.ServerDisconnectedError):
-            return ResetError
+        if aiohttp is not None and isinstance(cause, aiohttp.ServerDisconnectedError | aiohttp.ClientResponseError):
+            return ResetError  # a disconnect, or garbage where the status line should be (httpx: RemoteProtocolError)
     return AgentChatConnectionError
+
+
+def is_transport_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` is the transport failing: httpx's own errors, or one the aiohttp transport lets through
+    unmapped (a status line that is not HTTP raises aiohttp's ``ClientResponseError`` as it is)."""
+    if isinstance(exc, httpx.TransportError):
+        return True
+    aiohttp = sys.modules.get("aiohttp")
+    return aiohttp is not None and isinstance(exc, aiohttp.ClientError)
 
 
 def connection_error(exc: BaseException, url: str, *, secret: str | None) -> AgentChatConnectionError:

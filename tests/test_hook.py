@@ -529,7 +529,7 @@ def test_one_tls_context_per_setting_and_trust_store(monkeypatch, tmp_path):
 
     import certifi
 
-    from airflow_agentchat.hooks.agent_chat import _ssl_context
+    from airflow_agentchat.hooks.transport import ssl_context as _ssl_context
 
     assert _ssl_context(True) is _ssl_context(True)
     bundle = _ssl_context(certifi.where())
@@ -1110,3 +1110,27 @@ def test_before_attempt_runs_once_per_request_sent_and_never_inside_a_pause(scri
         ("third", 1),
     ]
     assert all(remaining <= 0 for _, _, remaining in calls)
+
+
+DEEP = b"[" * 100_000 + b"]" * 100_000
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_5xx_nested_100000_deep_is_a_server_error_and_retried(hook_for, scripted, mode):
+    hook, sleeps = hook_for()
+    scripted.script((503, {"x-request-id": "rid-deep"}, DEEP), OK)
+    assert complete(hook, mode).text == "hi there"
+    assert len(scripted.requests) == 2 and sleeps.delays == [0.5]
+    hook, _ = hook_for(max_retries=0)
+    scripted.script((502, {"Content-Type": "application/json"}, b'{"error": ' + DEEP + b"}"))
+    with pytest.raises(ServerError) as info:
+        complete(hook, mode)
+    assert info.value.status == 502 and info.value.retryable
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_stream_event_nested_100000_deep_is_a_stream_error(hook_for, scripted, mode):
+    hook, _ = hook_for(max_retries=0)
+    scripted.script((200, SSE_HEADERS, sse(chunk("a", role="assistant"), DEEP, b"[DONE]")))
+    received, error = consume_stream(hook, mode)
+    assert received == ["a"] and type(error) is StreamError

@@ -297,6 +297,18 @@ def test_invalid_data_raises_stream_error(stream, data):
     assert type(error) is StreamError
 
 
+DEEP = b"[" * 100_000 + b"]" * 100_000
+
+
+@pytest.mark.parametrize(
+    "bad", [event(DEEP), event(b'{"error": ' + DEEP + b"}"), b"event: error\ndata: " + DEEP + b"\n\n"]
+)
+def test_an_event_nested_100000_deep_is_a_stream_error(stream, bad):
+    chunks, error = stream([event(chunk("a")), bad, b"data: [DONE]\n\n"])
+    assert [c.text for c in chunks] == ["a"]
+    assert type(error) is StreamError
+
+
 def test_secret_is_redacted(stream):
     body = {"error": {"message": f"invalid key {SECRET} for agent", "code": "bad_key"}}
     _, error = stream([event(json.dumps(body).encode())])

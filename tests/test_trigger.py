@@ -97,3 +97,21 @@ def test_deferred_task_raises_the_same_error_as_a_direct_one(scripted, make_conn
     assert type(deferred.value) is type(direct.value)
     assert {f: getattr(deferred.value, f, None) for f in fields} == {f: getattr(direct.value, f, None) for f in fields}
     assert direct.value.attempts == max_retries + 1
+
+
+def test_the_deferral_has_a_timeout_from_the_hooks_bound(make_conn, scripted):
+    """A trigger may not wait forever: the operator defers with the longest time the request can take."""
+    from datetime import timedelta
+
+    from airflow.sdk.exceptions import TaskDeferred
+
+    from airflow_agentchat.operators.agent_chat import AgentChatCompletionOperator
+
+    conn_id = make_conn("bounded", scripted.url, attempt_deadline=30)
+    operator = AgentChatCompletionOperator(
+        task_id="t", agentchat_conn_id=conn_id, prompt="hi", timeout=10, max_retries=2, deferrable=True
+    )
+    with pytest.raises(TaskDeferred) as deferral:
+        operator.execute({})
+    assert deferral.value.timeout == timedelta(seconds=3 * 30 + 2 * 120)
+    assert operator.hook.request_deadline() == 3 * 30 + 2 * 120

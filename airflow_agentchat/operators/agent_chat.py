@@ -304,6 +304,8 @@ class AgentChatCompletionOperator(AgentChatRequestOperator):
         if state.final is not None:  # an earlier try has the answer; only the review is missing
             return self._review_saved(state, context)
         if self.deferrable and not request.stream and self.toolbox is None and not state.resumed:
+            from datetime import timedelta
+
             from airflow_agentchat.triggers.agent_chat import AgentChatCompletionTrigger
 
             spend.check(request)  # the triggerer sends it: the budget is checked here
@@ -315,6 +317,7 @@ class AgentChatCompletionOperator(AgentChatRequestOperator):
                     max_retries=self.max_retries,
                 ),
                 method_name="execute_complete",
+                timeout=timedelta(seconds=self.hook.request_deadline()),  # the hook's bound; then Airflow fails it
             )
         started = time.perf_counter()
         with self._spend_guard(context):

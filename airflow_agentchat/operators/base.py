@@ -89,9 +89,7 @@ class AgentChatRequestOperator(BaseOperator):
 
     def prices(self) -> Any:
         """The connection's token prices (:class:`~airflow_agentchat.spend.Prices`; unknown when not set)."""
-        from airflow_agentchat.spend import Prices
-
-        return Prices.from_extra(self.hook.get_connection(self.agentchat_conn_id).extra_dejson)  # type: ignore[attr-defined]
+        return self.hook.settings.prices  # type: ignore[attr-defined]
 
     def body_params(self, request: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """The rendered body fields as ``hook.build_request`` keywords, over an optional request body."""

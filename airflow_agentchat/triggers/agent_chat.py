@@ -5,6 +5,10 @@ request as JSON (``request.model_dump(mode="json", exclude_unset=True)``: ``extr
 validation restores it); the access key is read from the connection inside the triggerer. Events are plain
 JSON dicts; an error event carries the error's ``to_dict()`` (kind, status, code, request id, message, attempts),
 so the task raises the same class in deferrable mode as in direct mode.
+
+The hook bounds every attempt (``attempt_deadline``) and the number of attempts, so a trigger ends; the
+operator also defers with ``timeout=hook.request_deadline()``, after which Airflow fails the task even if the
+triggerer itself is stuck.
 """
 
 from __future__ import annotations
@@ -52,7 +56,6 @@ class AgentChatCompletionTrigger(BaseTrigger):
 
         hook = AgentChatHook(self.agentchat_conn_id, timeout=self.timeout, max_retries=self.max_retries)
         try:
-            await hook._asettings()
             request = build_request(**self.body)
             completion = await hook.asend(request)
         except AgentChatError as exc:
