@@ -32,7 +32,20 @@ CONN_TYPE = "agentchat"
 MASK = "***"
 #: Extras that change neither where the key goes nor how it is protected on the way; every other extra must
 #: equal the stored one when the stored key is used (an extra unknown today is treated as transport).
-HARMLESS_EXTRAS = frozenset({"timeout", "max_retries", "model", "prompt_token_price", "completion_token_price"})
+HARMLESS_EXTRAS = frozenset(
+    {
+        "timeout",
+        "max_retries",
+        "attempt_deadline",
+        "max_response_bytes",
+        "max_event_bytes",
+        "model",
+        "prompt_token_price",
+        "completion_token_price",
+        "cached_prompt_token_price",
+        "cache_write_token_price",
+    }
+)
 _FIELDS = ("conn_type", "host", "port", "schema")
 _EXTRA_DEFAULTS = {"verify": "true", "allow_insecure_http": "false"}  # what the hook assumes when unset
 _MAX_BODY = 1_000_000
@@ -112,12 +125,13 @@ def transport_changes(data: Mapping[str, Any], stored: Mapping[str, Any]) -> lis
 
 def _stored(conn_id: str) -> dict[str, Any] | None:
     """The stored connection's transport fields, or ``None`` when it does not exist or holds no key."""
-    from airflow.exceptions import AirflowNotFoundException
     from airflow.models import Connection
+
+    from airflow_agentchat.compat import airflow_not_found_exception
 
     try:
         conn = Connection.get_connection_from_secrets(conn_id)
-    except AirflowNotFoundException:
+    except airflow_not_found_exception():
         return None
     if not conn.password:
         return None
