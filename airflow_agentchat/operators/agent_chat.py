@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 Output = Literal["text", "message", "response"]
 _OUTPUTS = ("text", "message", "response")
 _FILE_FIELDS = ("messages", "request", "output_schema")  # the fields that may name a .json / .j2 template file
+_FILE_EXT = (".json", ".j2")
 _STRATEGIES = ("auto", "tool", "json")  # structured_output.STRATEGIES, repeated to keep it out of DAG parsing
 _TOOL_ERRORS = ("return", "raise")
 _APPROVAL_DEFAULTS = ("approve", "reject")  # approval.DEFAULTS, repeated to keep it out of DAG parsing
@@ -70,6 +71,8 @@ class AgentChatCompletionOperator(AgentChatRequestOperator):
         functions: it validates the agent's arguments, calls them, sends the results back and asks again
         until a final answer; XCom key ``tool_trace`` lists every call. See ``docs/tools-and-approval.md``.
     :param max_tool_rounds: rounds of tool calls allowed before the task fails (default 8).
+    :param max_tool_calls_per_round: tool calls one answer may ask for (default 64); an answer asking for more
+        fails the task before any of them runs.
     :param tool_errors: ``"return"`` (default) sends a function's exception to the agent as its result;
         ``"raise"`` fails the task.
     :param require_approval: a person approves, edits or rejects the final answer in Airflow's
@@ -99,7 +102,9 @@ class AgentChatCompletionOperator(AgentChatRequestOperator):
         "require_approval",
         *AgentChatRequestOperator.template_fields,
     )
-    template_ext: Sequence[str] = (".json", ".j2")
+    # Empty: Airflow would treat any templated string ending in an extension as a file to load, mapped and
+    # XCom values included. Only the author's file fields load files (resolve_template_files, render_template).
+    template_ext: Sequence[str] = ()
     template_fields_renderers: ClassVar[dict[str, str]] = {
         "messages": "json",
         "request": "json",
@@ -124,6 +129,7 @@ class AgentChatCompletionOperator(AgentChatRequestOperator):
         output_retries: int = 2,
         tools: Sequence[Mapping[str, Any] | Callable[..., Any]] | str | None = None,
         max_tool_rounds: int = 8,
+        max_tool_calls_per_round: int = 64,
         tool_errors: Literal["return", "raise"] = "return",
         require_approval: bool | str = False,
         approval_timeout: timedelta | float | None = None,
@@ -148,6 +154,12 @@ class AgentChatCompletionOperator(AgentChatRequestOperator):
         self.python_tools = python_tools
         if not isinstance(max_tool_rounds, int) or isinstance(max_tool_rounds, bool) or max_tool_rounds < 1:
             raise ValueError(f"max_tool_rounds must be a whole number >= 1, got {max_tool_rounds!r}")
+        if (
+            not isinstance(max_tool_calls_per_round, int)
+            or isinstance(max_tool_calls_per_round, bool)
+            or max_tool_calls_per_round < 1
+        ):
+            raise ValueError(f"max_tool_calls_per_round must be a whole number >= 1, got {max_tool_calls_per_round!r}")
         if tool_errors not in _TOOL_ERRORS:
             raise ValueError(f"tool_errors must be one of {', '.join(_TOOL_ERRORS)}, got {tool_errors!r}")
         if approval_default is not None and approval_default not in _APPROVAL_DEFAULTS:
@@ -161,6 +173,8 @@ class AgentChatCompletionOperator(AgentChatRequestOperator):
         ):
             raise ValueError(f"approval_timeout must be a timedelta or seconds > 0, got {approval_timeout!r}")
         self.max_tool_rounds = max_tool_rounds
+        self.max_tool_calls_per_round = max_tool_calls_per_round
+        self._stop_requested = False  # set by on_kill (SIGTERM): the tool loop stops before its next call
         self.tool_errors = tool_errors
         self.require_approval = require_approval
         self.approval_timeout = approval_timeout
@@ -189,27 +203,39 @@ class AgentChatCompletionOperator(AgentChatRequestOperator):
         self.deferrable = deferrable
 
     def resolve_template_files(self) -> None:
-        """Only ``messages`` and ``request`` name template files: a prompt ending in ".json" is text."""
+        """Load the template files the DAG author named: only ``messages``, ``request`` and ``output_schema``
+        values, and only when the file exists in the DAG's template search path (else the value is text)."""
         for field in _FILE_FIELDS:
             value = getattr(self, field, None)
-            if isinstance(value, str) and value.endswith(tuple(self.template_ext)):
-                env = self.get_template_env()
-                try:
-                    setattr(self, field, env.loader.get_source(env, value)[0])  # type: ignore[union-attr]
-                except Exception:
-                    self.log.exception("Failed to resolve template file %r of %s", value, field)
+            source = self._template_file(value, self.get_template_env())
+            if source is not None:
+                setattr(self, field, source)
         self.prepare_template()
 
     def render_template(self, content: Any, context: Any, jinja_env: Any = None, seen_oids: Any = None) -> Any:
-        """Render like Airflow does, except that only ``messages`` / ``request`` values load files."""
+        """Render like Airflow does (upstream data, in ``seen_oids``, stays as it is); a file field of a mapped
+        task (``.partial(messages="x.json.j2")``, not loaded at parse time) renders its file."""
         if (
             isinstance(content, str)
-            and content.endswith(tuple(self.template_ext))
-            and all(content is not getattr(self, field, None) for field in _FILE_FIELDS)
+            and not (seen_oids and id(content) in seen_oids)
+            and any(content is getattr(self, field, None) for field in _FILE_FIELDS)
         ):
             jinja_env = jinja_env or self.get_template_env()
-            return self._render(jinja_env.from_string(content), context)
+            if self._template_file(content, jinja_env) is not None:
+                return self._render(jinja_env.get_template(content), context)
         return super().render_template(content, context, jinja_env, seen_oids)
+
+    @staticmethod
+    def _template_file(value: Any, env: Any) -> str | None:
+        """The source of the template file ``value`` names, or None when it names none in the search path."""
+        if not isinstance(value, str) or not value.endswith(_FILE_EXT) or env.loader is None:
+            return None
+        from jinja2 import TemplateNotFound
+
+        try:
+            return env.loader.get_source(env, value)[0]
+        except (TemplateNotFound, OSError, ValueError):
+            return None
 
     @cached_property
     def hook(self) -> AgentChatHook:
@@ -458,6 +484,15 @@ class AgentChatCompletionOperator(AgentChatRequestOperator):
                         for c in calls
                         if c["function"]["name"] == spec.name
                     }
+                if len(calls) > self.max_tool_calls_per_round:
+                    self._push_trace(context, state)
+                    context["ti"].xcom_push(key="usage", value=state.usage.as_dict())
+                    raise ToolError(
+                        f"The agent asked for {len(calls)} tool calls in one answer, more than "
+                        f"max_tool_calls_per_round={self.max_tool_calls_per_round}; none was run. Raise "
+                        "max_tool_calls_per_round or tell the agent to call fewer tools at a time",
+                        round=state.tool_rounds + 1,
+                    )
                 # The paid answer is saved before any tool runs: a retry answers it instead of asking again.
                 state.pending = {"message": assistant_message(message, calls), "results": {}, "notes": notes}
                 state.save()
@@ -472,14 +507,25 @@ class AgentChatCompletionOperator(AgentChatRequestOperator):
                     "raise max_tool_rounds or tell the agent when to answer",
                 )
             round_no = state.tool_rounds + 1
-            for call in calls:
-                if call["id"] in pending["results"]:
-                    continue  # answered by an earlier try
-                result = toolbox.answer(call, round_no, pending["notes"].get(call["id"]))  # type: ignore[union-attr]
-                self.log.info("Round %d: %s", round_no, describe_call(result.trace))
-                pending["results"][call["id"]] = result.message
-                state.trace.append(result.trace)
+            # One write per round, not per call (a whole conversation per call is quadratic); when the round
+            # stops early (a tool raised, SIGTERM) the results so far are written, so a retry skips those calls.
+            try:
+                for call in calls:
+                    if call["id"] in pending["results"]:
+                        continue  # answered by an earlier try
+                    if self._stop_requested:
+                        raise ToolError(
+                            f"Stopped on request (SIGTERM) in tool round {round_no} after "
+                            f"{len(pending['results'])} of {len(calls)} calls; a retry runs only the rest",
+                            round=round_no,
+                        )
+                    result = toolbox.answer(call, round_no, pending["notes"].get(call["id"]))  # type: ignore[union-attr]
+                    self.log.info("Round %d: %s", round_no, describe_call(result.trace))
+                    pending["results"][call["id"]] = result.message
+                    state.trace.append(result.trace)
+            except BaseException:
                 state.save()
+                raise
             messages = [*messages, pending["message"], *(pending["results"][c["id"]] for c in calls)]
             state.messages, state.pending, state.tool_rounds, completion = messages, None, round_no, None
             asking = params
@@ -647,6 +693,8 @@ class AgentChatCompletionOperator(AgentChatRequestOperator):
         return values if len(values) > 1 else (values[0] if values else None)
 
     def on_kill(self) -> None:
-        """Close the connection in flight, so a killed task stops waiting for (and paying for) the answer."""
+        """Close the connection in flight, so a killed task stops waiting for (and paying for) the answer, and
+        stop a tool round before its next call (Airflow calls this on SIGTERM)."""
+        self._stop_requested = True
         if "hook" in self.__dict__:
             self.hook.cancel()

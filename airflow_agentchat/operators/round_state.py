@@ -6,7 +6,8 @@ Airflow clears a task's XComs when a new try starts. Airflow 3.3's task state st
 task id and map index), so after every step the conversation is written there:
 
 * an answer that called tools, as soon as it arrives (``pending``): a retry runs its tools instead of asking again;
-* every tool call's result, as soon as the tool returns: a retry does not run that tool again;
+* the round's tool results when the round ends or stops early (a tool raised, SIGTERM): a retry does not run
+  those tools again (one write per round: the whole conversation after every call would be quadratic);
 * the conversation after each completed round (tool results or a repair): a retry sends only the next request;
 * the final answer while a person reviews it (``final``): a retry goes back to the review.
 
