@@ -138,9 +138,9 @@ class PythonTool:
         fields: dict[str, Any] = {}
         for pname, param in signature.parameters.items():
             if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
-                raise InvalidRequestError(
-                    [(where, f"*{pname} / **{pname} cannot be described to the agent; name every parameter")]
-                )
+                star = "*" if param.kind is param.VAR_POSITIONAL else "**"
+                problem = f"{star}{pname}: *args / **kwargs cannot be described to the agent; name every parameter"
+                raise InvalidRequestError([(where, problem)])
             if param.kind is param.POSITIONAL_ONLY:
                 raise InvalidRequestError([(where, f"positional-only parameter {pname!r}: make it a normal one")])
             annotation = hints.get(pname, Any)

@@ -135,8 +135,14 @@ def test_signatures_that_cannot_be_tools_are_refused_naming_the_tool():
     def spread(*names: str) -> None:
         """Takes anything."""
 
-    with pytest.raises(InvalidRequestError, match=r"tools\.spread: \*names"):
+    with pytest.raises(InvalidRequestError, match=r"tools\.spread: \*names: \*args / \*\*kwargs cannot be described"):
         PythonTool.from_callable(spread)
+
+    def options(**settings: str) -> None:
+        """Takes anything."""
+
+    with pytest.raises(InvalidRequestError, match=r"tools\.options: \*\*settings: \*args / \*\*kwargs"):
+        PythonTool.from_callable(options)
     with pytest.raises(ValueError, match="a def, not a lambda"):
         AgentChatCompletionOperator(task_id="t", prompt="x", tools=[lambda x: x])
 
