@@ -13,7 +13,6 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from airflow_agentchat import arguments as rules
-from airflow_agentchat.operators.answer import paid_for
 from airflow_agentchat.operators.base import AgentChatRequestOperator
 from airflow_agentchat.request_body import compose_messages, load_json
 
@@ -234,18 +233,18 @@ class AgentChatCompletionOperator(AgentChatRequestOperator):
                 ),
                 method_name="execute_complete",
             )
+        from airflow_agentchat.operators.answer import paid_for
+
         started = time.perf_counter()
         with paid_for(context, spend):
             completion = None if state.resumed or self.toolbox is not None else self._send(request)
             return self._converse(spec, messages, params, completion, context, started, state)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
-        """Resume after the trigger: check the event, then publish like a direct run.
-
-        With an output schema, repair rounds (if the answer is invalid) run here, in the worker.
-        """
+        """Resume after the trigger: check the event, then go on like a direct run (repairs, review)."""
         from airflow_agentchat.exceptions import AgentChatError
         from airflow_agentchat.models import ChatCompletion
+        from airflow_agentchat.operators.answer import paid_for
 
         if not isinstance(event, dict) or event.get("status") not in ("success", "error"):
             raise AgentChatError(f"Unexpected trigger event: {str(event)[:200]}")
