@@ -101,6 +101,8 @@ class AgentChatRequestOperator(BaseOperator):
                 source = _template_file(value, self.get_template_env())
                 if source is not None:
                     setattr(self, field, source)
+                elif not value.lstrip().startswith(("{", "[")):
+                    self.log.warning("%s=%r names no file in the template search path: used as text", field, value)
         self.prepare_template()
 
     def render_template(self, content: Any, context: Any, jinja_env: Any = None, seen_oids: Any = None) -> Any:
