@@ -220,3 +220,11 @@ def warn_no_task_state_store(what: str, logger: Any = None) -> bool:
         return False
     (logger or log).warning("%s: %s", what, NO_TASK_STATE_STORE)
     return True
+
+
+def check_features(task_id: str, *, review: bool, keeps_state: bool, logger: Any = None) -> None:
+    """At parse time: refuse a review this Airflow cannot hold; warn when a retry would start over."""
+    if review and HITL_UNSUPPORTED:
+        raise ValueError(HITL_UNSUPPORTED)
+    if keeps_state:
+        warn_no_task_state_store(f"Task {task_id!r} (tools, review or a token budget)", logger)

@@ -28,6 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from airflow_agentchat import arguments
 from airflow_agentchat.exceptions import AgentChatError, InvalidRequestError
 from airflow_agentchat.redaction import redact
 
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
 
 Strategy = Literal["auto", "tool", "json"]
-STRATEGIES: tuple[str, ...] = ("auto", "tool", "json")
+STRATEGIES: tuple[str, ...] = arguments.OUTPUT_STRATEGIES
 #: Name of the function tool that carries the schema (pydantic-ai uses the same default).
 DEFAULT_TOOL_NAME = "final_result"
 _FENCE = re.compile(r"```[ \t]*(?:json|JSON)?[ \t]*\r?\n(.*?)```", re.DOTALL)
@@ -185,10 +186,12 @@ class OutputSpec:
         description: str | None = None,
     ) -> OutputSpec:
         """Check the arguments and prepare the validator (pydantic model class or JSON Schema dict)."""
-        if strategy not in STRATEGIES:
-            raise _invalid("output_strategy", f"must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
-        if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
-            raise _invalid("output_retries", f"must be a whole number >= 0, got {retries!r}")
+        for field_name, problem in (
+            ("output_strategy", arguments.output_strategy(strategy)),
+            ("output_retries", arguments.output_retries(retries)),
+        ):
+            if problem is not None:
+                raise _invalid(field_name, problem)
         if isinstance(output_schema, str):
             try:
                 output_schema = json.loads(output_schema)
@@ -235,8 +238,8 @@ class OutputSpec:
         """The request with the schema added: the tool and ``tool_choice``, or the instruction message."""
         if params.get("tool_choice") is not None:
             raise _invalid("tool_choice", "cannot be set together with output_schema: the output strategy chooses it")
-        if (params.get("n") or 1) != 1:
-            raise _invalid("n", "must be 1 with output_schema (one answer is validated)")
+        if (problem := arguments.single_answer(params.get("n"), "output_schema (one answer is validated)")) is not None:
+            raise _invalid("n", problem)
         tools = list(params.get("tools") or [])
         for i, tool in enumerate(tools):
             function = tool.get("function") if isinstance(tool, Mapping) else None

@@ -27,12 +27,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from airflow_agentchat.arguments import tool_name
 from airflow_agentchat.exceptions import AgentChatError, InvalidRequestError
 from airflow_agentchat.redaction import redact
 
 #: How much of a result or of arguments a trace entry keeps.
 TRACE_LIMIT = 1000
-_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 _SECTION = re.compile(r"^\s*(:param\b|:arg\b|Args:|Arguments:|Parameters\b|Returns?:|:returns?:|Raises:)")
 
 
@@ -54,17 +54,6 @@ class ToolError(AgentChatError, kind="tool_error"):
     @classmethod
     def _rebuild(cls, data: dict[str, Any]) -> AgentChatError:
         return cls(str(data.get("message") or ""), tool=data.get("tool"), round=data.get("round"))
-
-
-def tool_name(func: Callable[..., Any]) -> str:
-    """The function name the agent sees (``__name__``), 1-64 of the characters the reference allows."""
-    name = getattr(func, "__name__", None)
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise ValueError(
-            f"a Python tool needs a name of 1-64 letters, digits, '_' or '-' (a def, not a lambda or partial): "
-            f"{func!r} has {name!r}"
-        )
-    return name
 
 
 # ---------------------------------------------------------------------------------------------- docstrings
@@ -149,9 +138,9 @@ class PythonTool:
         fields: dict[str, Any] = {}
         for pname, param in signature.parameters.items():
             if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
-                raise InvalidRequestError(
-                    [(where, f"*{pname} / **{pname} cannot be described to the agent; name every parameter")]
-                )
+                star = "*" if param.kind is param.VAR_POSITIONAL else "**"
+                problem = f"{star}{pname}: *args / **kwargs cannot be described to the agent; name every parameter"
+                raise InvalidRequestError([(where, problem)])
             if param.kind is param.POSITIONAL_ONLY:
                 raise InvalidRequestError([(where, f"positional-only parameter {pname!r}: make it a normal one")])
             annotation = hints.get(pname, Any)

@@ -136,8 +136,14 @@ def test_signatures_that_cannot_be_tools_are_refused_naming_the_tool():
     def spread(*names: str) -> None:
         """Takes anything."""
 
-    with pytest.raises(InvalidRequestError, match=r"tools\.spread: \*names"):
+    with pytest.raises(InvalidRequestError, match=r"tools\.spread: \*names: \*args / \*\*kwargs cannot be described"):
         PythonTool.from_callable(spread)
+
+    def options(**settings: str) -> None:
+        """Takes anything."""
+
+    with pytest.raises(InvalidRequestError, match=r"tools\.options: \*\*settings: \*args / \*\*kwargs"):
+        PythonTool.from_callable(options)
     with pytest.raises(ValueError, match="a def, not a lambda"):
         AgentChatCompletionOperator(task_id="t", prompt="x", tools=[lambda x: x])
 
@@ -413,6 +419,60 @@ def test_each_step_is_saved_and_a_retry_repeats_no_tool_and_no_paid_answer(run, 
     assert ti.xcom["usage"]["total_tokens"] == 30
     assert [e["name"] for e in ti.xcom["tool_trace"]] == ["lookup_order", "flaky"]
     assert store.data == {}  # a task that succeeds forgets its conversation
+
+
+def test_an_answer_with_a_flood_of_calls_fails_before_any_runs(run, scripted):
+    """1,500 calls in one answer: refused at once (max_tool_calls_per_round=64), nothing run, nothing saved."""
+    store = Store()
+    flood = [call("lookup_order", {"order_id": f"A-{i}"}, f"c{i}") for i in range(1500)]
+    with pytest.raises(ToolError, match=r"1500 tool calls in one answer, more than max_tool_calls_per_round=64"):
+        run(answer(calls=flood), context={"task_state_store": store})
+    assert CALLS == [] and len(scripted.requests) == 1 and store.writes == 0
+
+
+def test_max_tool_calls_per_round_is_the_bound(run, scripted):
+    calls = [call("lookup_order", {"order_id": f"A-{i}"}, f"c{i}") for i in range(3)]
+    with pytest.raises(ToolError, match="max_tool_calls_per_round=2"):
+        run(answer(calls=calls), max_tool_calls_per_round=2)
+    value, _ = run(answer(calls=calls), answer("done"), max_tool_calls_per_round=3)
+    assert value == "done" and len(CALLS) == 3
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "64"])
+def test_max_tool_calls_per_round_is_checked_at_parse_time(bad):
+    with pytest.raises(ValueError, match="max_tool_calls_per_round must be a whole number >= 1"):
+        AgentChatCompletionOperator(task_id="t", prompt="x", tools=[lookup_order], max_tool_calls_per_round=bad)
+
+
+def test_the_state_is_written_once_per_round_not_once_per_call(run, scripted):
+    """Three rounds of 20 calls: two writes a round (the paid answer, then the round's results)."""
+    store = Store()
+    rounds = [answer(calls=[call("lookup_order", {"order_id": f"{r}-{i}"}, f"c{r}-{i}") for i in range(20)])
+              for r in range(3)]  # fmt: skip
+    value, _ = run(*rounds, answer("done"), context={"task_state_store": store})
+    assert value == "done" and len(CALLS) == 60
+    assert store.writes <= 2 * 3
+
+
+def test_on_kill_stops_a_tool_round_before_its_next_call_and_saves_the_results(scripted, make_conn):
+    store = Store()
+    ran: list[str] = []
+
+    def slow_step(step: str) -> str:
+        """One step of a long job."""
+        ran.append(step)
+        if len(ran) == 2:
+            operator.on_kill()  # what Airflow's SIGTERM handler calls
+        return f"did {step}"
+
+    scripted.script(answer(calls=[call("slow_step", {"step": str(i)}, f"c{i}") for i in range(10)]))
+    operator = AgentChatCompletionOperator(
+        task_id="t", agentchat_conn_id=make_conn("tools_kill", scripted.url), prompt="x", tools=[slow_step]
+    )
+    with pytest.raises(ToolError, match=r"Stopped on request \(SIGTERM\) in tool round 1 after 2 of 10 calls"):
+        operator.execute({"ti": TI(), "task_state_store": store})
+    assert ran == ["0", "1"]
+    assert store.get("agentchat_conversation")["pending"]["results"].keys() == {"c0", "c1"}
 
 
 @pytest.mark.skipif(not HAS_TASK_STATE_STORE, reason=NO_TASK_STATE_STORE or "")

@@ -25,6 +25,9 @@ from airflow_agentchat.exceptions import AgentChatError
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+    from airflow_agentchat.operators.round_state import RoundState
+    from airflow_agentchat.structured_output import OutputSpec
+
 APPROVE = "Approve"
 REJECT = "Reject"
 #: ``approval_default`` values and the option each one picks when nobody answers in time.
@@ -57,17 +60,6 @@ class ApprovalError(AgentChatError, kind="not_approved"):
             reviewer=data.get("reviewer"),
             comment=data.get("comment"),
         )
-
-
-def timeout_of(value: timedelta | float | int | None) -> timedelta | None:
-    """``approval_timeout`` as a ``timedelta`` (a number is seconds); raises ``ValueError`` for the rest."""
-    if value is None or isinstance(value, timedelta):
-        if isinstance(value, timedelta) and value.total_seconds() <= 0:
-            raise ValueError(f"approval_timeout must be positive, got {value}")
-        return value
-    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
-        return timedelta(seconds=value)
-    raise ValueError(f"approval_timeout must be a timedelta or a number of seconds > 0, got {value!r}")
 
 
 def review_body(answer: Any, *, structured: bool, usage: Mapping[str, Any], tool_calls: int) -> str:
@@ -152,6 +144,53 @@ def park_for_review(
         kwargs=kwargs,
     )
     raise AssertionError("defer() returned")  # pragma: no cover - defer always raises
+
+
+def request_review(
+    operator: Any, context: Context, state: RoundState, *, timeout: timedelta | None, default: str | None
+) -> NoReturn:
+    """Ask for the review of the final answer ``state`` holds (saved there: a retry asks again, sends nothing)."""
+    final = state.final or {}
+    park_for_review(
+        operator,
+        context,
+        final.get("value"),
+        structured=bool(final.get("structured")),
+        usage=state.usage.as_dict(),
+        tool_calls=len(state.trace),
+        timeout=timeout,
+        default=default,
+    )
+
+
+def resume(log: Any, context: Context, event: Mapping[str, Any], answer: Any, spec: OutputSpec | None) -> Any:
+    """The value the task returns after the review (pushing the ``approval`` record), or ``ApprovalError``.
+
+    A rejection is kept in the saved conversation, so a retry asks the agent for a revision with the
+    reviewer's comment, repeating no tool.
+    """
+    from airflow_agentchat.operators.round_state import RoundState, forget
+
+    ti = context["ti"]
+    try:
+        value, record = review_outcome(
+            event, answer, structured=spec is not None, validate=spec.validate if spec is not None else None
+        )
+    except ApprovalError as exc:
+        ti.xcom_push(key="approval", value={"decision": exc.decision, "by": exc.reviewer, "comment": exc.comment})
+        state = RoundState.reopen(context)
+        if exc.decision == "rejected" and state is not None:
+            state.ask_revision(exc.comment)
+        raise
+    log.info(
+        "Answer %s by %s%s",
+        record["decision"],
+        record["by"] or ("nobody (approval_default)" if record["timed_out"] else "a reviewer"),
+        f": {record['comment']}" if record["comment"] else "",
+    )
+    ti.xcom_push(key="approval", value=record)
+    forget(context)
+    return value
 
 
 def review_outcome(

@@ -14,6 +14,7 @@ from airflow_agentchat.request_body import BODY_FIELDS, load_json, merge_request
 
 #: Fields that may arrive as JSON text after templating (``"{{ ti.xcom_pull(...) | tojson }}"``). ``stop`` is
 #: not one of them: a stop sequence like ``"[/INST]"`` is text.
+_FILE_EXT = (".json", ".j2")
 _JSON_FIELDS = ("tools", "metadata", "logit_bias", "extra_body", "stream_options", "tool_choice")
 
 
@@ -36,6 +37,11 @@ class AgentChatRequestOperator(BaseOperator):
     """
 
     template_fields: Sequence[str] = ("system_prompt", "agentchat_conn_id", *BODY_FIELDS)
+    # Empty: Airflow would load any templated string ending in an extension as a file, upstream data included
+    # (a mapped value "{{ conn.x.password }} notes.json" would be rendered). Only the DAG author's values of
+    # ``template_file_fields`` name files, and only files that exist in the template search path.
+    template_ext: Sequence[str] = ()
+    template_file_fields: Sequence[str] = ()
 
     def __init__(
         self,
@@ -87,6 +93,31 @@ class AgentChatRequestOperator(BaseOperator):
         for name in BODY_FIELDS:
             setattr(self, name, values[name])
 
+    def resolve_template_files(self) -> None:
+        """Load the template files the DAG author named in ``template_file_fields`` (parse time)."""
+        for field in self.template_file_fields:
+            value = getattr(self, field, None)
+            if isinstance(value, str) and value.endswith(_FILE_EXT):
+                source = _template_file(value, self.get_template_env())
+                if source is not None:
+                    setattr(self, field, source)
+                elif not value.lstrip().startswith(("{", "[")):
+                    self.log.warning("%s=%r names no file in the template search path: used as text", field, value)
+        self.prepare_template()
+
+    def render_template(self, content: Any, context: Any, jinja_env: Any = None, seen_oids: Any = None) -> Any:
+        """Render like Airflow (upstream data, in ``seen_oids``, stays as it is); a file field of a mapped task
+        (``.partial(messages="x.json.j2")``, not loaded at parse time) renders its file."""
+        if (
+            isinstance(content, str)
+            and not (seen_oids and id(content) in seen_oids)
+            and any(content is getattr(self, field, None) for field in self.template_file_fields)
+        ):
+            jinja_env = jinja_env or self.get_template_env()
+            if _template_file(content, jinja_env) is not None:
+                return self._render(jinja_env.get_template(content), context)
+        return super().render_template(content, context, jinja_env, seen_oids)
+
     def prices(self) -> Any:
         """The connection's token prices (:class:`~airflow_agentchat.spend.Prices`; unknown when not set)."""
         return self.hook.settings.prices  # type: ignore[attr-defined]
@@ -99,3 +130,15 @@ class AgentChatRequestOperator(BaseOperator):
             if isinstance(value, str) and value.lstrip().startswith(("{", "[")):
                 explicit[name] = load_json(name, value)
         return merge_request(request, explicit)
+
+
+def _template_file(value: Any, env: Any) -> str | None:
+    """The source of the ``.json`` / ``.j2`` template file ``value`` names, or None when the search path has none."""
+    if not isinstance(value, str) or not value.endswith(_FILE_EXT) or env.loader is None:
+        return None
+    from jinja2 import TemplateNotFound
+
+    try:
+        return env.loader.get_source(env, value)[0]
+    except (TemplateNotFound, OSError, ValueError):
+        return None

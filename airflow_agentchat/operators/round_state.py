@@ -6,7 +6,8 @@ Airflow clears a task's XComs when a new try starts. Airflow 3.3's task state st
 task id and map index), so after every step the conversation is written there:
 
 * an answer that called tools, as soon as it arrives (``pending``): a retry runs its tools instead of asking again;
-* every tool call's result, as soon as the tool returns: a retry does not run that tool again;
+* the round's tool results when the round ends or stops early (a tool raised, SIGTERM): a retry does not run
+  those tools again (one write per round: the whole conversation after every call would be quadratic);
 * the conversation after each completed round (tool results or a repair): a retry sends only the next request;
 * the final answer while a person reviews it (``final``): a retry goes back to the review.
 
@@ -91,9 +92,39 @@ class RoundState:
         )
         return state
 
-    @property
-    def enabled(self) -> bool:
-        return self._store is not None
+    @classmethod
+    def reopen(cls, context: Mapping[str, Any]) -> RoundState | None:
+        """What an earlier step saved, for the review's resume (which does not rebuild the request); None when
+        nothing was saved."""
+        store = _store_of(context)
+        saved = store.get(KEY) if store is not None else None
+        if not isinstance(saved, Mapping) or saved.get("v") != _VERSION:
+            return None
+        return cls(store, str(saved.get("fingerprint") or ""), saved)
+
+    def await_review(self, messages: list[dict[str, Any]], final: dict[str, Any]) -> None:
+        """Save the final answer (value, message, response) while a person reviews it."""
+        self.messages, self.final = messages, final
+        self.save()
+
+    def ask_revision(self, comment: str | None) -> None:
+        """The reviewer rejected the final answer: a retry asks the agent for a revision, repeating no tool."""
+        final = self.final
+        if not final:
+            return
+        message = final["message"]
+        calls = message.get("tool_calls") or ()
+        self.messages = [
+            *(self.messages or []),
+            message if calls else {"role": "assistant", "content": message.get("content") or ""},
+            *({"role": "tool", "tool_call_id": call["id"], "content": "Rejected by the reviewer."} for call in calls),
+            {
+                "role": "user",
+                "content": f"A reviewer rejected this answer: {comment or 'no reason given'}. Give a revised answer.",
+            },
+        ]
+        self.final = None
+        self.save()
 
     def save(self) -> None:
         """Write the state (a no-op without a task state store)."""
@@ -133,18 +164,3 @@ def forget(store_or_context: Any) -> None:
     store = _store_of(store_or_context) if isinstance(store_or_context, Mapping) else store_or_context
     if store is not None:
         store.delete(KEY)
-
-
-def saved(context: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The raw saved state (for the review's resume, which does not rebuild the request)."""
-    store = _store_of(context)
-    value = store.get(KEY) if store is not None else None
-    return dict(value) if isinstance(value, Mapping) else None
-
-
-def store_raw(context: Mapping[str, Any], value: Mapping[str, Any]) -> None:
-    store = _store_of(context)
-    if store is not None:
-        from airflow_agentchat.compat import never_expire
-
-        store.set(KEY, dict(value), retention=never_expire())
