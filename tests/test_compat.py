@@ -168,6 +168,6 @@ def test_the_task_log_says_a_retry_starts_over_without_a_store(caplog):
 
     log = logging.getLogger("test.task")
     caplog.set_level(logging.WARNING)
-    state = RoundState.load({}, [{"role": "user", "content": "hi"}], {}, log, enabled=True)
+    RoundState.load({}, [{"role": "user", "content": "hi"}], {}, log, enabled=True)
     warned = [r.getMessage() for r in caplog.records if "task state store" in r.getMessage()]
     assert len(warned) == (0 if compat.HAS_TASK_STATE_STORE else 1)
