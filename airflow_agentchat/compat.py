@@ -20,6 +20,9 @@ metrics (``incr``/``timing``)   ``airflow.stats.Stats``             ``airflow.sd
 ``utcnow``                      ``airflow.utils.timezone`` (3.0)    ``airflow.sdk.timezone`` (3.1+)
 ==============================  ==================================  ==========================================
 
+Behaviour that differs: a file opened with ``ObjectStoragePath.open`` cannot be iterated on 3.0 (its lineage
+wrapper has no ``__iter__``; 3.1 added it), so line loops use :func:`file_lines`.
+
 Features that exist only on newer lines:
 
 - human review of an answer (``require_approval``, Airflow's human-in-the-loop): 3.1+ (:data:`HAS_HITL`);
@@ -37,6 +40,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import airflow
@@ -142,6 +146,7 @@ __all__ = [
     "conf",
     "context_merge",
     "determine_kwargs",
+    "file_lines",
     "never_expire",
     "stats",
     "task_awaiting_input",
@@ -195,6 +200,15 @@ def utcnow() -> Any:
     else:
         from airflow.utils.timezone import utcnow as _utcnow
     return _utcnow()
+
+
+def file_lines(handle: Any) -> Iterator[Any]:
+    """The lines of a file ``ObjectStoragePath.open`` returned (Airflow 3.0's wrapper is not iterable)."""
+    if AIRFLOW_V_3_1_PLUS:
+        yield from handle
+        return
+    while line := handle.readline():
+        yield line
 
 
 def never_expire() -> Any:

@@ -172,3 +172,12 @@ def test_the_task_log_says_a_retry_starts_over_without_a_store(caplog):
     assert not state.enabled
     warned = [r.getMessage() for r in caplog.records if "task state store" in r.getMessage()]
     assert len(warned) == (0 if compat.HAS_TASK_STATE_STORE else 1)
+
+
+def test_file_lines_reads_a_file_object_storage_opened(tmp_path):
+    from airflow.sdk import ObjectStoragePath
+
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(b'{"a": 1}\n\n{"b": 2}')
+    with ObjectStoragePath(f"file://{source}").open("rb") as handle:
+        assert list(compat.file_lines(handle)) == [b'{"a": 1}\n', b"\n", b'{"b": 2}']
