@@ -40,7 +40,6 @@ UNIT_TESTS = [
     "tests/test_exceptions.py",
     "tests/test_streaming.py",
     "tests/test_usage.py",
-    "tests/test_branch.py",
     "tests/test_metrics.py",
 ]
 #: Run conf per example DAG: a review would wait for a person forever under ``airflow dags test``.
