@@ -12,7 +12,8 @@ name                            3.0 / 3.1                           newer
 ``AirflowException``            ``airflow.exceptions`` (3.0)        ``airflow.sdk.exceptions`` (3.1+)
 ``AirflowNotFoundException``    ``airflow.exceptions``              ``airflow.sdk.exceptions`` (3.2+)
 ``conf``                        ``airflow.configuration``           ``airflow.sdk.configuration`` (3.2+)
-metrics (``incr``/``timing``)   ``airflow.stats.Stats``             ``airflow.sdk.observability.stats`` (3.2+)
+metrics (``incr``/``timing``)   ``airflow.stats.Stats``             ``airflow.sdk.observability.stats.Stats``
+                                                                    (3.2), the module itself (3.3+)
 ``BranchMixIn``                 ``airflow.providers.standard``      ``airflow.sdk.bases.branch`` (3.2+)
                                 ``.operators.branch``
 ``context_merge``               ``airflow.utils.context`` (3.0)     ``airflow.sdk.definitions.context`` (3.1+)
@@ -166,10 +167,14 @@ def conf() -> Any:
 
 def stats() -> Any:
     """The metrics client: something with ``incr(name, count, *, tags)`` and ``timing(name, dt, *, tags)``."""
-    if TYPE_CHECKING or AIRFLOW_V_3_2_PLUS:
+    if TYPE_CHECKING or AIRFLOW_V_3_3_PLUS:
         from airflow.sdk.observability import stats as _stats
 
         return _stats
+    if AIRFLOW_V_3_2_PLUS:
+        from airflow.sdk.observability.stats import Stats as _sdk_stats
+
+        return _sdk_stats
     from airflow.stats import Stats
 
     return Stats
