@@ -101,13 +101,20 @@ class Runner:
 
     def step(self, label: str, args: list[str], env: dict[str, str] | None = None, timeout: float = 900) -> bool:
         started = time.perf_counter()
+        # A session of its own, so a timeout or Ctrl+C stops what the step started too (pytest's servers, tasks).
+        proc = subprocess.Popen(
+            args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+        )
         try:
-            result = subprocess.run(
-                args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False
-            )
-            ok, output = result.returncode == 0, result.stdout + result.stderr
-        except subprocess.TimeoutExpired as exc:
-            ok, output = False, f"timed out after {timeout} s\n{exc.stdout or ''}{exc.stderr or ''}"
+            output, _ = proc.communicate(timeout=timeout)
+            ok = proc.returncode == 0
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            output, _ = proc.communicate()
+            ok, output = False, f"timed out after {timeout} s\n{output}"
+        except BaseException:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise
         elapsed = time.perf_counter() - started
         self.pair.steps.append((label, ok, elapsed))
         print(f"  [{self.pair.name}] {'ok  ' if ok else 'FAIL'} {label} ({elapsed:.0f} s)", flush=True)
