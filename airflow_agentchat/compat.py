@@ -12,13 +12,17 @@ name                            3.0 / 3.1                           newer
 ``AirflowException``            ``airflow.exceptions`` (3.0)        ``airflow.sdk.exceptions`` (3.1+)
 ``AirflowNotFoundException``    ``airflow.exceptions``              ``airflow.sdk.exceptions`` (3.2+)
 ``conf``                        ``airflow.configuration``           ``airflow.sdk.configuration`` (3.2+)
-metrics (``incr``/``timing``)   ``airflow.stats.Stats``             ``airflow.sdk.observability.stats`` (3.2+)
+metrics (``incr``/``timing``)   ``airflow.stats.Stats``             ``airflow.sdk.observability.stats.Stats``
+                                                                    (3.2), the module itself (3.3+)
 ``BranchMixIn``                 ``airflow.providers.standard``      ``airflow.sdk.bases.branch`` (3.2+)
                                 ``.operators.branch``
 ``context_merge``               ``airflow.utils.context`` (3.0)     ``airflow.sdk.definitions.context`` (3.1+)
 ``determine_kwargs``            ``airflow.utils.operator_helpers``  ``airflow.sdk.bases.decorator`` (3.2+)
 ``utcnow``                      ``airflow.utils.timezone`` (3.0)    ``airflow.sdk.timezone`` (3.1+)
 ==============================  ==================================  ==========================================
+
+Behaviour that differs: a file opened with ``ObjectStoragePath.open`` cannot be iterated on 3.0 (its lineage
+wrapper has no ``__iter__``; 3.1 added it), so line loops use :func:`file_lines`.
 
 Features that exist only on newer lines:
 
@@ -37,6 +41,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import airflow
@@ -142,6 +147,7 @@ __all__ = [
     "conf",
     "context_merge",
     "determine_kwargs",
+    "file_lines",
     "never_expire",
     "stats",
     "task_awaiting_input",
@@ -161,10 +167,14 @@ def conf() -> Any:
 
 def stats() -> Any:
     """The metrics client: something with ``incr(name, count, *, tags)`` and ``timing(name, dt, *, tags)``."""
-    if TYPE_CHECKING or AIRFLOW_V_3_2_PLUS:
+    if TYPE_CHECKING or AIRFLOW_V_3_3_PLUS:
         from airflow.sdk.observability import stats as _stats
 
         return _stats
+    if AIRFLOW_V_3_2_PLUS:
+        from airflow.sdk.observability.stats import Stats as _sdk_stats
+
+        return _sdk_stats
     from airflow.stats import Stats
 
     return Stats
@@ -195,6 +205,15 @@ def utcnow() -> Any:
     else:
         from airflow.utils.timezone import utcnow as _utcnow
     return _utcnow()
+
+
+def file_lines(handle: Any) -> Iterator[Any]:
+    """The lines of a file ``ObjectStoragePath.open`` returned (Airflow 3.0's wrapper is not iterable)."""
+    if AIRFLOW_V_3_1_PLUS:
+        yield from handle
+        return
+    while line := handle.readline():
+        yield line
 
 
 def never_expire() -> Any:

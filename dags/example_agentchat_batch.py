@@ -108,7 +108,7 @@ with DAG(
                 totals[key] += summary[key]
             totals["total_tokens"] += summary["usage"]["total_tokens"]
             with ObjectStoragePath(summary["output_path"]).open("rb") as handle:
-                for raw in handle:
+                for raw in handle.readlines():  # Airflow 3.0 cannot iterate the handle itself
                     line = json.loads(raw)
                     totals["lines"] += 1
                     topic = (line.get("context") or {}).get("topic", "?")

@@ -98,7 +98,7 @@ with DAG(
         by_urgency: dict[str, int] = {}
         headlines = []
         with ObjectStoragePath(summary["output_path"]).open("rb") as handle:
-            for raw in handle:
+            for raw in handle.readlines():  # Airflow 3.0 cannot iterate the handle itself
                 line = json.loads(raw)
                 if line["status"] != "ok":
                     continue

@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from airflow_agentchat.compat import file_lines
 from airflow_agentchat.exceptions import AgentChatError, InvalidRequestError
 from airflow_agentchat.request_body import BODY_FIELDS, compose_messages
 
@@ -138,7 +139,7 @@ def iter_jsonl(path: Any) -> Iterator[Any]:
     start of the file is dropped.
     """
     with path.open("rb") as handle:
-        for lineno, raw in enumerate(handle, start=1):
+        for lineno, raw in enumerate(file_lines(handle), start=1):
             if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
                 raw = raw[3:]
             try:

@@ -14,6 +14,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from airflow_agentchat.compat import file_lines
+
 
 def split_jsonl(
     input_path: str | Any,
@@ -56,7 +58,7 @@ def split_jsonl(
     written = shard_size  # forces the first shard to open
     try:
         with source.open("rb") as reader:
-            for raw in reader:
+            for raw in file_lines(reader):
                 if not raw.strip():
                     continue
                 if written >= shard_size:

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_agentchat.batch.items import InvalidItemError
+from airflow_agentchat.compat import file_lines
 from airflow_agentchat.exceptions import AgentChatError, InvalidRequestError
 from airflow_agentchat.usage import ZERO, TokenUsage, UsageTally
 
@@ -77,7 +78,7 @@ def iter_records(path: Any) -> Iterator[tuple[bytes, dict[str, Any]]]:
     from pydantic_core import from_json
 
     with path.open("rb") as handle:
-        for raw in handle:
+        for raw in file_lines(handle):
             line = raw.rstrip(b"\r\n")
             if not line:
                 continue
