@@ -1,7 +1,8 @@
 """What a task may spend and what it spent: token budgets and cost, with no I/O.
 
 Both operators and the batch forecast use the same pieces: :func:`estimate` (a request's prompt tokens before
-it is sent), :func:`completion_cap` (the most completion tokens it can be billed for), :class:`Prices` turns token usage into money (from the connection's
+it is sent), :func:`completion_cap` (the most completion tokens it can be billed for), :class:`Prices` turns
+token usage into money (from the connection's
 ``prompt_token_price`` / ``completion_token_price`` extras, currency units per million tokens, and
 ``cached_prompt_token_price`` / ``cache_write_token_price`` for prompt tokens read from / written to the prompt
 cache, each the prompt price when unset), and
