@@ -240,3 +240,81 @@ def test_the_single_request_api_round_trips_a_completion(conn, server, tmp_path)
     assert again.text == completion.text and again.meta["cached"] is True
     other = ResponseCache(f"{tmp_path}/single", host="https://another.agent")
     assert other.lookup(other.key(request)) is None  # the host is part of the key
+
+
+# ------------------------------------------------------------------------------------------ object storage
+
+BUCKET = "agentchat-cache"
+
+
+@pytest.fixture(scope="module")
+def s3_url():
+    import subprocess
+    import sys
+    import urllib.request
+
+    from dev.ui import free_port
+
+    port = free_port()
+    moto = Path(sys.executable).with_name("moto_server")
+    proc = subprocess.Popen(
+        [str(moto), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(url, timeout=2).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        urllib.request.urlopen(urllib.request.Request(f"{url}/{BUCKET}", method="PUT"), timeout=10).close()
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.fixture()
+def storage_conn(s3_url, monkeypatch) -> str:
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    conn = {"conn_type": "aws", "login": "cache-key", "password": "cache-secret"}
+    conn["extra"] = {"endpoint_url": s3_url, "region_name": "us-east-1"}
+    monkeypatch.setenv("AIRFLOW_CONN_CACHE_S3", json.dumps(conn))
+    return "cache_s3"
+
+
+def test_the_cache_works_on_s3_with_two_writers_and_a_corrupted_object(conn, server, tmp_path, storage_conn, s3_url):
+    import boto3
+
+    cache = f"s3://{BUCKET}/responses"
+    prompts = [f"s3 question {i}" for i in range(40)]
+    halves = [prompts[:25], prompts[15:]]  # overlapping keys written at the same time
+    errors: list[BaseException] = []
+
+    def shard(index: int) -> None:
+        try:
+            run(tmp_path, f"shard{index}", halves[index], cache_path=cache, storage_conn_id=storage_conn)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=shard, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    client = boto3.client(
+        "s3", endpoint_url=s3_url, aws_access_key_id="k", aws_secret_access_key="s", region_name="us-east-1"
+    )
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket=BUCKET, Prefix="responses/")["Contents"]]
+    assert len(keys) == 40
+    client.put_object(Bucket=BUCKET, Key=keys[0], Body=b'{"format": "agentchat-resp')  # torn
+    server.reset()
+    summary = run(tmp_path, "all", prompts, cache_path=cache, storage_conn_id=storage_conn)
+    assert sent(server) == 1 and summary["cached"] == 39 and summary["succeeded"] == 40
