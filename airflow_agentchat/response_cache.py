@@ -44,6 +44,29 @@ MODES = ("read_write", "read_only", "refresh")
 DEFAULT_TEMPERATURE = 1.0
 _LOCAL = ("file", "local", "")
 _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+_RESPONSE = b',"response":'
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=8).hexdigest()
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
+
+
+def _from_json(data: bytes) -> Any:
+    from pydantic_core import from_json
+
+    return from_json(data)
+
+
 log = logging.getLogger(__name__)
 
 
@@ -80,7 +103,7 @@ def deterministic(request: Any) -> bool:
     return (DEFAULT_TEMPERATURE if temperature is None else temperature) == 0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CachedAnswer:
     """An answer found in the cache: what a result line gets, and what the answer cost when it was paid."""
 
@@ -88,13 +111,13 @@ class CachedAnswer:
     usage: dict[str, Any]  # the original usage: paid by the run that stored it, not by this one
     request_id: str | None
     stored_at: float
-    response: dict[str, Any] | None
+    response: bytes  # the whole response as JSON, exactly as it was received and encoded
 
     def completion(self) -> Any:
         """The cached response as a :class:`~airflow_agentchat.models.ChatCompletion` (for the single operator)."""
         from airflow_agentchat.models import ChatCompletion
 
-        completion = ChatCompletion.model_validate(self.response or {})
+        completion = ChatCompletion.model_validate_json(self.response)
         completion.meta.update(attempts=0, latency_ms=0.0, request_id=self.request_id, cached=True)
         return completion
 
@@ -130,6 +153,7 @@ class ResponseCache:
         schema_text = json.dumps(schema, sort_keys=True, separators=(",", ":"), default=str) if schema else ""
         self._prefix = f"{FORMAT}\n{host}\n{schema_text}\n".encode()
         self.hits = self.misses = self.stored = self.errors = 0
+        self._token, self._seq = f"{os.getpid()}-{os.urandom(4).hex()}", 0  # temporary names no one else uses
 
     @classmethod
     def for_task(cls, task: Any, host: str, schema: Any = None) -> ResponseCache | None:
@@ -201,10 +225,14 @@ class ResponseCache:
         return entry
 
     def _parse(self, key: str, data: bytes) -> CachedAnswer | None:
-        from pydantic_core import from_json
-
+        """The entry in ``data``, checked: the head parsed, the response (written last, kept as bytes, never
+        parsed here) whole by its length and hash. Anything else is a miss."""
+        cut = data.rfind(_RESPONSE)
+        if cut < 0 or not data.endswith(b"}"):
+            return None
+        response = data[cut + len(_RESPONSE) : -1]
         try:
-            record = from_json(data)
+            record = _from_json(data[:cut] + b"}")
         except ValueError:
             return None
         if not isinstance(record, dict) or record.get("format") != FORMAT or record.get("key") != key:
@@ -212,22 +240,18 @@ class ResponseCache:
         fields, usage, stored_at = record.get("fields"), record.get("usage"), record.get("stored_at")
         if not isinstance(fields, dict) or not isinstance(usage, dict) or not isinstance(stored_at, (int, float)):
             return None
+        if record.get("response_size") != len(response) or record.get("response_hash") != _digest(response):
+            return None  # torn, or changed since it was written
         if self.ttl is not None and time.time() - stored_at > self.ttl:
             return None
-        response = record.get("response")
         request_id = record.get("request_id")
-        return CachedAnswer(
-            fields,
-            usage,
-            request_id if isinstance(request_id, str) else None,
-            float(stored_at),
-            response if isinstance(response, dict) else None,
-        )
+        return CachedAnswer(fields, usage, request_id if isinstance(request_id, str) else None, stored_at, response)
 
     # --------------------------------------------------------------------------------------- writing
 
     def entry(self, key: str, completion: Any, fields: Mapping[str, Any], response: bytes | None = None) -> bytes:
         """The object stored for one valid answer (``response``: ``completion.to_json()`` if already made)."""
+        body = response if response is not None else completion.to_json()
         head = {
             "format": FORMAT,
             "key": key,
@@ -235,9 +259,10 @@ class ResponseCache:
             "fields": dict(fields),
             "usage": completion.usage_dict(),
             "request_id": completion.meta.get("request_id"),
+            "response_size": len(body),
+            "response_hash": _digest(body),
         }
-        body = response if response is not None else completion.to_json()
-        return _encoder.encode(head).encode("utf-8", "backslashreplace")[:-1] + b',"response":' + body + b"}"
+        return _encoder.encode(head).encode("utf-8", "backslashreplace")[:-1] + _RESPONSE + body + b"}"
 
     def store(self, key: str | None, completion: Any, fields: Mapping[str, Any]) -> None:
         """Keep one valid answer (ok, and valid against the output schema: the caller checks)."""
@@ -261,12 +286,16 @@ class ResponseCache:
             self._object(key).write_bytes(data)  # one put: an object is never seen half written
             return
         path = self._local_file(key)
-        tmp = f"{path}.{os.getpid()}-{os.urandom(4).hex()}.tmp"
-        try:
-            handle = open(tmp, "wb")
+        try:  # the common case, a key no one has stored: written in place, one file created
+            fd = os.open(path, _CREATE, 0o644)
         except FileNotFoundError:
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            handle = open(tmp, "wb")
-        with handle:
-            handle.write(data)
-        os.replace(tmp, path)  # atomic: readers see the old entry or the new one, never a torn file
+            fd = os.open(path, _CREATE, 0o644)
+        except FileExistsError:  # an entry to replace (expired, torn, refreshed) or a writer of the same key
+            self._seq += 1
+            tmp = f"{path}.{self._token}-{self._seq}.tmp"
+            fd = os.open(tmp, _CREATE, 0o644)
+            _write_all(fd, data)
+            os.replace(tmp, path)  # atomic: readers see the old entry or the new one
+            return
+        _write_all(fd, data)  # a reader that comes before the last byte sees a short entry: a miss

@@ -177,6 +177,8 @@ DEFAULT_COMPLETION_TOKENS = 64
 
 
 def _field(value: Any, name: str) -> Any:
+    if type(value) is dict:  # the common case first: an ABC check costs more than the lookup
+        return value.get(name)
     return value.get(name) if isinstance(value, Mapping) else getattr(value, name, None)
 
 

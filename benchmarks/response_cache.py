@@ -101,6 +101,7 @@ def lookup_costs(entries: int, probes: int = 5000) -> list[tuple[int, float, flo
     steps = [s for s in (1_000, 10_000, 100_000, 1_000_000, 10_000_000) if s <= entries] or [entries]
     keys: list[str] = []
     rows = []
+    empty = hashlib.blake2b(b"{}", digest_size=8).hexdigest()
     try:
         for step in steps:
             batch = []
@@ -108,7 +109,8 @@ def lookup_costs(entries: int, probes: int = 5000) -> list[tuple[int, float, flo
                 key = hashlib.blake2b(str(len(keys)).encode(), digest_size=20).hexdigest()
                 keys.append(key)
                 body = f'{{"format":"{FORMAT}","key":"{key}","stored_at":{time.time()},"fields":{{"text":"t"}},'
-                batch.append((key, (body + '"usage":{},"request_id":null,"response":null}').encode()))
+                meta = f'"usage":{{}},"request_id":null,"response_size":2,"response_hash":"{empty}"'
+                batch.append((key, (body + meta + ',"response":{}}').encode()))
                 if len(batch) >= 10_000:
                     cache.store_many(batch)
                     batch = []

@@ -165,9 +165,12 @@ def test_a_corrupted_or_foreign_entry_is_a_miss_not_a_crash(conn, server, tmp_pa
     entries[1].write_bytes(b"\xff\xfe not json")
     entries[2].write_text(json.dumps({"format": "agentchat-response-cache/1", "key": "another"}))
     entries[3].write_bytes(entries[4].read_bytes())  # another key's entry under this name
+    data = entries[5].read_bytes()
+    entries[5].write_bytes(data.replace(b"Echo", b"Ekho"))  # changed in place, same length: the hash tells
     server.reset()
     summary = run(tmp_path, "two", prompts)
-    assert sent(server) == 4 and summary["cached"] == 2 and summary["succeeded"] == 6
+    assert sent(server) == 5 and summary["cached"] == 1 and summary["succeeded"] == 6
+    assert "Ekho" not in (tmp_path / "two.jsonl").read_text()
     server.reset()
     run(tmp_path, "three", prompts)  # the misses were written again, whole
     assert sent(server) == 0

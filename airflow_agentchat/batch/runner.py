@@ -331,9 +331,6 @@ class BatchRunner:
         stats.cached += 1
         stats.succeeded += 1
         stats.cached_tokens.add(hit.usage)
-        response = None
-        if self.include_response and hit.response is not None:
-            response = _encoder.encode(hit.response).encode("utf-8", "backslashreplace")
         line = result_line(
             entry.id,
             None,
@@ -342,7 +339,7 @@ class BatchRunner:
             latency_ms=0.0,
             request_id=hit.request_id,
             context=entry.context,
-            response=response,
+            response=hit.response if self.include_response else None,
             cost=0.0 if self.prices is not None else None,
             cached_usage=hit.usage,
         )
