@@ -142,9 +142,8 @@ class ResponseCache:
         text = str(cache_path)
         if "://" not in text and not isinstance(cache_path, ObjectStoragePath):
             text = "file://" + os.path.abspath(text)
-        self.base = cache_path if isinstance(cache_path, ObjectStoragePath) and not conn_id else None
-        if self.base is None:
-            self.base = ObjectStoragePath(text, conn_id=conn_id or None)
+        reuse = isinstance(cache_path, ObjectStoragePath) and not conn_id
+        self.base: Any = cache_path if reuse else ObjectStoragePath(text, conn_id=conn_id or None)
         self.local = self.base.protocol in _LOCAL
         self._root = self.base.path if self.local else None
         self.ttl = ttl_seconds(ttl)

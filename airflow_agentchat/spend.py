@@ -21,6 +21,7 @@ from airflow_agentchat.exceptions import AgentChatError
 from airflow_agentchat.usage import ZERO, TokenUsage
 
 BUDGET_ACTIONS = ("fail", "succeed")
+FORECAST_MODES = ("log", "check", "only")  # see batch/forecast.py
 
 
 class BudgetExhaustedError(AgentChatError, kind="budget_exhausted"):
@@ -96,6 +97,12 @@ def check_limits(max_total_tokens: Any, max_cost: Any, on_budget_exhausted: Any 
         raise ValueError(f"max_cost must be a number > 0, got {max_cost!r}")
     if on_budget_exhausted not in BUDGET_ACTIONS:
         raise ValueError(f"on_budget_exhausted must be one of {', '.join(BUDGET_ACTIONS)}, got {on_budget_exhausted!r}")
+
+
+def check_forecast(value: Any) -> None:
+    """Refuse a bad ``forecast`` argument when the DAG is parsed."""
+    if value is not None and value not in FORECAST_MODES:
+        raise ValueError(f"forecast must be None or one of {', '.join(FORECAST_MODES)}, got {value!r}")
 
 
 @dataclass

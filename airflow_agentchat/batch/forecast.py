@@ -21,13 +21,6 @@ from airflow_agentchat.usage import TokenUsage
 if TYPE_CHECKING:
     from airflow_agentchat.response_cache import ResponseCache
 
-FORECAST_MODES = ("log", "check", "only")
-
-
-def check_forecast(value: Any) -> None:
-    if value is not None and value not in FORECAST_MODES:
-        raise ValueError(f"forecast must be None or one of {', '.join(FORECAST_MODES)}, got {value!r}")
-
 
 @dataclass
 class Forecast:

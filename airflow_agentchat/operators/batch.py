@@ -146,9 +146,8 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        from airflow_agentchat.batch.forecast import check_forecast
         from airflow_agentchat.response_cache import check_cache_args
-        from airflow_agentchat.spend import check_limits
+        from airflow_agentchat.spend import check_forecast, check_limits
 
         check_limits(None, None, on_budget_exhausted)
         check_cache_args(cache_path, cache_ttl, cache_mode, cache_nondeterministic)
