@@ -179,14 +179,19 @@ class Budget:
 MEDIA_PART_TOKENS = 1000
 #: Tokens a request is expected to add per message (role and separators).
 MESSAGE_OVERHEAD_TOKENS = 4
+_ABSENT = object()
 #: The completion estimate when a request sets no cap and no earlier answer is known.
 DEFAULT_COMPLETION_TOKENS = 64
 
 
 def _field(value: Any, name: str) -> Any:
-    if type(value) is dict:  # the common case first: an ABC check costs more than the lookup
+    """``value[name]`` of a mapping or ``value.name`` of a model; the cheap checks first (this runs per item)."""
+    if type(value) is dict:
         return value.get(name)
-    return value.get(name) if isinstance(value, Mapping) else getattr(value, name, None)
+    found = getattr(value, name, _ABSENT)
+    if found is not _ABSENT:
+        return found
+    return value.get(name) if isinstance(value, Mapping) else None
 
 
 def _content_chars(content: Any) -> tuple[int, int]:
