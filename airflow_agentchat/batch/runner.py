@@ -419,7 +419,7 @@ class BatchRunner:
         usage = s.usage
         self.log.info(
             "Batch %s: %d/%s done (%s%%), %d failed, %d invalid, %.1f items/s, %s %s, tokens %d "
-            "(%d prompt + %d completion), resumed %d",
+            "(%d prompt + %d completion), resumed %d, cached %d",
             "finished" if final else "progress",
             s.done,
             todo or "?",
@@ -433,6 +433,7 @@ class BatchRunner:
             usage.prompt_tokens,
             usage.completion_tokens,
             s.resumed,
+            s.cached,
         )
 
 
