@@ -90,46 +90,42 @@ def prefill(cache_dir: str, items: list[str], host: str) -> None:
     cache.store_many(batch)
 
 
-def lookup_costs(entries: int, probes: int = 5000) -> list[tuple[int, float, float]]:
-    """(entries, µs per hit, µs per miss) after each growth step of a local cache."""
+def lookup_costs(root: str, entries: int, probes: int = 5000) -> list[tuple[int, float, float]]:
+    """(entries, µs per hit, µs per miss) after each growth step of a local cache in ``root``."""
     import hashlib
 
     from airflow_agentchat.response_cache import FORMAT, ResponseCache
 
-    root = tempfile.mkdtemp(prefix="agentchat-bench-cache-")
     cache = ResponseCache(root, host="https://agent.example")
     steps = [s for s in (1_000, 10_000, 100_000, 1_000_000, 10_000_000) if s <= entries] or [entries]
     keys: list[str] = []
     rows = []
     empty = hashlib.blake2b(b"{}", digest_size=8).hexdigest()
-    try:
-        for step in steps:
-            batch = []
-            while len(keys) < step:
-                key = hashlib.blake2b(str(len(keys)).encode(), digest_size=20).hexdigest()
-                keys.append(key)
-                body = f'{{"format":"{FORMAT}","key":"{key}","stored_at":{time.time()},"fields":{{"text":"t"}},'
-                meta = f'"usage":{{}},"request_id":null,"response_size":2,"response_hash":"{empty}"'
-                batch.append((key, (body + meta + ',"response":{}}').encode()))
-                if len(batch) >= 10_000:
-                    cache.store_many(batch)
-                    batch = []
-            cache.store_many(batch)
-            sample = random.sample(keys, min(probes, len(keys)))
-            os.sync()
-            started = time.perf_counter()
-            found = sum(cache.lookup(key) is not None for key in sample)
-            hit = (time.perf_counter() - started) / len(sample) * 1e6
-            absent = [hashlib.blake2b(f"absent {i}".encode(), digest_size=20).hexdigest() for i in range(len(sample))]
-            started = time.perf_counter()
-            found += sum(cache.lookup(key) is not None for key in absent)
-            miss = (time.perf_counter() - started) / len(sample) * 1e6
-            if found != len(sample):
-                raise SystemExit(f"lookups went wrong at {step} entries: {found} of {len(sample)} found")
-            rows.append((step, hit, miss))
-            print(f"{step:,} entries: hit {hit:.1f} µs, miss {miss:.1f} µs", flush=True)
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+    for step in steps:
+        batch = []
+        while len(keys) < step:
+            key = hashlib.blake2b(str(len(keys)).encode(), digest_size=20).hexdigest()
+            keys.append(key)
+            body = f'{{"format":"{FORMAT}","key":"{key}","stored_at":{time.time()},"fields":{{"text":"t"}},'
+            meta = f'"usage":{{}},"request_id":null,"response_size":2,"response_hash":"{empty}"'
+            batch.append((key, (body + meta + ',"response":{}}').encode()))
+            if len(batch) >= 10_000:
+                cache.store_many(batch)
+                batch = []
+        cache.store_many(batch)
+        sample = random.sample(keys, min(probes, len(keys)))
+        os.sync()
+        started = time.perf_counter()
+        found = sum(cache.lookup(key) is not None for key in sample)
+        hit = (time.perf_counter() - started) / len(sample) * 1e6
+        absent = [hashlib.blake2b(f"absent {i}".encode(), digest_size=20).hexdigest() for i in range(len(sample))]
+        started = time.perf_counter()
+        found += sum(cache.lookup(key) is not None for key in absent)
+        miss = (time.perf_counter() - started) / len(sample) * 1e6
+        if found != len(sample):
+            raise SystemExit(f"lookups went wrong at {step} entries: {found} of {len(sample)} found")
+        rows.append((step, hit, miss))
+        print(f"{step:,} entries: hit {hit:.1f} µs, miss {miss:.1f} µs", flush=True)
     return rows
 
 
@@ -172,7 +168,18 @@ def main() -> int:
         print(f"{hits:,} all-hit items: {large['rate']:.0f}/s", flush=True)
     for cache in caches:
         shutil.rmtree(cache, ignore_errors=True)
-    lookups = lookup_costs(entries)
+    big_root = tempfile.mkdtemp(prefix="agentchat-bench-cache-")
+    try:
+        lookups = lookup_costs(big_root, entries)
+        return report(n, hits, rounds, rates, large, lookups)
+    finally:
+        print(f"removing the {entries:,} entries (deleting a million files takes minutes)", flush=True)
+        shutil.rmtree(big_root, ignore_errors=True)
+
+
+def report(
+    n: int, hits: int, rounds: int, rates: dict[str, list[float]], large: dict[str, Any], lookups: list[Any]
+) -> int:
 
     base = statistics.median(rates["no cache"])
     miss_ratio = statistics.median(rates["cache, 0% hits"]) / base
