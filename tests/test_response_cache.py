@@ -296,8 +296,8 @@ def test_the_cache_works_on_s3_with_two_writers_and_a_corrupted_object(conn, ser
     import boto3
 
     cache = f"s3://{BUCKET}/responses"
-    prompts = [f"s3 question {i}" for i in range(40)]
-    halves = [prompts[:25], prompts[15:]]  # overlapping keys written at the same time
+    prompts = [f"s3 question {i}" for i in range(300)]  # more than one batch of cache writes (256)
+    halves = [prompts[:280], prompts[20:]]  # overlapping keys written at the same time
     errors: list[BaseException] = []
 
     def shard(index: int) -> None:
@@ -316,8 +316,8 @@ def test_the_cache_works_on_s3_with_two_writers_and_a_corrupted_object(conn, ser
         "s3", endpoint_url=s3_url, aws_access_key_id="k", aws_secret_access_key="s", region_name="us-east-1"
     )
     keys = [o["Key"] for o in client.list_objects_v2(Bucket=BUCKET, Prefix="responses/")["Contents"]]
-    assert len(keys) == 40
+    assert len(keys) == 300
     client.put_object(Bucket=BUCKET, Key=keys[0], Body=b'{"format": "agentchat-resp')  # torn
     server.reset()
     summary = run(tmp_path, "all", prompts, cache_path=cache, storage_conn_id=storage_conn)
-    assert sent(server) == 1 and summary["cached"] == 39 and summary["succeeded"] == 40
+    assert sent(server) == 1 and summary["cached"] == 299 and summary["succeeded"] == 300

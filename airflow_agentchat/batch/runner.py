@@ -174,6 +174,7 @@ class BatchRunner:
         self.metrics = metrics  # None when metrics are off
         self.cache = cache  # answers from earlier runs; valid new answers are added in batches
         self._cache_pending: list[tuple[str, bytes]] = []
+        self._cache_pool: Any = None  # threads for object-store lookups: one per worker, not asyncio's few
         self._cache_writing: asyncio.Task[None] | None = None
 
     # --------------------------------------------------------------------------------------------- run
@@ -206,6 +207,9 @@ class BatchRunner:
             if self.cache is not None and self._cache_pending:
                 self.cache.store_many(self._cache_pending)  # synchronous, like the last flush
                 self._cache_pending = []
+            if self._cache_pool is not None:
+                self._cache_pool.shutdown(wait=False, cancel_futures=True)
+                self._cache_pool = None
             self.store.flush()  # synchronous on purpose: it must happen even while being cancelled
             self.stats.finished = time.monotonic()
             if self.metrics is not None:
@@ -244,7 +248,7 @@ class BatchRunner:
         if cache is not None:
             key = cache.key(entry.request)
             if key is not None and cache.reads:
-                hit = cache.lookup(key) if cache.local else await asyncio.to_thread(cache.lookup, key)
+                hit = cache.lookup(key) if cache.local else await self._remote(cache.lookup, key)
                 if hit is not None:
                     self._record_hit(entry, hit)
                     return
@@ -345,6 +349,13 @@ class BatchRunner:
         )
         self._record(entry.id, line)
 
+    async def _remote(self, call: Any, *args: Any) -> Any:
+        if self._cache_pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._cache_pool = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="agentchat-cache")
+        return await asyncio.get_running_loop().run_in_executor(self._cache_pool, call, *args)
+
     def _cache_put(self, cache: ResponseCache, key: str, data: bytes) -> None:
         """Queue a cache entry; a thread writes them in batches so storage never stalls the requests."""
         self._cache_pending.append((key, data))
@@ -354,7 +365,10 @@ class BatchRunner:
 
     async def _cache_write(self, cache: ResponseCache, batch: list[tuple[str, bytes]]) -> None:
         try:
-            await asyncio.to_thread(cache.store_many, batch)
+            if cache.local:  # one thread: creating files is the file system's work, not more threads'
+                await asyncio.to_thread(cache.store_many, batch)
+            else:  # one put per entry, many at once, in the lookups' threads
+                await asyncio.gather(*(self._remote(cache.store_many, [entry]) for entry in batch))
         finally:
             self._cache_writing = None
 
