@@ -1,6 +1,8 @@
 """What a task may spend and what it spent: token budgets and cost, with no I/O.
 
-Both operators use the same two pieces: :class:`Prices` turns token usage into money (from the connection's
+Both operators and the batch forecast use the same pieces: :func:`estimate` (a request's prompt tokens before
+it is sent), :func:`completion_cap` (the most completion tokens it can be billed for), :class:`Prices` turns
+token usage into money (from the connection's
 ``prompt_token_price`` / ``completion_token_price`` extras, currency units per million tokens, and
 ``cached_prompt_token_price`` / ``cache_write_token_price`` for prompt tokens read from / written to the prompt
 cache, each the prompt price when unset), and
@@ -19,6 +21,7 @@ from airflow_agentchat.exceptions import AgentChatError
 from airflow_agentchat.usage import ZERO, TokenUsage
 
 BUDGET_ACTIONS = ("fail", "succeed")
+FORECAST_MODES = ("log", "check", "only")  # see batch/forecast.py
 
 
 class BudgetExhaustedError(AgentChatError, kind="budget_exhausted"):
@@ -96,6 +99,12 @@ def check_limits(max_total_tokens: Any, max_cost: Any, on_budget_exhausted: Any 
         raise ValueError(f"on_budget_exhausted must be one of {', '.join(BUDGET_ACTIONS)}, got {on_budget_exhausted!r}")
 
 
+def check_forecast(value: Any) -> None:
+    """Refuse a bad ``forecast`` argument when the DAG is parsed."""
+    if value is not None and value not in FORECAST_MODES:
+        raise ValueError(f"forecast must be None or one of {', '.join(FORECAST_MODES)}, got {value!r}")
+
+
 @dataclass
 class Budget:
     """Tokens and cost already used, what is reserved for requests in flight, and the limits.
@@ -127,7 +136,7 @@ class Budget:
         return self.prices.cost(self.used)
 
     def _estimate_cost(self, prompt_tokens: int, completion_tokens: int) -> float:
-        return (prompt_tokens * self.prices.prompt + completion_tokens * self.prices.completion) / 1_000_000
+        return self.prices.cost(TokenUsage(prompt_tokens, completion_tokens, prompt_tokens + completion_tokens)) or 0.0
 
     def reserve(self, prompt_tokens: int, completion_tokens: int) -> bool:
         """Reserve a request's estimate; False (and ``exhausted``) when it would go over a limit."""
@@ -165,13 +174,74 @@ class Budget:
         return ", ".join(parts) or f"{self.used.total_tokens} tokens used"
 
 
-def estimate_tokens(messages: Any) -> int:
-    """A rough prompt size in tokens (about four characters per token) for a reservation."""
-    size = 0
+#: Tokens counted for one image or video part, whatever its size: the endpoint does not say how it counts media,
+#: and the length of a ``data:`` URL says nothing about it (a 1 MB base64 image is not 250,000 tokens).
+MEDIA_PART_TOKENS = 1000
+#: Tokens a request is expected to add per message (role and separators).
+MESSAGE_OVERHEAD_TOKENS = 4
+_ABSENT = object()
+#: The completion estimate when a request sets no cap and no earlier answer is known.
+DEFAULT_COMPLETION_TOKENS = 64
+
+
+def _field(value: Any, name: str) -> Any:
+    """``value[name]`` of a mapping or ``value.name`` of a model; the cheap checks first (this runs per item)."""
+    if type(value) is dict:
+        return value.get(name)
+    found = getattr(value, name, _ABSENT)
+    if found is not _ABSENT:
+        return found
+    return value.get(name) if isinstance(value, Mapping) else None
+
+
+def _content_chars(content: Any) -> tuple[int, int]:
+    """(characters of text, number of media parts) in one message's content (a string, a part or a list)."""
+    if content is None:
+        return 0, 0
+    if isinstance(content, str):
+        return len(content), 0
+    if isinstance(content, (list, tuple)):
+        chars = media = 0
+        for part in content:
+            part_chars, part_media = _content_chars(part)
+            chars += part_chars
+            media += part_media
+        return chars, media
+    kind = _field(content, "type")
+    if kind == "text":
+        text = _field(content, "text")
+        return (len(text) if isinstance(text, str) else 0), 0
+    if kind in ("image_url", "video_url"):
+        return 0, 1
+    return len(str(content)), 0
+
+
+def estimate(request: Any) -> int:
+    """The prompt tokens of a request (or of a list of messages), before it is sent: the one estimate behind
+    every budget reservation, every tokens-per-minute reservation and the batch forecast.
+
+    About four characters of text a token, plus :data:`MESSAGE_OVERHEAD_TOKENS` per message and
+    :data:`MEDIA_PART_TOKENS` per image or video part; tool calls count their arguments. Real usage corrects
+    it once the answer arrives.
+    """
+    messages = request if isinstance(request, (list, tuple)) else _field(request, "messages")
+    chars = media = 0
     for message in messages or ():
-        content = message.get("content") if isinstance(message, Mapping) else None
-        if isinstance(content, str):
-            size += len(content)
-        elif content is not None:
-            size += len(str(content))
-    return size // 4 + 4 * len(messages or ()) + 1
+        part_chars, part_media = _content_chars(_field(message, "content"))
+        chars += part_chars
+        media += part_media
+        for call in _field(message, "tool_calls") or ():
+            arguments = _field(_field(call, "function"), "arguments")
+            chars += len(arguments) if isinstance(arguments, str) else 0
+    count = len(messages or ())
+    return chars // 4 + MESSAGE_OVERHEAD_TOKENS * count + MEDIA_PART_TOKENS * media + 1
+
+
+def completion_cap(request: Any) -> int | None:
+    """The most completion tokens a request can be billed for: ``max_tokens`` or ``max_completion_tokens``,
+    whichever is set (the smaller when both are), times ``n``; ``None`` when neither is set."""
+    caps = [c for c in (_field(request, "max_tokens"), _field(request, "max_completion_tokens")) if isinstance(c, int)]
+    if not caps:
+        return None
+    n = _field(request, "n")
+    return min(caps) * (n if isinstance(n, int) and n > 0 else 1)

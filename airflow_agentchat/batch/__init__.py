@@ -7,8 +7,10 @@ The pieces, one job per module::
     runner.py  the async engine: N requests in flight through the hook, progress
     rate.py    request pacing and the token budget, shared by every request of a batch
     shards.py  split a JSONL input into shard files for dynamic task mapping
+    forecast.py  the items, tokens and cost a run will send, before it sends anything
 
-:class:`airflow_agentchat.operators.batch.AgentChatBatchOperator` wires them together. Nothing here builds
+:class:`airflow_agentchat.operators.batch.AgentChatBatchOperator` wires them together; the response cache it may
+use is :mod:`airflow_agentchat.response_cache`. Nothing here builds
 URLs or headers: every request goes through :class:`~airflow_agentchat.hooks.agent_chat.AgentChatHook`.
 """
 

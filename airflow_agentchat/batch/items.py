@@ -32,6 +32,7 @@ from typing import Any
 from airflow_agentchat.compat import file_lines
 from airflow_agentchat.exceptions import AgentChatError, InvalidRequestError
 from airflow_agentchat.request_body import BODY_FIELDS, compose_messages
+from airflow_agentchat.spend import completion_cap, estimate
 
 #: Keys an item object may carry besides the request body fields.
 ITEM_KEYS = frozenset({"id", "prompt", "messages", "system_prompt", "context", "params"})
@@ -75,7 +76,7 @@ class Prepared:
     request: Any  # ChatCompletionRequest; typed loosely to keep pydantic out of module import
     context: Any = None
     est_prompt_tokens: int = 0
-    max_completion_tokens: int | None = None  # the request's own cap, if it sets one (bounds the estimate)
+    max_completion_tokens: int | None = None  # spend.completion_cap of the request (bounds the estimate)
 
 
 @dataclass(slots=True)
@@ -230,10 +231,7 @@ def prepare(
             yield Rejected(item_id, InvalidRequestError([("item", problem)]), context)
             continue
         stats.queued += 1
-        cap = getattr(request, "max_tokens", None) or getattr(request, "max_completion_tokens", None)
-        if cap is not None:
-            cap *= getattr(request, "n", 1) or 1
-        yield Prepared(item_id, request, context, _estimate_tokens(built), cap)
+        yield Prepared(item_id, request, context, estimate(request), completion_cap(request))
 
 
 _NEW = object()
@@ -320,13 +318,3 @@ def _split(value: Any) -> tuple[str, str | None, list[Any] | None, str | None, d
             raise InvalidRequestError([(f"params.{key}", "not a request body field") for key in bad])
         overrides = {**params, **overrides}
     return item_id, prompt, messages, system, overrides, value.get("context")
-
-
-def _estimate_tokens(messages: list[dict[str, Any]]) -> int:
-    """Rough prompt size (4 characters a token) for the tokens-per-minute limiter, corrected by real usage."""
-    chars = 0
-    for message in messages:
-        content = message.get("content") if isinstance(message, Mapping) else None
-        if isinstance(content, str):
-            chars += len(content)
-    return chars // 4 + 4 * len(messages) + 1

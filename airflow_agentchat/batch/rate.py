@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from airflow_agentchat.spend import DEFAULT_COMPLETION_TOKENS
+
 #: Share of ``requests_per_minute`` actually paced (see :class:`RateGate`).
 PACE = 0.98
 
@@ -32,7 +34,7 @@ class RateGate:
         self._period = 60.0 / (requests_per_minute * PACE) if requests_per_minute else None
         self._next_slot = 0.0
         self._tokens: Any = None
-        self._mean_completion = 64.0
+        self._mean_completion = float(DEFAULT_COMPLETION_TOKENS)
         self._answers = 0
         if tokens_per_minute:
             from aiolimiter import AsyncLimiter

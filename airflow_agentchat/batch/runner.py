@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from airflow_agentchat.batch.store import ResultStore
     from airflow_agentchat.hooks.agent_chat import AgentChatHook
     from airflow_agentchat.metrics import TaskMetrics
+    from airflow_agentchat.response_cache import CachedAnswer, ResponseCache
     from airflow_agentchat.spend import Budget, Prices
 
 _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
@@ -69,12 +70,15 @@ def result_line(
     context: Any = None,
     response: bytes | None = None,
     cost: float | None = None,
+    cached_usage: dict[str, Any] | None = None,
 ) -> bytes:
     """The one shape of a result line: ``status`` is ``ok``, or ``error`` with the ``error`` object.
 
     ``answer`` holds what an answer adds (``text``, ``finish_reason``, ``output`` or ``raw``); an item with no
     answer used no tokens. ``cost`` is there when the connection's prices are known. ``response`` is the
-    whole response already encoded (:meth:`ChatCompletion.to_json`), written last as it is.
+    whole response already encoded (:meth:`ChatCompletion.to_json`), written last as it is. An answer from
+    the response cache has ``cached: true``, ``usage`` (and ``cost``) zero, since nothing was paid for it now,
+    and ``cached_usage``: what it cost the run that paid for it.
     """
     record: dict[str, Any] = {"id": item_id, "status": "ok" if error is None else "error"}
     if error is not None:
@@ -82,6 +86,8 @@ def result_line(
     if answer:
         record.update(answer)
     record["usage"] = usage if usage is not None else ZERO.as_dict()
+    if cached_usage is not None:
+        record.update(cached=True, cached_usage=cached_usage)
     if cost is not None:
         record["cost"] = cost
     record.update(attempts=attempts, latency_ms=latency_ms)
@@ -101,11 +107,13 @@ class RunStats:
     total: int = 0  # items expected in the input (for progress), if known
     resumed: int = 0
     sent: int = 0
+    cached: int = 0  # answered from the response cache: counted in succeeded, never sent
     succeeded: int = 0
     failed: int = 0
     rejected: int = 0
     attempts: int = 0
     tokens: UsageTally = field(default_factory=UsageTally)
+    cached_tokens: UsageTally = field(default_factory=UsageTally)  # what the cached answers cost when paid
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
 
@@ -144,6 +152,7 @@ class BatchRunner:
         budget: Budget | None = None,
         prices: Prices | None = None,
         metrics: TaskMetrics | None = None,
+        cache: ResponseCache | None = None,
     ) -> None:
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
@@ -163,6 +172,10 @@ class BatchRunner:
         self.budget = budget if budget is not None and budget.active else None
         self.prices = prices if prices is not None and prices.known else None
         self.metrics = metrics  # None when metrics are off
+        self.cache = cache  # answers from earlier runs; valid new answers are added in batches
+        self._cache_pending: list[tuple[str, bytes]] = []
+        self._cache_pool: Any = None  # threads for object-store lookups: one per worker, not asyncio's few
+        self._cache_writing: asyncio.Task[None] | None = None
 
     # --------------------------------------------------------------------------------------------- run
 
@@ -189,6 +202,14 @@ class BatchRunner:
             await asyncio.gather(ticker, return_exceptions=True)
             if self._writing is not None:
                 await asyncio.gather(self._writing, return_exceptions=True)
+            if self._cache_writing is not None:
+                await asyncio.gather(self._cache_writing, return_exceptions=True)
+            if self.cache is not None and self._cache_pending:
+                self.cache.store_many(self._cache_pending)  # synchronous, like the last flush
+                self._cache_pending = []
+            if self._cache_pool is not None:
+                self._cache_pool.shutdown(wait=False, cancel_futures=True)
+                self._cache_pool = None
             self.store.flush()  # synchronous on purpose: it must happen even while being cancelled
             self.stats.finished = time.monotonic()
             if self.metrics is not None:
@@ -223,6 +244,14 @@ class BatchRunner:
 
     async def _send(self, hook: AgentChatHook, gate: RateGate, entry: Prepared) -> None:
         """Send one item and record its line; a paid answer is recorded before anything else can wait."""
+        cache, key = self.cache, None
+        if cache is not None:
+            key = cache.key(entry.request)
+            if key is not None and cache.reads:
+                hit = cache.lookup(key) if cache.local else await self._remote(cache.lookup, key)
+                if hit is not None:
+                    self._record_hit(entry, hit)
+                    return
         estimate = 0
         budget = self.budget
         if budget is not None:
@@ -273,6 +302,7 @@ class BatchRunner:
         stats.tokens.add(usage)
         attempts = meta.get("attempts", 1)
         stats.attempts += attempts
+        response = completion.to_json() if self.include_response or key is not None else None
         line = result_line(
             entry.id,
             invalid,
@@ -282,12 +312,15 @@ class BatchRunner:
             latency_ms=meta.get("latency_ms"),
             request_id=meta.get("request_id"),
             context=entry.context,
-            response=completion.to_json() if self.include_response else None,
+            response=response if self.include_response else None,
             cost=self.prices.cost(usage) if self.prices is not None else None,
         )
         # Record first: settling the token budget may wait, and a kill during that wait must not lose (and
         # later pay again for) an answer already received.
         self._record(entry.id, line)
+        if key is not None and invalid is None and cache is not None and cache.writes:
+            answer = {"text": completion.text, "finish_reason": completion.finish_reason, **fields}
+            self._cache_put(cache, key, cache.entry(key, completion, answer, response))
         if budget is not None:
             budget.settle(entry.est_prompt_tokens, estimate - entry.est_prompt_tokens, usage)
         if self.metrics is not None:
@@ -295,6 +328,49 @@ class BatchRunner:
             self.metrics.request(outcome, attempts, meta.get("latency_ms"), usage)
         if gate.active or budget is not None:
             await gate.settle(estimate, usage)
+
+    def _record_hit(self, entry: Prepared, hit: CachedAnswer) -> None:
+        """Record a cached answer: nothing sent, nothing paid now (no budget, rate slot or request metric)."""
+        stats = self.stats
+        stats.cached += 1
+        stats.succeeded += 1
+        stats.cached_tokens.add(hit.usage)
+        line = result_line(
+            entry.id,
+            None,
+            answer=hit.fields,
+            attempts=0,
+            latency_ms=0.0,
+            request_id=hit.request_id,
+            context=entry.context,
+            response=hit.response if self.include_response else None,
+            cost=0.0 if self.prices is not None else None,
+            cached_usage=hit.usage,
+        )
+        self._record(entry.id, line)
+
+    async def _remote(self, call: Any, *args: Any) -> Any:
+        if self._cache_pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._cache_pool = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="agentchat-cache")
+        return await asyncio.get_running_loop().run_in_executor(self._cache_pool, call, *args)
+
+    def _cache_put(self, cache: ResponseCache, key: str, data: bytes) -> None:
+        """Queue a cache entry; a thread writes them in batches so storage never stalls the requests."""
+        self._cache_pending.append((key, data))
+        if len(self._cache_pending) >= 256 and self._cache_writing is None:
+            batch, self._cache_pending = self._cache_pending, []
+            self._cache_writing = asyncio.create_task(self._cache_write(cache, batch))
+
+    async def _cache_write(self, cache: ResponseCache, batch: list[tuple[str, bytes]]) -> None:
+        try:
+            if cache.local:  # one thread: creating files is the file system's work, not more threads'
+                await asyncio.to_thread(cache.store_many, batch)
+            else:  # one put per entry, many at once, in the lookups' threads
+                await asyncio.gather(*(self._remote(cache.store_many, [entry]) for entry in batch))
+        finally:
+            self._cache_writing = None
 
     def _error_line(self, item_id: str, error: dict[str, Any], attempts: int, latency_ms: float, context: Any) -> bytes:
         cost = 0.0 if self.prices is not None else None
@@ -357,7 +433,7 @@ class BatchRunner:
         usage = s.usage
         self.log.info(
             "Batch %s: %d/%s done (%s%%), %d failed, %d invalid, %.1f items/s, %s %s, tokens %d "
-            "(%d prompt + %d completion), resumed %d",
+            "(%d prompt + %d completion), resumed %d, cached %d",
             "finished" if final else "progress",
             s.done,
             todo or "?",
@@ -371,6 +447,7 @@ class BatchRunner:
             usage.prompt_tokens,
             usage.completion_tokens,
             s.resumed,
+            s.cached,
         )
 
 

@@ -102,6 +102,7 @@ class ScanResult:
     lines: int = 0
     parts: int = 0
     usage: TokenUsage = ZERO  # tokens paid for by the lines found (a budget counts them as spent)
+    paid: int = 0  # lines whose answer was paid for (their mean completion helps a forecast)
 
 
 @dataclass
@@ -333,6 +334,7 @@ class ResultStore:
                 usage = record.get("usage")
                 if isinstance(usage, dict):
                     tally.add(usage)
+                    result.paid += 1 if usage.get("completion_tokens") else 0
                 self._occurrences[item_id] = self._occurrences.get(item_id, 0) + 1
                 error = record.get("error")
                 failed = record.get("status") == "error" or error is not None

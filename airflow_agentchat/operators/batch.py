@@ -12,7 +12,7 @@ imported in ``execute``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import cached_property
+from functools import cached_property, partial
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow_agentchat.operators.base import AgentChatRequestOperator
@@ -82,6 +82,18 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
     :param on_budget_exhausted: ``"fail"`` (default) fails the task after writing the output; ``"succeed"``
         returns the summary, with ``budget_exhausted`` and ``not_sent`` in it.
 
+    Across runs (see ``docs/incremental.md``):
+
+    :param cache_path: a response cache (templated URI, ``storage_conn_id`` credentials; off when unset): an
+        item whose request, endpoint and schema were answered validly before gets that answer (``cached:
+        true``, zero tokens paid now) without a request; new valid answers are added.
+    :param cache_ttl: seconds (or a ``timedelta``) an entry stays valid; default no expiry.
+    :param cache_mode: ``"read_write"`` (default), ``"read_only"`` or ``"refresh"`` (send all, overwrite).
+    :param cache_nondeterministic: also cache requests with temperature > 0 (or unset) and no ``seed``.
+    :param forecast: ``"log"`` logs the expected items, tokens and cost before sending; ``"check"`` also
+        refuses to start when they exceed ``max_total_tokens`` / ``max_cost``; ``"only"`` pushes the forecast
+        to XCom (key ``forecast``) and sends nothing.
+
     Request (shared by every item, as on :class:`AgentChatCompletionOperator`): ``system_prompt``,
     ``agentchat_conn_id``, ``timeout``, ``max_retries`` and the body fields of the reference (``model``,
     ``temperature``, ``max_tokens``, ``tools``, DO extras, ``extra_body``...).
@@ -93,6 +105,7 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         "output_path",
         "storage_conn_id",
         "output_schema",
+        "cache_path",
         "requests_per_minute",
         "tokens_per_minute",
         *AgentChatRequestOperator.template_fields,
@@ -125,12 +138,22 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         output_schema: Any = None,
         output_strategy: str = "auto",
         on_budget_exhausted: str = "fail",
+        cache_path: str | None = None,
+        cache_ttl: Any = None,
+        cache_mode: str = "read_write",
+        cache_nondeterministic: bool = False,
+        forecast: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        from airflow_agentchat.spend import check_limits
+        from airflow_agentchat.response_cache import check_cache_args
+        from airflow_agentchat.spend import check_forecast, check_limits
 
         check_limits(None, None, on_budget_exhausted)
+        check_cache_args(cache_path, cache_ttl, cache_mode, cache_nondeterministic)
+        check_forecast(forecast)
+        self.cache_path, self.cache_ttl, self.cache_mode = cache_path, cache_ttl, cache_mode
+        self.cache_nondeterministic, self.forecast = cache_nondeterministic, forecast
         self.on_budget_exhausted = on_budget_exhausted
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
@@ -259,6 +282,7 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         from airflow_agentchat.exceptions import AgentChatError
         from airflow_agentchat.metrics import TaskMetrics
         from airflow_agentchat.models import DEFAULT_MODEL
+        from airflow_agentchat.response_cache import ResponseCache
         from airflow_agentchat.spend import Budget, BudgetExhaustedError
 
         scan = store.scan(retry_failed=self.retry_failed)
@@ -274,10 +298,12 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         if self.prompts is not None:
             values: Any = parse_prompts(self.prompts)
             total = len(values)
+            again = lambda: values  # noqa: E731
         else:
             source = to_path(self.input_path, self.storage_conn_id or None)
             total = count_jsonl(source)
             values = iter_jsonl(source)
+            again = lambda: iter_jsonl(source)  # noqa: E731
 
         settings = self.hook.settings  # resolve the connection now, outside the event loop
         self.log.info(
@@ -291,15 +317,20 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
             self.tokens_per_minute,
             self._shards,
         )
+
+        items = partial(prepare, build_request=build_request, system_prompt=self.system_prompt, shared=shared)
+        schema = output.schema if output is not None else None
+        cache = ResponseCache.for_task(self, settings.base_url, schema)
+        forecast = None
+        if self.forecast:
+            from airflow_agentchat.batch.forecast import forecast_run
+
+            work = items(again(), skip=scan.done, stats=InputStats())
+            forecast = forecast_run(self.forecast, work, scan, budget, cache, log=self.log, ti=context.get("ti"))
+            if self.forecast == "only":
+                return {"output_path": str(store.output), "sent": 0, "forecast": forecast.as_dict()}
         input_stats = InputStats()
-        work = prepare(
-            values,
-            build_request=build_request,
-            system_prompt=self.system_prompt,
-            shared=shared,
-            skip=scan.done,
-            stats=input_stats,
-        )
+        work = items(values, skip=scan.done, stats=input_stats)
         runner = BatchRunner(
             self.hook,
             store,
@@ -313,6 +344,7 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
             budget=budget,
             prices=prices,
             metrics=TaskMetrics.create(self.agentchat_conn_id, context),
+            cache=cache,
         )
         self._facts = {"host": settings.base_url, "input": self.input_path, "output": str(self.resolve_output_path())}
         run = run_coroutine(self._run(runner, work, total, len(scan.done)))
@@ -331,6 +363,8 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
             "sent": run.sent,
             "attempts": run.attempts,
             "run_usage": run.usage.as_dict(),
+            "cached": run.cached,
+            "cached_usage": run.cached_tokens.total().as_dict(),
             "resumed": input_stats.resumed,
             "duplicates": input_stats.duplicates,
             "invalid": input_stats.rejected,
@@ -345,6 +379,9 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         if prices.known:
             summary["cost"] = prices.cost(summary["usage"])
             summary["run_cost"] = prices.cost(summary["run_usage"])
+        if forecast is not None:
+            actual = {"items": run.sent, "cached": run.cached, "total_tokens": run.usage.total_tokens}
+            summary["forecast"] = {**forecast.as_dict(), "actual": {**actual, "cost": summary.get("run_cost")}}
         if budget.active:
             not_sent = max(0, total - input_stats.resumed - input_stats.duplicates - run.done)
             summary.update(budget_exhausted=budget.exhausted, not_sent=not_sent if budget.exhausted else 0)

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from airflow_agentchat.metrics import TaskMetrics, error_kind
-from airflow_agentchat.spend import Budget, BudgetExhaustedError, estimate_tokens
+from airflow_agentchat.spend import Budget, BudgetExhaustedError, completion_cap, estimate
 from airflow_agentchat.usage import ZERO, TokenUsage
 
 STATE_KEY = "agentchat_spend"
@@ -64,9 +64,8 @@ class TaskSpend:
         """Reserve a request's estimate, or fail with what was used, the budget and what the request needed."""
         if not self.budget.active:
             return 0, 0
-        messages = [m.model_dump() if hasattr(m, "model_dump") else m for m in getattr(request, "messages", ())]
-        prompt = estimate_tokens(messages)
-        cap = getattr(request, "max_completion_tokens", None) or getattr(request, "max_tokens", None) or 0
+        prompt = estimate(request)
+        cap = completion_cap(request) or 0
         if not self.budget.reserve(prompt, cap):
             raise BudgetExhaustedError(
                 f"Budget exhausted: {self.budget.describe()} (this task's tries and repair rounds together); the "

@@ -1,0 +1,300 @@
+"""A response cache across runs: a fingerprint of what decides an answer, and one object per fingerprint.
+
+The key (:meth:`ResponseCache.key`) is a BLAKE2b-160 hash of, and only of, what decides the answer:
+
+* the request body exactly as it is sent (messages with the schema instruction, tools, ``tool_choice``,
+  every sampling field, ``model``, DO extras, ``extra_body``, ``metadata``): a changed prompt, schema
+  instruction or sampling field is another key;
+* the endpoint host (two agents answer the same question differently);
+* the output schema (an answer valid against one schema may not be valid against another).
+
+Not in it: the access key, item ids, an item's ``context``, the task or run, or anything else the agent never
+sees. A request is only cacheable when it is deterministic: ``temperature`` 0, or a ``seed``. A request that
+sets no ``temperature`` gets the endpoint's default, which is not 0 (:data:`DEFAULT_TEMPERATURE`), so it
+counts as non-deterministic. Non-deterministic requests are cached only with ``nondeterministic=True``:
+otherwise a cache would freeze one sample for good.
+
+Storage: ``<cache_path>/<key[:2]>/<key>.json``, one JSON object per key, written whole (on local storage to a
+temporary name, then renamed; an object store's put is whole by itself). Many tasks and workers can read and
+write the same cache at once with no lock: two writers of one key write answers to the same question, and
+whichever lands last is kept whole. A lookup is one read of one object, however many entries the cache holds.
+A file that is torn, not JSON, of another format or filed under another key is a miss, never an error; so is
+an entry older than ``ttl``.
+
+One call wraps one request: ``key = cache.key(request)``; ``cache.lookup(key)`` before sending (a
+:class:`CachedAnswer`, or ``None``); ``cache.store(key, completion, fields)`` after a valid answer. The batch
+runner and (later) the completion operator use exactly these.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+FORMAT = "agentchat-response-cache/1"
+MODES = ("read_write", "read_only", "refresh")
+#: What a request without ``temperature`` is treated as: OpenAI-compatible endpoints default to 1.
+DEFAULT_TEMPERATURE = 1.0
+_LOCAL = ("file", "local", "")
+_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+_RESPONSE = b',"response":'
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=8).hexdigest()
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
+
+
+def _from_json(data: bytes) -> Any:
+    from pydantic_core import from_json
+
+    return from_json(data)
+
+
+log = logging.getLogger(__name__)
+
+
+def check_cache_args(cache_path: Any, cache_ttl: Any, cache_mode: Any, cache_nondeterministic: Any) -> None:
+    """Refuse bad cache arguments when the DAG is parsed, naming the field and the rule."""
+    if (
+        cache_path is not None
+        and not isinstance(cache_path, (str, os.PathLike))
+        and not hasattr(cache_path, "protocol")
+    ):
+        raise ValueError(f"cache_path must be a storage URI (file://, s3://...) or a path, got {cache_path!r}")
+    ttl_seconds(cache_ttl)
+    if cache_mode not in MODES:
+        raise ValueError(f"cache_mode must be one of {', '.join(MODES)}, got {cache_mode!r}")
+    if not isinstance(cache_nondeterministic, bool):
+        raise ValueError(f"cache_nondeterministic must be True or False, got {cache_nondeterministic!r}")
+
+
+def ttl_seconds(value: Any) -> float | None:
+    """``cache_ttl`` as seconds: ``None`` (no expiry), a number of seconds > 0, or a ``timedelta``."""
+    if value is None:
+        return None
+    seconds = value.total_seconds() if isinstance(value, timedelta) else value
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds > 0:
+        raise ValueError(f"cache_ttl must be None, a number of seconds > 0 or a timedelta, got {value!r}")
+    return float(seconds)
+
+
+def deterministic(request: Any) -> bool:
+    """True when the same request should get the same answer: temperature 0, or a seed."""
+    if getattr(request, "seed", None) is not None:
+        return True
+    temperature = getattr(request, "temperature", None)
+    return (DEFAULT_TEMPERATURE if temperature is None else temperature) == 0
+
+
+@dataclass(frozen=True, slots=True)
+class CachedAnswer:
+    """An answer found in the cache: what a result line gets, and what the answer cost when it was paid."""
+
+    fields: dict[str, Any]  # text, finish_reason and output (when a schema validated it)
+    usage: dict[str, Any]  # the original usage: paid by the run that stored it, not by this one
+    request_id: str | None
+    stored_at: float
+    response: bytes  # the whole response as JSON, exactly as it was received and encoded
+
+    def completion(self) -> Any:
+        """The cached response as a :class:`~airflow_agentchat.models.ChatCompletion` (for the single operator)."""
+        from airflow_agentchat.models import ChatCompletion
+
+        completion = ChatCompletion.model_validate_json(self.response)
+        completion.meta.update(attempts=0, latency_ms=0.0, request_id=self.request_id, cached=True)
+        return completion
+
+
+class ResponseCache:
+    """One cache location, scoped to one endpoint host and one output schema (both part of every key)."""
+
+    def __init__(
+        self,
+        cache_path: Any,
+        *,
+        host: str,
+        schema: Any = None,
+        conn_id: str | None = None,
+        ttl: Any = None,
+        mode: str = "read_write",
+        nondeterministic: bool = False,
+    ) -> None:
+        check_cache_args(cache_path, ttl, mode, nondeterministic)
+        from airflow.sdk import ObjectStoragePath
+
+        text = str(cache_path)
+        if "://" not in text and not isinstance(cache_path, ObjectStoragePath):
+            text = "file://" + os.path.abspath(text)
+        reuse = isinstance(cache_path, ObjectStoragePath) and not conn_id
+        self.base: Any = cache_path if reuse else ObjectStoragePath(text, conn_id=conn_id or None)
+        self.local = self.base.protocol in _LOCAL
+        self._root = self.base.path if self.local else None
+        self.ttl = ttl_seconds(ttl)
+        self.mode = mode
+        self.nondeterministic = nondeterministic
+        schema_text = json.dumps(schema, sort_keys=True, separators=(",", ":"), default=str) if schema else ""
+        self._prefix = f"{FORMAT}\n{host}\n{schema_text}\n".encode()
+        self.hits = self.misses = self.stored = self.errors = 0
+        self._token, self._seq = f"{os.getpid()}-{os.urandom(4).hex()}", 0  # temporary names no one else uses
+
+    @classmethod
+    def for_task(cls, task: Any, host: str, schema: Any = None) -> ResponseCache | None:
+        """The cache a task's ``cache_path``, ``cache_ttl``, ``cache_mode``, ``cache_nondeterministic`` and
+        ``storage_conn_id`` describe, or ``None`` when ``cache_path`` is unset."""
+        if not getattr(task, "cache_path", None):
+            return None
+        return cls(
+            task.cache_path,
+            host=host,
+            schema=schema,
+            conn_id=getattr(task, "storage_conn_id", None),
+            ttl=getattr(task, "cache_ttl", None),
+            mode=getattr(task, "cache_mode", "read_write"),
+            nondeterministic=getattr(task, "cache_nondeterministic", False),
+        )
+
+    @property
+    def reads(self) -> bool:
+        return self.mode != "refresh"
+
+    @property
+    def writes(self) -> bool:
+        return self.mode != "read_only"
+
+    def __str__(self) -> str:
+        return str(self.base)
+
+    # ------------------------------------------------------------------------------------------ keys
+
+    def key(self, request: Any) -> str | None:
+        """The request's fingerprint, or ``None`` when it must not be cached (non-deterministic)."""
+        if not self.nondeterministic and not deterministic(request):
+            return None
+        body = request.to_json() if hasattr(request, "to_json") else _encoder.encode(request).encode()
+        return hashlib.blake2b(self._prefix + body, digest_size=20).hexdigest()
+
+    def _local_file(self, key: str) -> str:
+        return f"{self._root}/{key[:2]}/{key}.json"
+
+    def _object(self, key: str) -> Any:
+        return self.base / key[:2] / f"{key}.json"
+
+    # --------------------------------------------------------------------------------------- reading
+
+    def lookup(self, key: str | None) -> CachedAnswer | None:
+        """The entry for ``key``, or ``None``: absent, expired, torn, foreign, or storage failing."""
+        if key is None or not self.reads:
+            return None
+        try:
+            if self.local:
+                with open(self._local_file(key), "rb") as handle:
+                    data = handle.read()
+            else:
+                data = self._object(key).read_bytes()
+        except FileNotFoundError:
+            self.misses += 1
+            return None
+        except Exception as exc:  # a cache that cannot be read costs a request, never the task
+            self.errors += 1
+            self.misses += 1
+            log.warning("Could not read response cache entry %s: %s", key, exc)
+            return None
+        entry = self._parse(key, data)
+        if entry is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+        return entry
+
+    def _parse(self, key: str, data: bytes) -> CachedAnswer | None:
+        """The entry in ``data``, checked: the head parsed, the response (written last, kept as bytes, never
+        parsed here) whole by its length and hash. Anything else is a miss."""
+        cut = data.rfind(_RESPONSE)
+        if cut < 0 or not data.endswith(b"}"):
+            return None
+        response = data[cut + len(_RESPONSE) : -1]
+        try:
+            record = _from_json(data[:cut] + b"}")
+        except ValueError:
+            return None
+        if not isinstance(record, dict) or record.get("format") != FORMAT or record.get("key") != key:
+            return None
+        fields, usage, stored_at = record.get("fields"), record.get("usage"), record.get("stored_at")
+        if not isinstance(fields, dict) or not isinstance(usage, dict) or not isinstance(stored_at, (int, float)):
+            return None
+        if record.get("response_size") != len(response) or record.get("response_hash") != _digest(response):
+            return None  # torn, or changed since it was written
+        if self.ttl is not None and time.time() - stored_at > self.ttl:
+            return None
+        request_id = record.get("request_id")
+        return CachedAnswer(fields, usage, request_id if isinstance(request_id, str) else None, stored_at, response)
+
+    # --------------------------------------------------------------------------------------- writing
+
+    def entry(self, key: str, completion: Any, fields: Mapping[str, Any], response: bytes | None = None) -> bytes:
+        """The object stored for one valid answer (``response``: ``completion.to_json()`` if already made)."""
+        body = response if response is not None else completion.to_json()
+        head = {
+            "format": FORMAT,
+            "key": key,
+            "stored_at": time.time(),
+            "fields": dict(fields),
+            "usage": completion.usage_dict(),
+            "request_id": completion.meta.get("request_id"),
+            "response_size": len(body),
+            "response_hash": _digest(body),
+        }
+        return _encoder.encode(head).encode("utf-8", "backslashreplace")[:-1] + _RESPONSE + body + b"}"
+
+    def store(self, key: str | None, completion: Any, fields: Mapping[str, Any]) -> None:
+        """Keep one valid answer (ok, and valid against the output schema: the caller checks)."""
+        if key is not None and self.writes:
+            self.store_many([(key, self.entry(key, completion, fields))])
+
+    def store_many(self, entries: Iterable[tuple[str, bytes]]) -> None:
+        """Write entries made by :meth:`entry`; a failure is logged and counted, never raised."""
+        if not self.writes:
+            return
+        for key, data in entries:
+            try:
+                self._write(key, data)
+                self.stored += 1
+            except Exception as exc:
+                self.errors += 1
+                log.warning("Could not write response cache entry %s: %s", key, exc)
+
+    def _write(self, key: str, data: bytes) -> None:
+        if not self.local:
+            self._object(key).write_bytes(data)  # one put: an object is never seen half written
+            return
+        path = self._local_file(key)
+        try:  # the common case, a key no one has stored: written in place, one file created
+            fd = os.open(path, _CREATE, 0o644)
+        except FileNotFoundError:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            fd = os.open(path, _CREATE, 0o644)
+        except FileExistsError:  # an entry to replace (expired, torn, refreshed) or a writer of the same key
+            self._seq += 1
+            tmp = f"{path}.{self._token}-{self._seq}.tmp"
+            fd = os.open(tmp, _CREATE, 0o644)
+            _write_all(fd, data)
+            os.replace(tmp, path)  # atomic: readers see the old entry or the new one
+            return
+        _write_all(fd, data)  # a reader that comes before the last byte sees a short entry: a miss

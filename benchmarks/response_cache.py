@@ -1,0 +1,237 @@
+"""What the response cache buys and costs a batch, and what a lookup costs in a large cache.
+
+    .venv/bin/python benchmarks/response_cache.py            # 20,000 sent, 100,000 hits, 1,000,000 entries
+    .venv/bin/python benchmarks/response_cache.py --quick    # smaller, for a smoke check
+
+1. Throughput, ``AgentChatBatchOperator.execute`` against the dev server subprocess at zero latency
+   (``max_concurrency=50``, ``temperature=0``), in interleaved rounds of: no cache (the baseline); the cache
+   on and empty (0% hits: every item is sent and its answer stored); the same items again (100% hits: nothing
+   sent). The all-hit figure is also measured on a batch of ``--hits`` items whose entries were put in the
+   cache directly (sending that many first would only measure the baseline again). Targets: all hits at least
+   10x the baseline's items/s; 0% hits at least 0.90x of it.
+2. Lookup cost as the cache grows to ``--entries`` entries (local files): a hit and a miss, timed on random
+   keys after each growth step, so a cost that grows with the number of entries would show.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="agentchat-bench-home-"))
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
+
+from batch_throughput import set_connection  # noqa: E402
+from common import machine, write_section  # noqa: E402
+
+HIT_TARGET, MISS_TARGET = 10.0, 0.90
+
+
+def prompts(n: int, tag: str) -> list[str]:
+    return [f"Describe product {i} of catalogue {tag} in one line." for i in range(n)]
+
+
+def run(items: list[str], cache: str | None) -> dict[str, Any]:
+    """The summary of one ``execute`` with a fresh output, with its items/s added."""
+    from airflow_agentchat.operators.batch import AgentChatBatchOperator
+
+    out = Path(tempfile.mkdtemp(prefix="agentchat-bench-")) / "out.jsonl"
+    op = AgentChatBatchOperator(
+        task_id="bench_cache",
+        agentchat_conn_id="agentchat_bench",
+        prompts=items,
+        output_path=f"file://{out}",
+        max_concurrency=50,
+        progress_interval=3600,
+        temperature=0,
+        cache_path=cache,
+    )
+    wall = time.perf_counter()
+    summary = op.execute({"ti": None})  # type: ignore[arg-type]
+    wall = time.perf_counter() - wall
+    shutil.rmtree(out.parent, ignore_errors=True)
+    if summary["succeeded"] != len(items):
+        raise SystemExit(f"batch lost or rejected items: {summary}")
+    return {**summary, "rate": len(items) / wall}
+
+
+def prefill(cache_dir: str, items: list[str], host: str) -> None:
+    """Entries for ``items`` put in the cache directly, as a run that sent them would have stored them."""
+    from airflow_agentchat.models import ChatCompletion, build_request
+    from airflow_agentchat.response_cache import ResponseCache
+
+    cache = ResponseCache(cache_dir, host=host)
+    batch = []
+    for prompt in items:
+        request = build_request([{"role": "user", "content": prompt}], temperature=0)
+        key = cache.key(request)
+        assert key is not None
+        completion = ChatCompletion.model_validate(
+            {
+                "id": "bench",
+                "model": "agent",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": f"Echo: {prompt}"}}],
+                "usage": {"prompt_tokens": 12, "completion_tokens": 12, "total_tokens": 24},
+            }
+        )
+        batch.append((key, cache.entry(key, completion, {"text": completion.text, "finish_reason": "stop"})))
+    cache.store_many(batch)
+
+
+def lookup_costs(root: str, entries: int, probes: int = 5000) -> list[tuple[int, float, float]]:
+    """(entries, µs per hit, µs per miss) after each growth step of a local cache in ``root``."""
+    import hashlib
+
+    from airflow_agentchat.response_cache import FORMAT, ResponseCache
+
+    cache = ResponseCache(root, host="https://agent.example")
+    steps = [s for s in (1_000, 10_000, 100_000, 1_000_000, 10_000_000) if s <= entries] or [entries]
+    keys: list[str] = []
+    rows = []
+    empty = hashlib.blake2b(b"{}", digest_size=8).hexdigest()
+    for step in steps:
+        batch = []
+        while len(keys) < step:
+            key = hashlib.blake2b(str(len(keys)).encode(), digest_size=20).hexdigest()
+            keys.append(key)
+            body = f'{{"format":"{FORMAT}","key":"{key}","stored_at":{time.time()},"fields":{{"text":"t"}},'
+            meta = f'"usage":{{}},"request_id":null,"response_size":2,"response_hash":"{empty}"'
+            batch.append((key, (body + meta + ',"response":{}}').encode()))
+            if len(batch) >= 10_000:
+                cache.store_many(batch)
+                batch = []
+        cache.store_many(batch)
+        sample = random.sample(keys, min(probes, len(keys)))
+        os.sync()
+        started = time.perf_counter()
+        found = sum(cache.lookup(key) is not None for key in sample)
+        hit = (time.perf_counter() - started) / len(sample) * 1e6
+        absent = [hashlib.blake2b(f"absent {i}".encode(), digest_size=20).hexdigest() for i in range(len(sample))]
+        started = time.perf_counter()
+        found += sum(cache.lookup(key) is not None for key in absent)
+        miss = (time.perf_counter() - started) / len(sample) * 1e6
+        if found != len(sample):
+            raise SystemExit(f"lookups went wrong at {step} entries: {found} of {len(sample)} found")
+        rows.append((step, hit, miss))
+        print(f"{step:,} entries: hit {hit:.1f} µs, miss {miss:.1f} µs", flush=True)
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--n", type=int, default=None, help="items per sent run (default 20,000)")
+    parser.add_argument("--hits", type=int, default=None, help="items of the large all-hit batch (default 100,000)")
+    parser.add_argument("--entries", type=int, default=None, help="entries in the lookup test (default 1,000,000)")
+    args = parser.parse_args()
+    n, hits, entries, rounds = (2000, 10_000, 10_000, 2) if args.quick else (20_000, 100_000, 1_000_000, 3)
+    n, hits, entries = args.n or n, args.hits or hits, args.entries or entries
+
+    from airflow_agentchat.devserver import DevServer
+
+    rates: dict[str, list[float]] = {"no cache": [], "cache, 0% hits": [], "cache, 100% hits": []}
+    caches = []
+    with DevServer(latency_ms=0) as server:
+        set_connection(server.url)
+        run(prompts(500, "warm"), None)
+        for r in range(rounds):
+            cache = tempfile.mkdtemp(prefix="agentchat-bench-cache-")
+            caches.append(cache)
+            items = prompts(n, f"round {r}")
+            base = run(items, None)
+            miss = run(items, cache)
+            hit = run(items, cache)
+            if miss["cached"] != 0 or hit["cached"] != n or hit["sent"] != 0:
+                raise SystemExit(f"unexpected cache counts: miss {miss['cached']}, hit {hit['cached']}/{hit['sent']}")
+            for name, summary in zip(rates, (base, miss, hit), strict=True):
+                rates[name].append(summary["rate"])
+            print(f"round {r}: " + ", ".join(f"{k} {v[-1]:.0f}/s" for k, v in rates.items()), flush=True)
+        big_cache = tempfile.mkdtemp(prefix="agentchat-bench-cache-")
+        caches.append(big_cache)
+        big = prompts(hits, "large")
+        prefill(big_cache, big, server.url)
+        large = run(big, big_cache)
+        if large["cached"] != hits or large["sent"] != 0:
+            raise SystemExit(f"the large batch was not all hits: {large['cached']} cached, {large['sent']} sent")
+        print(f"{hits:,} all-hit items: {large['rate']:.0f}/s", flush=True)
+    for cache in caches:
+        shutil.rmtree(cache, ignore_errors=True)
+    big_root = tempfile.mkdtemp(prefix="agentchat-bench-cache-")
+    try:
+        lookups = lookup_costs(big_root, entries)
+        return report(n, hits, rounds, rates, large, lookups)
+    finally:
+        print(f"removing the {entries:,} entries (a million files take minutes to delete)", flush=True)
+        shutil.rmtree(big_root, ignore_errors=True)
+
+
+def report(
+    n: int, hits: int, rounds: int, rates: dict[str, list[float]], large: dict[str, Any], lookups: list[Any]
+) -> int:
+
+    base = statistics.median(rates["no cache"])
+    miss_ratio = statistics.median(rates["cache, 0% hits"]) / base
+    hit_ratio = statistics.median(rates["cache, 100% hits"]) / base
+    large_ratio = large["rate"] / base
+    failures = []
+    if min(hit_ratio, large_ratio) < HIT_TARGET:
+        failures.append(f"all hits {min(hit_ratio, large_ratio):.1f}x < {HIT_TARGET}x")
+    if miss_ratio < MISS_TARGET:
+        failures.append(f"0% hits {miss_ratio:.3f}x < {MISS_TARGET}x")
+    verdict = "PASS" if not failures else "FAIL: " + "; ".join(failures)
+    print(verdict)
+    rows = [
+        f"| {name} | {n:,} | {statistics.median(vals):.0f} | {statistics.median(vals) / base:.2f}x |"
+        for name, vals in rates.items()
+    ]
+    rows.append(f"| cache, 100% hits (entries put in directly) | {hits:,} | {large['rate']:.0f} | {large_ratio:.2f}x |")
+    lookup_rows = "\n".join(f"| {e:,} | {h:.1f} | {m:.1f} |" for e, h, m in lookups)
+    all_rounds = ", ".join(f"{k} {[round(v) for v in vals]}" for k, vals in rates.items())
+    write_section(
+        "Response cache",
+        f"""
+`AgentChatBatchOperator.execute` at zero latency against the dev server subprocess, `max_concurrency=50`,
+`temperature=0`, local `cache_path`. Medians of {rounds} interleaved rounds of the same {n:,} prompts: no
+cache (the baseline), the cache on and empty (every item sent and stored), then the same items again (every
+item a hit, nothing sent). The last row is a batch of {hits:,} items whose entries were put in the cache
+directly, compared by items/s with the same baseline. All rounds, items/s: {all_rounds}.
+
+| run | items | items/s | vs no cache |
+|---|---|---|---|
+{chr(10).join(rows)}
+
+Targets: all hits >= {HIT_TARGET:.0f}x the baseline; 0% hits >= {MISS_TARGET}x of it (the cache costs at most 10%).
+Verdict: {verdict}.
+
+Lookup cost as the cache grows (local files, `<cache>/<2 hex>/<key>.json`; µs per lookup of random keys, the
+entries just written, so mostly in the page cache):
+
+| entries | hit µs | miss µs |
+|---|---|---|
+{lookup_rows}
+
+A lookup opens one file by its name: its cost follows the file system's directory lookup, not the number of
+entries. On an object store it is one GET per item (the batch's workers make them concurrently).
+
+Load average during the run: {os.getloadavg()[0]:.1f} (other jobs shared the 2 cores; the ratios are what to
+compare). Machine: {machine()}. Reproduce: `.venv/bin/python benchmarks/response_cache.py` (`--n`, `--hits`,
+`--entries` to change the sizes).
+""",
+    )
+    return 0 if not failures else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
