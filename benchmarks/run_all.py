@@ -7,7 +7,14 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["import_cost.py", "hook_overhead.py", "batch_throughput.py", "output_schema_cost.py", "scale_out.py"]
+BENCHMARKS = [
+    "import_cost.py",
+    "hook_overhead.py",
+    "batch_throughput.py",
+    "output_schema_cost.py",
+    "shared_limit.py",
+    "scale_out.py",
+]
 
 
 def main() -> int:

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 #: milliseconds between the two vary; the margin keeps every window of arrivals under the limit.
 PACE = 0.98
 #: The same for the shared window, which grants in bursts when a slot frees: more room for that jitter.
-WINDOW_PACE = 0.95
+WINDOW_PACE = 0.96
 FALLBACKS = ("fail", "static_share")
 _KEY_PREFIX = "agentchat:limit"
 #: How long a call to the backend may take before the backend counts as unreachable.
