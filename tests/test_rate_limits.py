@@ -143,7 +143,7 @@ def _arrivals(server) -> list[float]:
 def test_two_processes_share_one_limit_and_use_it(shared_conn, server, redis_server):
     """Two processes (two tasks on two workers): together at most the limit in every window, >= 0.9 of it."""
     amount, seconds = _window()
-    _senders({"conn_id": shared_conn, "seconds": 4.0}, {"conn_id": shared_conn, "seconds": 4.0, "stream": True})
+    _senders({"conn_id": shared_conn, "seconds": 3.0}, {"conn_id": shared_conn, "seconds": 3.0, "stream": True})
     stamps = _arrivals(server)
     assert _max_in_window(_warm(stamps), seconds) <= LIMIT
     # Used: the busy period held (nearly) the whole limit.
@@ -283,3 +283,57 @@ def test_the_agent_key_hashes_host_and_path_only():
     assert agent_key("https://a.example/agent") == agent_key("https://A.example/agent")
     assert agent_key("https://a.example/agent") != agent_key("https://a.example/other")
     assert "a.example" not in agent_key("https://a.example/agent")
+
+
+class _Shard:
+    """The task instance a mapped shard sees (map index 2 of 4 instances)."""
+
+    dag_id, task_id, run_id, try_number, map_index = "dag", "ask", "run", 1, 2
+
+    def get_ti_count(self, **query: Any) -> int:
+        return 4
+
+    def xcom_push(self, **kwargs: Any) -> None:
+        pass
+
+
+def test_a_mapped_batch_without_a_backend_warns_and_paces_at_its_static_share(server, make_conn, tmp_path, capsys):
+    from airflow_agentchat.operators.batch import AgentChatBatchOperator
+
+    conn = make_conn(CONN, server.url, requests_per_minute=2400)  # 40 a second; a shard of four gets 10
+    op = AgentChatBatchOperator(
+        task_id="ask",
+        prompts=[f"share {i}" for i in range(20)],
+        output_path=f"file://{tmp_path}/out.jsonl",
+        agentchat_conn_id=conn,
+        max_concurrency=8,
+    )
+    summary = op.execute({"ti": _Shard()})
+    assert summary["succeeded"] == 20
+    assert summary["rate_share"]["shards_at_once"] == 4
+    assert summary["rate_share"]["connection_requests_per_minute"] == 2400
+    assert "names no limit_backend_conn_id" in capsys.readouterr().out
+    assert _max_in_window(_arrivals(server), 1.0) <= 11  # its share, 10 a second (one more at a late edge)
+
+
+def test_the_operator_can_lower_the_connection_limit_but_not_raise_it(server, make_conn, tmp_path):
+    from airflow_agentchat.operators.batch import AgentChatBatchOperator
+
+    conn = make_conn(CONN, server.url, requests_per_minute=600)
+
+    def run(rpm: float, name: str) -> dict[str, Any]:
+        op = AgentChatBatchOperator(
+            task_id="ask",
+            prompts=[f"{name} {i}" for i in range(12)],
+            output_path=f"file://{tmp_path}/{name}.jsonl",
+            agentchat_conn_id=conn,
+            max_concurrency=8,
+            requests_per_minute=rpm,
+        )
+        return op.execute({"ti": None})
+
+    assert run(6000, "higher")["rate_share"]["requests_per_minute"] is None  # the connection's 600 holds
+    assert _max_in_window(_arrivals(server), 1.0) <= 11
+    server.reset()
+    assert run(300, "lower")["rate_share"]["requests_per_minute"] == 300
+    assert _max_in_window(_arrivals(server), 1.0) <= 6
