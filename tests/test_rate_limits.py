@@ -337,3 +337,25 @@ def test_the_operator_can_lower_the_connection_limit_but_not_raise_it(server, ma
     server.reset()
     assert run(300, "lower")["rate_share"]["requests_per_minute"] == 300
     assert _max_in_window(_arrivals(server), 1.0) <= 6
+
+
+def test_the_redis_connection_becomes_a_url_without_showing_its_password():
+    from airflow.sdk import Connection
+
+    from airflow_agentchat.exceptions import AgentChatError
+    from airflow_agentchat.hooks.limits import RedisWindow, redis_url
+
+    conn = Connection(
+        conn_id="r", conn_type="redis", host="redis.internal", port=6380, password="p@ss", extra='{"db": 2}'
+    )
+    url, where = redis_url(conn)
+    assert url == "redis://:p%40ss@redis.internal:6380/2" and where == "redis.internal:6380"
+    error = RedisWindow(url, where, "r", "agentchat:limit:x", 600).error(OSError(f"cannot reach {url}, auth p@ss"))
+    assert (
+        "p%40ss" not in str(error)
+        and "p@ss" not in str(error)
+        and "'r'" in str(error)
+        and "redis.internal:6380" in str(error)
+    )
+    with pytest.raises(AgentChatError, match="extra 'db' must be a database number"):
+        redis_url(Connection(conn_id="r", conn_type="redis", host="h", extra='{"db": "two"}'))

@@ -27,7 +27,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from airflow_agentchat.exceptions import AgentChatError
 
@@ -138,12 +138,14 @@ def redis_url(conn: Connection) -> tuple[str, str]:
     """``(url, where)`` of an Airflow ``redis`` connection: the URL for the client, ``host:port`` for errors.
 
     Reads the fields the Redis provider's hook reads: host, port, password (and login), extra ``db`` and
-    ``ssl``.
+    ``ssl`` (the provider need not be installed).
     """
     extra = conn.extra_dejson or {}
     host = (conn.host or "localhost").strip()
     port = conn.port or 6379
-    db = extra.get("db", conn.schema or 0) or 0
+    db = extra.get("db", 0) or 0
+    if not str(db).isdigit():
+        raise AgentChatError(f"Redis connection {conn.conn_id!r}: extra 'db' must be a database number, got {db!r}")
     scheme = "rediss" if str(extra.get("ssl", "")).lower() in ("true", "1", "yes") else "redis"
     auth = ""
     if conn.password:
@@ -173,8 +175,10 @@ class RedisWindow:
     def error(self, exc: BaseException) -> RateLimitBackendError:
         from airflow_agentchat.redaction import redact
 
+        detail = f"{type(exc).__name__}: {exc}"
         password = urlsplit(self.url).password
-        detail = redact(f"{type(exc).__name__}: {exc}", password) if password else f"{type(exc).__name__}: {exc}"
+        if password:  # as it is in the URL, and as the client sends it
+            detail = redact(redact(detail, password), unquote(password))
         return RateLimitBackendError(
             f"Rate limit backend {self.conn_id!r} (redis at {self.where}) did not answer ({detail}); no request is "
             "sent without the agent's shared limit. Start Redis, or set the agent connection's extra "
