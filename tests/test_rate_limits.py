@@ -229,11 +229,13 @@ def test_a_429_seen_by_one_sender_pauses_the_other(shared_conn, server, redis_se
         AgentChatHook(shared_conn, max_retries=1).create_chat_completion([{"role": "user", "content": "first"}])
 
     def other() -> None:
-        # Starts once the first sender's 429 is in (its pause is in Redis).
-        for _ in range(200):
-            if any(key.endswith(b":pause") for key in redis_server.client.keys("*")):
+        # Starts once the agent has answered the first sender with its 429, and that sender has had a moment
+        # to read it.
+        for _ in range(500):
+            if server.stats(timestamps=False)["by_status"].get("429"):
                 break
             time.sleep(0.01)
+        time.sleep(0.2)
         AgentChatHook(shared_conn, max_retries=0).create_chat_completion([{"role": "user", "content": "other"}])
 
     with ThreadPoolExecutor(2) as pool:
