@@ -164,7 +164,13 @@ class RedisWindow:
         self.conn_id = conn_id
         self.key = key
         amount, seconds = moving_window(per_minute)
-        self.item = RateLimitItemPerSecond(amount, seconds, namespace="agentchat")
+        # The window the limit is kept in, then (for windows longer than a second) a one-second window a
+        # tenth above the average rate, as the limits docs advise against bursts: senders on several workers
+        # that find a window freed would otherwise fill it at once and then all wait, and the requests of
+        # one such burst that arrive late land in the next window's count at the agent.
+        self.items = [RateLimitItemPerSecond(amount, seconds, namespace="agentchat")]
+        if seconds > 1:
+            self.items.append(RateLimitItemPerSecond(math.ceil(amount / seconds * 1.1), 1, namespace="agentchat"))
         self.pause_key = f"{key}:pause"
         self._options: dict[str, Any] = {"socket_timeout": BACKEND_TIMEOUT, "socket_connect_timeout": BACKEND_TIMEOUT}
         self._sync: tuple[Any, Any] | None = None
@@ -209,12 +215,16 @@ class RedisWindow:
     def acquire(self, sleep: Callable[[float], object]) -> None:
         """Take one slot of the shared window, waiting for the oldest one in it to expire when it is full."""
         limiter, _ = self._sync_parts()
+        held = 0
         with self._queue:  # one waiter of the process asks Redis at a time; the others queue here
             while True:
                 try:
-                    if limiter.hit(self.item, self.key):
+                    # A slot held in the first window is kept while waiting for the next one.
+                    while held < len(self.items) and limiter.hit(self.items[held], self.key):
+                        held += 1
+                    if held == len(self.items):
                         return
-                    reset = limiter.get_window_stats(self.item, self.key).reset_time
+                    reset = limiter.get_window_stats(self.items[held], self.key).reset_time
                 except Exception as exc:
                     raise self.error(exc) from None
                 sleep(_wait(reset))
@@ -253,12 +263,15 @@ class RedisWindow:
     async def aacquire(self, sleep: Callable[[float], Awaitable[None]]) -> None:
         limiter, _ = self._async_parts()
         assert self._async is not None
+        held = 0
         async with self._async[3]:  # one waiter of the loop asks Redis at a time: no herd when a slot frees
             while True:
                 try:
-                    if await limiter.hit(self.item, self.key):
+                    while held < len(self.items) and await limiter.hit(self.items[held], self.key):
+                        held += 1
+                    if held == len(self.items):
                         return
-                    reset = (await limiter.get_window_stats(self.item, self.key)).reset_time
+                    reset = (await limiter.get_window_stats(self.items[held], self.key)).reset_time
                 except Exception as exc:
                     raise self.error(exc) from None
                 await sleep(_wait(reset))
