@@ -20,7 +20,8 @@ says what went wrong and therefore what a caller can do about it (``kind`` in br
     ├── StreamError                     a stream broke: an error event, bad JSON, or it ended early [stream_error]
     │   └── TruncatedStreamError        the stream ended without ``[DONE]`` or a finish reason [truncated_stream]
     ├── ContentFilterError              an answer ended in ``finish_reason="content_filter"`` [content_filter]
-    └── ResponseTooLargeError           the answer or one stream event is over its size cap [response_too_large]
+    ├── ResponseTooLargeError           the answer or one stream event is over its size cap [response_too_large]
+    └── RateLimitBackendError           the shared rate-limit store is unreachable [rate_limit_backend_error]
 
 ``kind`` is a stable snake_case name for the class (what result files and the UI show); ``retryable`` says
 whether sending the same request again may succeed. Callers decide on these two, never on the text.
@@ -328,3 +329,7 @@ class ResponseTooLargeError(AgentChatError, kind="response_too_large"):
             setting=str(data.get("setting") or "max_response_bytes"),
             limit=int(data.get("limit") or 0),
         )
+
+
+class RateLimitBackendError(AgentChatError, kind="rate_limit_backend_error"):
+    """The shared rate-limit backend could not be reached: nothing is sent without the limit (fail closed)."""

@@ -116,6 +116,29 @@ def get_provider_info() -> dict[str, Any]:
                         "prompt price).",
                         "schema": {"type": ["number", "null"], "minimum": 0},
                     },
+                    "requests_per_minute": {
+                        "label": "Requests per minute",
+                        "description": "The agent's request limit: every request through this connection (any "
+                        "task, trigger, the UI page, a batch; retries too) takes a slot.",
+                        "schema": {"type": ["number", "null"], "exclusiveMinimum": 0},
+                    },
+                    "tokens_per_minute": {
+                        "label": "Tokens per minute",
+                        "description": "The agent's token limit, applied to batches (estimated, corrected by usage).",
+                        "schema": {"type": ["number", "null"], "exclusiveMinimum": 0},
+                    },
+                    "limit_backend_conn_id": {
+                        "label": "Limit backend (redis connection id)",
+                        "description": "A redis connection that holds the request limit for every task and worker "
+                        "(without it each process keeps its own).",
+                        "schema": {"type": ["string", "null"]},
+                    },
+                    "limit_backend_fallback": {
+                        "label": "When the limit backend is down",
+                        "description": "fail: send nothing (default); static_share: each task paces at its static "
+                        "share of the limit.",
+                        "schema": {"type": ["string", "null"], "enum": ["fail", "static_share", None]},
+                    },
                     "allow_insecure_http": {
                         "label": "Allow plain http",
                         "description": "Permit http:// to non-loopback hosts (the key travels in clear text).",

@@ -13,6 +13,7 @@ BENCHMARKS = [
     "batch_throughput.py",
     "output_schema_cost.py",
     "response_cache.py",
+    "shared_limit.py",
     "scale_out.py",
 ]
 

@@ -303,13 +303,14 @@ def test_every_request_sent_takes_one_rate_slot_and_a_pause_takes_none(conn, ser
     server.add_faults([{"kind": "429", "retry_after": 0.5, "times": 1}])
     op = make_op(tmp_path, prompts=[f"slot {i}" for i in range(20)], max_concurrency=4, requests_per_minute=6000)
     slots = []
-    take = op.gate._request_slot
+    pacer = op.gate._pacer
+    take = pacer.book
 
-    async def counted() -> None:
+    def counted() -> float:
         slots.append(1)
-        await take()
+        return take()
 
-    op.gate._request_slot = counted
+    pacer.book = counted
     summary = op.execute({"ti": _TI()})
     assert summary["succeeded"] == 20 and summary["attempts"] == 21
     assert len(slots) == server.stats()["total"] == 21

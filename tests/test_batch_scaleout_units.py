@@ -166,7 +166,13 @@ def test_a_shard_paces_at_its_share_of_the_agent_s_limit(agent, server, tmp_path
     )
     summary = op.execute({"ti": _MappedTI(2, 4)})
 
-    assert summary["rate_share"] == {"shards_at_once": 4, "requests_per_minute": limit / 4, "tokens_per_minute": None}
+    assert summary["rate_share"] == {
+        "shards_at_once": 4,
+        "requests_per_minute": limit / 4,
+        "tokens_per_minute": None,
+        "connection_requests_per_minute": None,
+        "shared_backend": None,
+    }
     stamps = sorted(server.stats()["timestamps"])
     assert len(stamps) == 30
     for window in (0.5, 1.0, 2.0):  # what one shard may send in any window: its share, plus one at the edge

@@ -36,7 +36,7 @@ def _all_classes() -> list[type[errors.AgentChatError]]:
 
 def test_every_class_has_its_own_kind_and_the_old_names_are_kept():
     classes = _all_classes()
-    assert len(classes) == 18
+    assert len(classes) == 19
     kinds = [cls.__dict__.get("kind") for cls in classes]
     assert None not in kinds and len(set(kinds)) == len(kinds)
     assert {cls: cls.kind for cls in KINDS_WRITTEN_BEFORE} == KINDS_WRITTEN_BEFORE
@@ -75,6 +75,7 @@ SAMPLES = [
     errors.TruncatedStreamError("ended early"),
     errors.ContentFilterError(text="Echo:", index=0, request_id="r4", usage={"total_tokens": 3}),
     errors.ResponseTooLargeError("answer over 1 MiB", setting="max_event_bytes", limit=1 << 20),
+    errors.RateLimitBackendError("Redis connection redis_default (127.0.0.1:1) is unreachable"),
     OutputValidationError([("name", "Field required")], '{"nam": 1}', 2, {"total_tokens": 9}),
     ApprovalError("Rejected by ada: wrong tone", decision="rejected", reviewer="ada", comment="wrong tone"),
     ToolError("lookup raised KeyError", tool="lookup", round=2),

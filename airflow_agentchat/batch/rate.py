@@ -1,8 +1,13 @@
-"""The batch's rate limits: requests paced on a fixed timeline, and a token budget corrected by real usage.
+"""The batch task's own rate limits: requests paced on a fixed timeline, and a token budget corrected by usage.
+
+The agent's limit belongs to its connection and the hook enforces it for every request
+(:mod:`airflow_agentchat.hooks.limits`); the operator's ``requests_per_minute`` / ``tokens_per_minute`` can only
+lower it for one task, and that lower limit is kept here.
 
 ``requests_per_minute``: requests are *paced* one every ``60 / (rpm * PACE)`` seconds (no bursts), so no
 window ever holds more than the limit, retries included: the hook awaits :meth:`RateGate.before_attempt`
-before every attempt. ``tokens_per_minute``: each item reserves an estimate (prompt size + running mean of
+before every attempt. The pacing is the hook's :class:`~airflow_agentchat.hooks.limits.Pacer`.
+``tokens_per_minute``: each item reserves an estimate (prompt size + running mean of
 completion tokens) from a bucket holding ten seconds of budget; after the answer the difference to the real
 usage is charged, so the long-run rate follows the true usage.
 """
@@ -12,10 +17,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from airflow_agentchat.hooks.limits import PACE, Pacer
 from airflow_agentchat.spend import DEFAULT_COMPLETION_TOKENS
 
-#: Share of ``requests_per_minute`` actually paced (see :class:`RateGate`).
-PACE = 0.98
+__all__ = ["PACE", "RateGate"]
 
 
 class RateGate:
@@ -31,8 +36,7 @@ class RateGate:
         # Pacing, not bursts, so every sliding window stays within the limit. The server counts arrivals, not
         # sends: pacing at PACE of the limit leaves room for the jitter on the way (several shards' worth of it
         # when a mapped task shares one agent).
-        self._period = 60.0 / (requests_per_minute * PACE) if requests_per_minute else None
-        self._next_slot = 0.0
+        self._pacer = Pacer(requests_per_minute) if requests_per_minute else None
         self._tokens: Any = None
         self._mean_completion = float(DEFAULT_COMPLETION_TOKENS)
         self._answers = 0
@@ -43,21 +47,7 @@ class RateGate:
 
     @property
     def active(self) -> bool:
-        return self._period is not None or self._tokens is not None
-
-    async def _request_slot(self) -> None:
-        """Wait for the next request slot: one every ``period`` seconds on a fixed timeline.
-
-        Slots are booked back to back, so a waiter the event loop wakes late does not push every later slot
-        back (a bucket of one, as ``aiolimiter`` has, loses that time: ~6% of the limit on a busy 2-core
-        worker); a gap with nothing to send is not made up, so there is never a burst.
-        """
-        assert self._period is not None
-        now = asyncio.get_running_loop().time()
-        slot = max(now, self._next_slot)
-        self._next_slot = slot + self._period
-        if slot > now:
-            await asyncio.sleep(slot - now)
+        return self._pacer is not None or self._tokens is not None
 
     def estimate(self, prompt_tokens: int, max_completion: int | None = None) -> int:
         """Tokens to reserve: the prompt plus the running mean of completions (capped by the request's max)."""
@@ -86,5 +76,7 @@ class RateGate:
 
         The hook calls it once the shared pause is over, so time spent paused or backing off takes none.
         """
-        if self._period is not None:
-            await self._request_slot()
+        # Booked back to back (see Pacer): a bucket of one, as ``aiolimiter`` has, loses the time the event
+        # loop wakes a waiter late (~6% of the limit on a busy 2-core worker).
+        if self._pacer is not None and (delay := self._pacer.book()) > 0:
+            await asyncio.sleep(delay)

@@ -30,6 +30,7 @@ from airflow_agentchat.hooks.settings import COMPLETIONS_PATH, ConnectionSetting
 if TYPE_CHECKING:
     import httpx
 
+    from airflow_agentchat.hooks.limits import AgentLimiter
     from airflow_agentchat.hooks.sending import Sender
     from airflow_agentchat.hooks.transport import AnyTransport, Transport
     from airflow_agentchat.models import (
@@ -56,6 +57,8 @@ class AgentChatHook(BaseHook):
     :param before_attempt: awaited by the async path just before each attempt goes out, with its number
         (1, 2, ...), after any shared pause is over: where a caller takes a rate-limit slot, so that time spent
         paused or backing off never takes one. The batch engine's request pacing uses it.
+    :param limit_share: how many instances of this task may send at once (a mapped batch's shards): without
+        a shared limit backend, each paces at that share of the connection's ``requests_per_minute``.
     :param transport: an ``httpx.BaseTransport`` and/or ``httpx.AsyncBaseTransport`` to send through instead
         of the hook's own (a test's ``httpx.MockTransport``, or a transport with custom TLS); it serves the
         paths it supports and is not closed by the hook.
@@ -78,6 +81,7 @@ class AgentChatHook(BaseHook):
         async_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         before_attempt: Callable[[int], Awaitable[None]] | None = None,
         transport: AnyTransport | None = None,
+        limit_share: int = 1,
     ) -> None:
         super().__init__()
         self.agentchat_conn_id = agentchat_conn_id
@@ -91,6 +95,7 @@ class AgentChatHook(BaseHook):
         self._async_sleep = async_sleep
         self._before_attempt = before_attempt
         self._given_transport = transport
+        self._limit_share = limit_share
         self._pause = SharedPause()  # shared by every request of this hook
 
     # ---------------------------------------------------------------------------------------- connection
@@ -107,6 +112,9 @@ class AgentChatHook(BaseHook):
             conn = await self.aget_connection(self.agentchat_conn_id)
             settings = ConnectionSettings.from_connection(conn)
             self.__dict__["settings"] = settings.overridden(timeout=self._timeout, max_retries=self._max_retries)
+        backend = self.settings.limits.backend_conn_id
+        if "_limiter" not in self.__dict__ and backend and self.settings.limits.requests_per_minute:
+            self.__dict__["_limiter"] = self._build_limiter(await self.aget_connection(backend))
         return self.settings
 
     @cached_property
@@ -118,6 +126,21 @@ class AgentChatHook(BaseHook):
         from airflow_agentchat.hooks.transport import Transport
 
         return Transport(self.settings, self._max_connections, self._given_transport)
+
+    @cached_property
+    def _limiter(self) -> AgentLimiter | None:
+        """The connection's request limit (``requests_per_minute``), shared through its backend when it names one."""
+        limits = self.settings.limits
+        if limits.requests_per_minute is None:
+            return None
+        return self._build_limiter(self.get_connection(limits.backend_conn_id) if limits.backend_conn_id else None)
+
+    def _build_limiter(self, backend_conn: Any) -> AgentLimiter | None:
+        from airflow_agentchat.hooks.limits import build_limiter
+
+        return build_limiter(
+            self.settings.base_url, self.settings.limits, backend_conn, share=self._limit_share, log=self.log
+        )
 
     @cached_property
     def _sender(self) -> Sender:
@@ -133,6 +156,7 @@ class AgentChatHook(BaseHook):
             self._async_sleep,
             self._before_attempt,
             self.log,
+            self._limiter,
         )
 
     @property

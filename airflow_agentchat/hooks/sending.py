@@ -28,6 +28,7 @@ from airflow_agentchat.wire_errors import (
 )
 
 if TYPE_CHECKING:
+    from airflow_agentchat.hooks.limits import AgentLimiter
     from airflow_agentchat.hooks.settings import ConnectionSettings
     from airflow_agentchat.hooks.transport import Transport
     from airflow_agentchat.models import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
@@ -49,6 +50,7 @@ class Sender:
         async_sleep: Callable[[float], Awaitable[None]],
         before_attempt: Callable[[int], Awaitable[None]] | None,
         log: Any,
+        limiter: AgentLimiter | None = None,
     ) -> None:
         self.settings = settings
         self.transport = transport
@@ -59,6 +61,7 @@ class Sender:
         self.async_sleep = async_sleep
         self.before_attempt = before_attempt
         self.log = log
+        self.limiter = limiter
 
     def _error(self, response: httpx.Response, content: bytes) -> APIError:
         return error_from_response(
@@ -109,6 +112,9 @@ class Sender:
         while True:
             while (pause := retries.wait()) > 0:
                 self.sleep(pause)  # ends early on cancel(); wait() then raises
+            if self.limiter is not None:
+                self.limiter.acquire(self.pause, self.sleep)  # the agent's slot: every attempt takes one
+                retries.wait()  # raises when cancelled while waiting for it
             retries.sent()
             response: httpx.Response | None = None
             deadline = Deadline(self.settings.deadline, self.settings.completions_url)
@@ -137,7 +143,11 @@ class Sender:
             finally:
                 if response is not None:
                     response.close()
-            self.sleep(self._backoff(retries, error))
+            paused = self.pause.until
+            delay = self._backoff(retries, error)
+            if self.limiter is not None and self.pause.until > paused:
+                self.limiter.publish_pause(self.pause.remaining())  # every sender of the agent waits too
+            self.sleep(delay)
 
     @asynccontextmanager
     async def _aopen(
@@ -158,6 +168,8 @@ class Sender:
                 await self.async_sleep(pause)
             if self.before_attempt is not None:
                 await self.before_attempt(retries.attempts + 1)
+            if self.limiter is not None:  # last: a slot of the agent's shared limit is not held while waiting
+                await self.limiter.aacquire(self.pause, self.async_sleep)
             retries.sent()
             response: httpx.Response | None = None
             deadline = Deadline(self.settings.deadline, self.settings.completions_url)
@@ -181,7 +193,11 @@ class Sender:
             finally:
                 if response is not None:
                     await response.aclose()
-            await self.async_sleep(self._backoff(retries, error))
+            paused = self.pause.until
+            delay = self._backoff(retries, error)
+            if self.limiter is not None and self.pause.until > paused:
+                await self.limiter.apublish_pause(self.pause.remaining())
+            await self.async_sleep(delay)
 
     def _parse(self, response: httpx.Response, content: bytes, started: float) -> ChatCompletion:
         """The completion in a 2xx body; a body that is not one is an :class:`InvalidResponseError` (retried)."""

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from airflow_agentchat.exceptions import AgentChatError
+from airflow_agentchat.hooks.limits import LimitSettings
 from airflow_agentchat.spend import Prices
 
 if TYPE_CHECKING:
@@ -44,6 +45,7 @@ class ConnectionSettings:
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
     attempt_deadline: float | None = None
     prices: Prices = field(default_factory=Prices)
+    limits: LimitSettings = field(default_factory=LimitSettings)
 
     def __repr__(self) -> str:
         return f"ConnectionSettings(base_url={self.base_url!r}, timeout={self.timeout}, model={self.model!r})"
@@ -104,6 +106,7 @@ class ConnectionSettings:
             max_event_bytes=int(_positive(extra, "max_event_bytes", DEFAULT_MAX_EVENT_BYTES) or 0),
             attempt_deadline=_positive(extra, "attempt_deadline", None),
             prices=Prices.from_extra(extra),
+            limits=LimitSettings.from_extra(extra, lambda extra, key: _positive(extra, key, None)),
         )
 
     def overridden(self, *, timeout: float | None = None, max_retries: int | None = None) -> ConnectionSettings:

@@ -50,11 +50,13 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
     Throughput and limits:
 
     :param max_concurrency: requests in flight (also the hook's connection pool size).
-    :param requests_per_minute: the agent's request limit (DO documents 250 per agent): requests, retries
-        included, are paced to stay under it. The shards of a mapped task share it: each paces at the limit
+    :param requests_per_minute: this task's request limit. The agent's own limit belongs to the connection
+        (extra ``requests_per_minute``, enforced by the hook for every request, shared across tasks and
+        workers through ``limit_backend_conn_id``); this can only lower it for this task. Requests, retries
+        included, are paced to stay under it; the shards of a mapped task share it: each paces at the limit
         divided by the number of shards that can run at once (see :meth:`shards_at_once`).
-    :param tokens_per_minute: the agent's token limit (estimated up front, corrected by real usage), shared
-        by the shards the same way.
+    :param tokens_per_minute: this task's token limit (estimated up front, corrected by real usage), shared
+        by the shards the same way; the connection's ``tokens_per_minute`` caps it.
     :param max_failed_fraction: after writing everything, fail the task when more than this fraction of
         the items in the output failed (default 0: any failure fails the task, and the retry resends them).
     :param retry_failed: on a rerun, send again the items whose recorded result is a retryable error.
@@ -189,7 +191,11 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         """Request pacing and token budget (this shard's share); the hook calls it before every retry, too."""
         from airflow_agentchat.batch.rate import RateGate
 
-        rpm, tpm = self.requests_per_minute, self.tokens_per_minute
+        limits = self.hook.settings.limits
+        rpm = self.requests_per_minute
+        if rpm and limits.requests_per_minute and rpm >= limits.requests_per_minute:
+            rpm = None  # not lower than the connection's limit, which the hook enforces anyway
+        tpm = min((t for t in (self.tokens_per_minute, limits.tokens_per_minute) if t), default=None)
         return RateGate(rpm / self._shards if rpm else rpm, tpm / self._shards if tpm else tpm)
 
     def shards_at_once(self, context: Context) -> int:
@@ -203,6 +209,9 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         ti = context.get("ti")
         map_index = getattr(ti, "map_index", None)
         limited = self.requests_per_minute or self.tokens_per_minute
+        if not limited and ti is not None:  # the connection's limits are shared by the shards too
+            limits = self.hook.settings.limits
+            limited = limits.requests_per_minute or limits.tokens_per_minute
         if ti is None or not isinstance(map_index, int) or map_index < 0 or not limited:
             return 1
         mapped = ti.get_ti_count(dag_id=ti.dag_id, task_ids=[ti.task_id], run_ids=[ti.run_id])
@@ -218,8 +227,27 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
             timeout=self.timeout,
             max_retries=self.max_retries,
             max_connections=self.max_concurrency,
-            before_attempt=self.gate.before_attempt,  # every attempt takes a request slot, never a pause
+            before_attempt=self._before_attempt,  # every attempt takes a request slot, never a pause
+            limit_share=self._shards,
         )
+
+    async def _before_attempt(self, attempt: int) -> None:
+        await self.gate.before_attempt(attempt)
+
+    def _warn_static_share(self) -> None:
+        """Say so when shards split the connection's limit statically (no shared backend to split it by demand)."""
+        limits = self.hook.settings.limits
+        if self._shards > 1 and limits.requests_per_minute and not limits.backend_conn_id:
+            self.log.warning(
+                "Connection %r limits the agent to %s requests/minute, but names no limit_backend_conn_id: each of "
+                "the %d shards that may run at once paces at 1/%d of it, and a shard that finishes early leaves its "
+                "share unused; tasks of other DAGs are not counted. Set limit_backend_conn_id to a redis "
+                "connection to share one limit by demand (docs/scale-out.md).",
+                self.agentchat_conn_id,
+                limits.requests_per_minute,
+                self._shards,
+                self._shards,
+            )
 
     def resolve_output_path(self) -> str:
         if self.output_path:
@@ -242,6 +270,8 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         self.requests_per_minute = _limit("requests_per_minute", self.requests_per_minute)
         self.tokens_per_minute = _limit("tokens_per_minute", self.tokens_per_minute)
         self._shards = self.shards_at_once(context)  # before the gate exists: it paces at this shard's share
+        self.__dict__.pop("hook", None)  # made again with this share of the connection's limit
+        self._warn_static_share()
         shared = self.body_params()
         output, build_request = self._output()
         self._check_shared(shared, output)
@@ -374,6 +404,8 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
                 "shards_at_once": self._shards,
                 "requests_per_minute": self.gate.requests_per_minute,
                 "tokens_per_minute": self.gate.tokens_per_minute,
+                "connection_requests_per_minute": settings.limits.requests_per_minute,
+                "shared_backend": settings.limits.backend_conn_id,
             },
         }
         if prices.known:

@@ -44,6 +44,11 @@ HARMLESS_EXTRAS = frozenset(
         "completion_token_price",
         "cached_prompt_token_price",
         "cache_write_token_price",
+        # Limits only slow sending down; the backend holds counters, never the key.
+        "requests_per_minute",
+        "tokens_per_minute",
+        "limit_backend_conn_id",
+        "limit_backend_fallback",
     }
 )
 _FIELDS = ("conn_type", "host", "port", "schema")
