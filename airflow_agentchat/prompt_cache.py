@@ -40,11 +40,10 @@ def mark_prefix(messages: list[dict[str, Any]], ttl: str | None) -> list[dict[st
     parts = [content] if isinstance(content, (str, Mapping)) else list(content or [])
     for i in range(len(parts) - 1, -1, -1):
         part = parts[i]
-        if isinstance(part, str):
-            parts[i] = {"type": "text", "text": part}
-        elif not (isinstance(part, Mapping) and part.get("type") == "text"):
+        text: Mapping[str, Any] = {"type": "text", "text": part} if isinstance(part, str) else part
+        if not (isinstance(text, Mapping) and text.get("type") == "text"):
             continue
-        parts[i] = {**parts[i], "cache_control": {"type": "ephemeral", "ttl": ttl}}
+        parts[i] = {**text, "cache_control": {"type": "ephemeral", "ttl": ttl}}
         return [*messages[: end - 1], {**last, "content": parts}, *messages[end:]]
     return messages
 

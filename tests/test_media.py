@@ -252,3 +252,21 @@ def test_a_batch_sends_item_images_and_reads_its_cached_prefix(devserver, make_c
     assert usage["cache_read_input_tokens"] == 7 * lines["ok0"]["usage"]["cache_created_input_tokens"]
     assert summary["run_usage"]["cache_read_input_tokens"] == usage["cache_read_input_tokens"]
     assert ti.pushed["usage"] == usage
+
+
+def test_mark_prefix_marks_the_last_text_of_the_leading_system_messages():
+    from airflow_agentchat.prompt_cache import mark_prefix
+
+    marked = {"cache_control": {"type": "ephemeral", "ttl": "5m"}}
+    given = [
+        {"role": "developer", "content": "rules"},
+        {"role": "system", "content": ["first", {"type": "text", "text": "second"}]},
+        {"role": "user", "content": "question"},
+    ]
+    out = mark_prefix(given, "5m")
+    assert out[0] == given[0] and out[2] == given[2]
+    assert out[1]["content"] == ["first", {"type": "text", "text": "second", **marked}]
+    assert given[1]["content"][1] == {"type": "text", "text": "second"}  # the caller's messages are not changed
+    user_only = [{"role": "user", "content": "question"}]
+    assert mark_prefix(user_only, "5m") == user_only  # no shared prefix: nothing to mark
+    assert mark_prefix(given, None) is given

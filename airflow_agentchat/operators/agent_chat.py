@@ -114,7 +114,7 @@ class AgentChatCompletionOperator(AgentChatPromptOperator):
             if len(set(names)) != len(names):
                 raise ValueError(f"two Python tools have the same name: {sorted(names)}")
             tools = [tool for tool in tools if not (callable(tool) and not isinstance(tool, Mapping))] or None
-        super().__init__(tools=tools, **kwargs)  # type: ignore[arg-type]  # the functions were taken out
+        super().__init__(tools=tools, **kwargs)  # the functions were taken out
         rules.at_parse("max_tool_rounds", rules.whole_number(max_tool_rounds, 1))
         rules.at_parse("max_tool_calls_per_round", rules.whole_number(max_tool_calls_per_round, 1))
         rules.at_parse("tool_errors", rules.one_of(tool_errors, rules.TOOL_ERRORS))
