@@ -83,8 +83,9 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         returns the summary, with ``budget_exhausted`` and ``not_sent`` in it.
 
     Request (shared by every item, as on :class:`AgentChatCompletionOperator`): ``system_prompt``,
-    ``cache_prompt`` (caches it, see ``docs/content-parts.md``), ``agentchat_conn_id``, ``timeout``, ``max_retries`` and the body fields of the reference (``model``,
-    ``temperature``, ``max_tokens``, ``tools``, DO extras, ``extra_body``...).
+    ``cache_prompt`` (caches it, see ``docs/content-parts.md``), ``agentchat_conn_id``, ``timeout``,
+    ``max_retries`` and the body fields of the reference (``model``, ``temperature``, ``max_tokens``, ``tools``,
+    DO extras, ``extra_body``...).
     """
 
     template_fields: Sequence[str] = (
