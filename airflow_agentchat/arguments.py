@@ -20,6 +20,7 @@ OUTPUTS = ("text", "message", "response")
 OUTPUT_STRATEGIES = ("auto", "tool", "json")
 TOOL_ERRORS = ("return", "raise")
 APPROVAL_DEFAULTS = ("approve", "reject")
+CACHE_TTLS = ("5m", "1h")
 #: The function names the reference allows; a Python tool is its function's ``__name__``.
 TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 
@@ -51,6 +52,12 @@ def output_strategy(value: Any) -> str | None:
 
 def output_retries(value: Any) -> str | None:
     return whole_number(value, 0)
+
+
+def cache_prompt(value: Any) -> str | None:
+    """``cache_prompt``: None (no caching), ``"5m"`` or ``"1h"``; at parse time a template passes."""
+    ok = value is None or value in CACHE_TTLS or (isinstance(value, str) and "{{" in value)
+    return None if ok else f"must be '5m', '1h' or None (the cache lifetime), got {value!r}"
 
 
 def flag(value: Any) -> bool | None:

@@ -60,6 +60,8 @@ def _facet_class() -> type:
         promptTokens: int = 0
         completionTokens: int = 0
         totalTokens: int = 0
+        cacheCreatedInputTokens: int = 0  # prompt tokens written to the prompt cache (part of promptTokens)
+        cacheReadInputTokens: int = 0  # prompt tokens read from it (part of promptTokens)
         errors: int = 0
         errorTypes: dict[str, int] = attrs.field(factory=dict)
         cost: float | None = None
@@ -88,6 +90,8 @@ def operator_lineage(
         promptTokens=int(usage.get("prompt_tokens") or 0),
         completionTokens=int(usage.get("completion_tokens") or 0),
         totalTokens=int(usage.get("total_tokens") or 0),
+        cacheCreatedInputTokens=int(usage.get("cache_created_input_tokens") or 0),
+        cacheReadInputTokens=int(usage.get("cache_read_input_tokens") or 0),
         errors=sum(errors.values()),
         errorTypes=errors,
         cost=facts.get("cost"),

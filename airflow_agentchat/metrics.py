@@ -7,6 +7,8 @@ Names (prefixed by ``[metrics] statsd_prefix``, ``airflow`` by default); every m
   ``invalid_output`` or the error kind (``rate_limited``, ``server_error``, ...);
 * ``agentchat.retries`` -- counter of extra attempts the hook made;
 * ``agentchat.prompt_tokens`` / ``agentchat.completion_tokens`` -- counters of the tokens in the answers;
+* ``agentchat.cache_read_tokens`` / ``agentchat.cache_created_tokens`` -- counters of the prompt tokens read from
+  and written to the prompt cache (both are part of ``agentchat.prompt_tokens``);
 * ``agentchat.latency`` -- timer of each request, in milliseconds (retries and their back-off included).
 
 Plain StatsD drops tags, so there each counter is also sent with the tags as name parts:
@@ -30,6 +32,8 @@ REQUESTS = "agentchat.requests"
 RETRIES = "agentchat.retries"
 PROMPT_TOKENS = "agentchat.prompt_tokens"
 COMPLETION_TOKENS = "agentchat.completion_tokens"
+CACHE_READ_TOKENS = "agentchat.cache_read_tokens"
+CACHE_CREATED_TOKENS = "agentchat.cache_created_tokens"
 LATENCY = "agentchat.latency"
 
 _INVALID = re.compile(r"[^a-zA-Z0-9_-]")
@@ -100,7 +104,12 @@ class TaskMetrics:
             counts[(RETRIES, None)] = counts.get((RETRIES, None), 0) + attempts - 1
         if usage:
             tokens = TokenUsage.of(usage)
-            for name, value in ((PROMPT_TOKENS, tokens.prompt_tokens), (COMPLETION_TOKENS, tokens.completion_tokens)):
+            for name, value in (
+                (PROMPT_TOKENS, tokens.prompt_tokens),
+                (COMPLETION_TOKENS, tokens.completion_tokens),
+                (CACHE_READ_TOKENS, tokens.cache_read_input_tokens),
+                (CACHE_CREATED_TOKENS, tokens.cache_created_input_tokens),
+            ):
                 if value:
                     counts[(name, None)] = counts.get((name, None), 0) + value
         if latency_ms is not None:

@@ -55,6 +55,8 @@ def test_complete_events_carry_datasets_and_the_run_facet(run_dag, devserver, tm
     assert facet["model"] == "agent"  # the task names none: the placeholder every request carried
     assert facet["totalTokens"] == usage["total_tokens"] > 0
     assert facet["promptTokens"] == usage["prompt_tokens"]
+    assert facet["cacheReadInputTokens"] == usage["cache_read_input_tokens"] > 0  # the DAG caches its prefix
+    assert facet["cacheCreatedInputTokens"] == usage["cache_created_input_tokens"] > 0
 
     single = complete["single"]
     facet = single["run"]["facets"]["agentChat"]

@@ -104,6 +104,11 @@ def test_documented_metrics_arrive_with_the_usage_in_xcom(run_dag, devserver):
     for task, usage in (("single", single), ("batch", batch)):
         assert counters[f"airflow.agentchat.prompt_tokens{parts[task]}"] == usage["prompt_tokens"] > 0
         assert counters[f"airflow.agentchat.completion_tokens{parts[task]}"] == usage["completion_tokens"] > 0
+    # The batch caches its shared system prompt: the cache counters equal the cache usage in XCom.
+    assert counters[f"airflow.agentchat.cache_read_tokens{parts['batch']}"] == batch["cache_read_input_tokens"] > 0
+    assert counters[f"airflow.agentchat.cache_created_tokens{parts['batch']}"] == batch["cache_created_input_tokens"]
+    assert batch["cache_created_input_tokens"] > 0
+    assert f"airflow.agentchat.cache_read_tokens{parts['single']}" not in counters  # nothing marked there
     assert len(timers[f"airflow.agentchat.latency{parts['single']}"]) == 1
     assert len(timers[f"airflow.agentchat.latency{parts['batch']}"]) == len(PROMPTS)
     # And the totals under the plain names (what tag-aware backends group by tags).

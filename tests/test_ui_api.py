@@ -489,6 +489,21 @@ def test_chat_answers_with_usage_latency_and_snippet(server: Server) -> None:
     compile(snippet, "snippet", "exec")
 
 
+def test_chat_sends_image_parts_and_reports_cache_usage(server: Server) -> None:
+    system = {"type": "text", "text": "Rate the photo. " * 40, "cache_control": {"type": "ephemeral", "ttl": "5m"}}
+    image = {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}
+    usages = []
+    for text in ("first look", "second look"):
+        messages = [{"role": "system", "content": [system]}, {"role": "user", "content": [text, image]}]
+        status, body = server.json("/agentchat/api/connections/agentchat_env/chat", {"request": {"messages": messages}})
+        assert status == 200, body
+        assert body["text"] == f"Echo: {text} [1 image]"
+        usages.append(body["usage"])
+    assert usages[0]["cache_created_input_tokens"] > 0 == usages[0]["cache_read_input_tokens"]
+    assert usages[1]["cache_read_input_tokens"] == usages[0]["cache_created_input_tokens"]
+    assert "messages=" in body["snippet"]  # parts go into the snippet's messages as they were sent
+
+
 def test_chat_streams_ndjson_events(server: Server) -> None:
     request = {
         "messages": [{"role": "user", "content": "one two three"}],

@@ -367,6 +367,30 @@ def test_streamed_answer_arrives_in_pieces_with_attempts_and_request_id(browser:
     frame.locator(".tab[data-tab=answer]").click()
 
 
+def test_an_image_url_on_a_user_message_and_cache_usage(browser: Any) -> None:
+    page = browser
+    frame = _frame(page)
+    frame.locator("#system-prompt").fill("You look at pictures of dented cars. " * 20)
+    frame.locator("#cache-prompt").select_option("5m")
+    frame.locator("#messages input.image-url").last.fill("https://example.com/dent.png")
+    _send(frame, "what is dented")
+    frame.locator("#status-badge.ok").wait_for()
+    assert frame.locator("#answer").inner_text() == "Echo: what is dented [1 image]"
+    stats = frame.locator("#stats").inner_text()
+    assert re.search(r"cache written\s*[1-9]", stats), stats  # the first request wrote the marked prompt
+    _send(frame, "and now")
+    frame.locator("#answer:has-text('and now')").wait_for()
+    stats = frame.locator("#stats").inner_text()
+    assert re.search(r"cache read\s*[1-9]", stats), stats  # the same prefix again: read from the cache
+    request = json.loads(frame.locator("#raw-request").text_content())
+    system, user = request["messages"]
+    assert system["content"][0]["cache_control"] == {"type": "ephemeral", "ttl": "5m"}
+    assert user["content"][-1] == {"type": "image_url", "image_url": {"url": "https://example.com/dent.png"}}
+    frame.locator("#messages input.image-url").last.fill("")
+    frame.locator("#cache-prompt").select_option("")
+    frame.locator("#system-prompt").fill("")
+
+
 def test_tool_round_trip_on_the_page(browser: Any, stack: MakeUi) -> None:
     page = browser
     frame = _frame(page)

@@ -31,11 +31,12 @@ from typing import Any
 
 from airflow_agentchat.compat import file_lines
 from airflow_agentchat.exceptions import AgentChatError, InvalidRequestError
+from airflow_agentchat.images import with_images
 from airflow_agentchat.request_body import BODY_FIELDS, compose_messages
 from airflow_agentchat.spend import completion_cap, estimate
 
 #: Keys an item object may carry besides the request body fields.
-ITEM_KEYS = frozenset({"id", "prompt", "messages", "system_prompt", "context", "params"})
+ITEM_KEYS = frozenset({"id", "prompt", "messages", "images", "system_prompt", "context", "params"})
 _BODY = frozenset(BODY_FIELDS)
 
 
@@ -288,7 +289,7 @@ def _split(value: Any) -> tuple[str, str | None, list[Any] | None, str | None, d
         )
     unknown = [key for key in value if key not in ITEM_KEYS and key not in _BODY]
     if unknown:
-        allowed = "id, prompt, messages, system_prompt, context, params or a request body field"
+        allowed = "id, prompt, messages, images, system_prompt, context, params or a request body field"
         raise InvalidRequestError([(key, f"unknown item key (allowed: {allowed})") for key in sorted(unknown)])
     raw_id = value.get("id")
     if raw_id is None:
@@ -305,6 +306,8 @@ def _split(value: Any) -> tuple[str, str | None, list[Any] | None, str | None, d
         raise InvalidRequestError([("prompt", "must be a string")])
     if messages is not None and not isinstance(messages, list):
         raise InvalidRequestError([("messages", "must be a list of message objects")])
+    if value.get("images") is not None:  # https / data: URLs or storage URIs, added to the last user message
+        prompt, messages = with_images(prompt, messages, value["images"])
     system = value.get("system_prompt")
     if system is not None and not isinstance(system, str):
         raise InvalidRequestError([("system_prompt", "must be a string")])

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from airflow_agentchat import arguments as rules
 from airflow_agentchat.compat import check_features
-from airflow_agentchat.operators.base import AgentChatRequestOperator
+from airflow_agentchat.operators.media import AgentChatPromptOperator
 from airflow_agentchat.request_body import compose_messages, load_json
 
 if TYPE_CHECKING:
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 Output = Literal["text", "message", "response"]
 
 
-class AgentChatCompletionOperator(AgentChatRequestOperator):
+class AgentChatCompletionOperator(AgentChatPromptOperator):
     """Send one chat completion request through an ``agentchat`` connection and push the answer to XCom.
 
     The conversation is ``system_prompt`` + ``messages`` (or the ``request``'s) + ``prompt`` as the last user
@@ -78,7 +78,7 @@ class AgentChatCompletionOperator(AgentChatRequestOperator):
     """
 
     template_fields: Sequence[str] = ("prompt", "messages", "request", "output_schema", "require_approval")
-    template_fields = (*template_fields, *AgentChatRequestOperator.template_fields)
+    template_fields = (*template_fields, *AgentChatPromptOperator.template_fields)
     template_file_fields: Sequence[str] = ("messages", "request", "output_schema")
     template_fields_renderers: ClassVar[dict[str, str]] = {
         **dict.fromkeys(("messages", "request", "tools", "extra_body", "metadata", "output_schema"), "json"),
@@ -114,7 +114,7 @@ class AgentChatCompletionOperator(AgentChatRequestOperator):
             if len(set(names)) != len(names):
                 raise ValueError(f"two Python tools have the same name: {sorted(names)}")
             tools = [tool for tool in tools if not (callable(tool) and not isinstance(tool, Mapping))] or None
-        super().__init__(tools=tools, **kwargs)  # type: ignore[arg-type]  # the functions were taken out
+        super().__init__(tools=tools, **kwargs)  # the functions were taken out
         rules.at_parse("max_tool_rounds", rules.whole_number(max_tool_rounds, 1))
         rules.at_parse("max_tool_calls_per_round", rules.whole_number(max_tool_calls_per_round, 1))
         rules.at_parse("tool_errors", rules.one_of(tool_errors, rules.TOOL_ERRORS))
@@ -200,6 +200,7 @@ class AgentChatCompletionOperator(AgentChatRequestOperator):
             if toolbox is not None and spec.strategy != "json":
                 # Forcing the output tool would leave the agent no way to call the Python tools.
                 params["tool_choice"] = "required"
+        messages = self.prompt_messages(messages)  # images on the prompt, the shared prefix marked for caching
         if self.approval_required() and (problems := rules.review_problems(self.output_mode, params.get("n"))):
             from airflow_agentchat.exceptions import InvalidRequestError
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 
+from airflow_agentchat import arguments as rules
 from airflow_agentchat.request_body import BODY_FIELDS, load_json, merge_request
 
 #: Fields that may arrive as JSON text after templating (``"{{ ti.xcom_pull(...) | tojson }}"``). ``stop`` is
@@ -28,6 +29,9 @@ class AgentChatRequestOperator(BaseOperator):
     :param max_total_tokens: stop sending when the task's tokens (all rounds, runs and tries) would pass this.
     :param max_cost: the same in money, priced by the connection's ``prompt_token_price`` /
         ``completion_token_price`` extras (per million tokens). See ``docs/operations.md``.
+    :param cache_prompt: ``"5m"`` or ``"1h"``: mark the shared prefix (system prompt, output-schema instruction)
+        with ``cache_control`` so the agent caches it for that long (templated; default None: no marking). See
+        ``docs/content-parts.md``.
 
     The other keywords are the reference's body fields (``model``, ``temperature``, ``top_p``, ``n``,
     ``stop``, ``max_tokens``, ``max_completion_tokens``, ``tools``, ``tool_choice``, ``metadata``, ...), the
@@ -36,7 +40,7 @@ class AgentChatRequestOperator(BaseOperator):
     each one's description and rules.
     """
 
-    template_fields: Sequence[str] = ("system_prompt", "agentchat_conn_id", *BODY_FIELDS)
+    template_fields: Sequence[str] = ("system_prompt", "agentchat_conn_id", "cache_prompt", *BODY_FIELDS)
     # Empty: Airflow would load any templated string ending in an extension as a file, upstream data included
     # (a mapped value "{{ conn.x.password }} notes.json" would be rendered). Only the DAG author's values of
     # ``template_file_fields`` name files, and only files that exist in the template search path.
@@ -77,6 +81,7 @@ class AgentChatRequestOperator(BaseOperator):
         extra_body: Mapping[str, Any] | None = None,
         max_total_tokens: int | None = None,
         max_cost: float | None = None,
+        cache_prompt: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -84,6 +89,8 @@ class AgentChatRequestOperator(BaseOperator):
         from airflow_agentchat.spend import check_limits  # no pydantic, no HTTP: cheap at parse time
 
         check_limits(max_total_tokens, max_cost)
+        rules.at_parse("cache_prompt", rules.cache_prompt(cache_prompt))
+        self.cache_prompt = cache_prompt
         self.max_total_tokens = max_total_tokens
         self.max_cost = max_cost
         self.agentchat_conn_id = agentchat_conn_id
@@ -121,6 +128,15 @@ class AgentChatRequestOperator(BaseOperator):
     def prices(self) -> Any:
         """The connection's token prices (:class:`~airflow_agentchat.spend.Prices`; unknown when not set)."""
         return self.hook.settings.prices  # type: ignore[attr-defined]
+
+    def cache_ttl(self) -> str | None:
+        """The rendered ``cache_prompt`` (``InvalidRequestError`` naming it when a template gave something else)."""
+        value = self.cache_prompt or None
+        if (problem := rules.cache_prompt(value)) is not None or (value is not None and "{{" in value):
+            from airflow_agentchat.exceptions import InvalidRequestError
+
+            raise InvalidRequestError([("cache_prompt", problem or f"must be '5m' or '1h', got {value!r}")])
+        return value
 
     def body_params(self, request: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """The rendered body fields as ``hook.build_request`` keywords, over an optional request body."""

@@ -97,8 +97,9 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         to XCom (key ``forecast``) and sends nothing.
 
     Request (shared by every item, as on :class:`AgentChatCompletionOperator`): ``system_prompt``,
-    ``agentchat_conn_id``, ``timeout``, ``max_retries`` and the body fields of the reference (``model``,
-    ``temperature``, ``max_tokens``, ``tools``, DO extras, ``extra_body``...).
+    ``cache_prompt`` (caches it, see ``docs/content-parts.md``), ``agentchat_conn_id``, ``timeout``,
+    ``max_retries`` and the body fields of the reference (``model``, ``temperature``, ``max_tokens``, ``tools``,
+    DO extras, ``extra_body``...).
     """
 
     template_fields: Sequence[str] = (
@@ -464,15 +465,18 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
 
     def _output(self) -> tuple[Any, Any]:
         """The output spec (None without a schema) and the request builder that adds it to every item."""
+        from airflow_agentchat.prompt_cache import caching
+
+        build = caching(self.hook.build_request, self.cache_ttl())  # cache_prompt marks each item's shared prefix
         if self.output_model is None and self.output_schema is None:
-            return None, self.hook.build_request
+            return None, build
         from airflow_agentchat.request_body import load_json
         from airflow_agentchat.structured_output import OutputSpec
 
         spec = OutputSpec.build(
             self.output_model or load_json("output_schema", self.output_schema), strategy=self.output_strategy
         )
-        return spec, spec.builder(self.hook.build_request)
+        return spec, spec.builder(build)
 
     async def _run(self, runner: Any, work: Any, total: int, resumed: int) -> Any:
         import asyncio

@@ -28,5 +28,7 @@ with DAG(
         input_path=f"file://{OUT}/ops_cases/input.jsonl",
         output_path=f"file://{OUT}/ops_cases/output.jsonl",
         max_concurrency=4,
+        system_prompt="You answer metrics questions. " * 40,  # a shared prefix, cached: cache usage is counted
+        cache_prompt="5m",
     )
     single >> batch

@@ -174,15 +174,19 @@
     text.value = content;
     const toolId = el("input", { type: "text", class: "tool-id", placeholder: "tool_call_id", "aria-label": "tool_call_id" });
     toolId.value = toolCallId;
+    // A user message may carry an image: its URL (https:// or data:image/...) becomes an image_url part.
+    const image = el("input", { type: "url", class: "image-url", placeholder: "Image URL (optional): https://... or data:image/...;base64,...", "aria-label": "image URL" });
     const calls = el("textarea", { rows: 3, class: "json tool-calls", spellcheck: "false", "aria-label": "tool_calls",
       placeholder: 'tool_calls (optional): [{"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\\"city\\": \\"Paris\\"}"}}]' });
     if (toolCalls) calls.value = pretty(toolCalls);
-    const showRoleFields = () => { toolId.hidden = select.value !== "tool"; calls.hidden = select.value !== "assistant"; };
+    const showRoleFields = () => {
+      toolId.hidden = select.value !== "tool"; calls.hidden = select.value !== "assistant"; image.hidden = select.value !== "user";
+    };
     select.addEventListener("change", showRoleFields);
     showRoleFields();
     const remove = el("button", { type: "button", class: "btn btn-small remove", title: "Remove this message", text: "Remove" });
     const row = el("div", { class: "message" }, select, toolId, remove,
-      el("div", { class: "field" }, text, calls, el("p", { class: "error", role: "alert" })));
+      el("div", { class: "field" }, text, image, calls, el("p", { class: "error", role: "alert" })));
     remove.addEventListener("click", () => { if (list.children.length > 1) row.remove(); });
     list.append(row);
     return row;
@@ -259,11 +263,21 @@
     const messages = [];
     const system = $("#system-prompt").value;
     state.systemOffset = system.trim() ? 1 : 0;
-    if (system.trim()) messages.push({ role: "system", content: system });
+    // A cache lifetime marks the system prompt with cache_control: sent again within it, the prefix is read from
+    // the cache (the usage shows "cache read").
+    const ttl = $("#cache-prompt").value;
+    if (system.trim()) {
+      messages.push({ role: "system", content: ttl ? [{ type: "text", text: system, cache_control: { type: "ephemeral", ttl } }] : system });
+    }
     for (const row of $("#messages").children) {
       const role = row.querySelector("select.role").value;
       const message = { role, content: row.querySelector("textarea.content").value };
       if (role === "tool") message.tool_call_id = row.querySelector("input.tool-id").value;
+      const imageUrl = row.querySelector("input.image-url").value.trim();
+      if (role === "user" && imageUrl) {
+        message.content = [...(message.content ? [{ type: "text", text: message.content }] : []),
+          { type: "image_url", image_url: { url: imageUrl } }];
+      }
       const calls = row.querySelector("textarea.tool-calls").value.trim();
       if (role === "assistant" && calls) {
         try {
@@ -375,6 +389,7 @@
     setStats([
       ["latency", meta.latency_ms !== undefined ? `${Math.round(meta.latency_ms)} ms` : null],
       ["prompt tokens", usage.prompt_tokens], ["completion tokens", usage.completion_tokens], ["total tokens", usage.total_tokens],
+      ["cache read", usage.cache_read_input_tokens], ["cache written", usage.cache_created_input_tokens],
       ["model", data.model], ["attempts", meta.attempts], ["chunks", meta.chunks], ["request id", meta.request_id],
     ]);
     const blocks = $("#blocks");
