@@ -129,7 +129,7 @@ class AgentChatRequestOperator(BaseOperator):
         """The connection's token prices (:class:`~airflow_agentchat.spend.Prices`; unknown when not set)."""
         return self.hook.settings.prices  # type: ignore[attr-defined]
 
-    def cache_ttl(self) -> str | None:
+    def prompt_cache_ttl(self) -> str | None:
         """The rendered ``cache_prompt`` (``InvalidRequestError`` naming it when a template gave something else)."""
         value = self.cache_prompt or None
         if (problem := rules.cache_prompt(value)) is not None or (value is not None and "{{" in value):

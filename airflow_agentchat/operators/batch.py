@@ -467,7 +467,7 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         """The output spec (None without a schema) and the request builder that adds it to every item."""
         from airflow_agentchat.prompt_cache import caching
 
-        build = caching(self.hook.build_request, self.cache_ttl())  # cache_prompt marks each item's shared prefix
+        build = caching(self.hook.build_request, self.prompt_cache_ttl())  # cache_prompt marks the shared prefix
         if self.output_model is None and self.output_schema is None:
             return None, build
         from airflow_agentchat.request_body import load_json

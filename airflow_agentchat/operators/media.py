@@ -56,4 +56,4 @@ class AgentChatPromptOperator(AgentChatRequestOperator):
                 max_bytes=self.max_image_bytes or DEFAULT_MAX_IMAGE_BYTES,
             )
             messages = attach_images(messages, parts)
-        return mark_prefix(messages, self.cache_ttl())
+        return mark_prefix(messages, self.prompt_cache_ttl())
