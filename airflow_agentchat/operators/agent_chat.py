@@ -22,8 +22,8 @@ if TYPE_CHECKING:
 
     from airflow_agentchat.hooks.agent_chat import AgentChatHook
     from airflow_agentchat.models import ChatCompletion
-    from airflow_agentchat.operators.round_state import RoundState
-    from airflow_agentchat.operators.spending import TaskSpend
+    from airflow_agentchat.operators.answer import TaskSpend
+    from airflow_agentchat.operators.task_state import RoundState
     from airflow_agentchat.structured_output import OutputSpec
     from airflow_agentchat.tools import Toolbox
 
@@ -281,7 +281,7 @@ class AgentChatCompletionOperator(AgentChatRequestOperator):
 
     def _begin_spend(self, context: Context) -> TaskSpend:
         """Budget, prices and metrics of this try (earlier tries' spend read from the task state store)."""
-        from airflow_agentchat.operators.spending import TaskSpend
+        from airflow_agentchat.operators.answer import TaskSpend
 
         self._spend = TaskSpend(self, context)
         return self._spend
@@ -348,7 +348,7 @@ class AgentChatCompletionOperator(AgentChatRequestOperator):
         return self._request_review(context, state)
 
     def _load_state(self, context: Context, messages: list[dict[str, Any]], params: dict[str, Any]) -> RoundState:
-        from airflow_agentchat.operators.round_state import RoundState
+        from airflow_agentchat.operators.task_state import RoundState
 
         keep = self.toolbox is not None or self.approval_required()
         return RoundState.load(context, messages, params, self.log, enabled=keep)
