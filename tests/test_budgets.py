@@ -224,3 +224,36 @@ def test_budget_is_pure_reservation_arithmetic():
     budget.settle(30, 20, {"prompt_tokens": 30, "completion_tokens": 10, "total_tokens": 40})
     assert budget.used.total_tokens == 40 and budget.reserved_tokens == 50
     assert budget.used_cost == round((30 * 1.0 + 10 * 2.0) / 1e6, 6)
+
+
+# ------------------------------------------------------------------- the single operator's budget is a bound
+
+SHORT = "a b c d e f g h i j"  # estimated at 9 prompt tokens; the dev server echoes it (about 20 tokens in all)
+
+
+def test_an_answer_that_takes_the_single_operator_over_its_budget_fails_the_task(conn, server):
+    """max_total_tokens=12, a prompt the estimate fits in it (9 tokens), an answer of more: the task fails (it used to
+    succeed silently), with usage and cost in XCom first."""
+    ti = _TI()
+    with pytest.raises(BudgetExhaustedError, match=r"of max_total_tokens=12 tokens used.*took the task over"):
+        single(prompt=SHORT, max_total_tokens=12).execute({"ti": ti, "task_state_store": _StateStore()})
+    assert server.stats(timestamps=False)["total"] == 1
+    assert ti.pushed["usage"]["total_tokens"] > 12
+    assert ti.pushed["cost"] == price(ti.pushed["usage"])
+
+
+def test_on_budget_exhausted_succeed_ends_the_single_task_successfully(conn, server, capsys):
+    ti = _TI()
+    operator = single(prompt=SHORT, max_total_tokens=12, on_budget_exhausted="succeed")
+    assert operator.execute({"ti": ti, "task_state_store": _StateStore()}) is None
+    assert ti.pushed["usage"]["total_tokens"] > 12 and "cost" in ti.pushed
+    assert "on_budget_exhausted='succeed': the task succeeds" in "".join(capsys.readouterr())
+
+
+def test_a_request_the_estimate_puts_over_the_budget_is_not_sent(conn, server):
+    ti = _TI()
+    with pytest.raises(BudgetExhaustedError, match=r"0 of max_total_tokens=10 tokens used.*so it was not sent"):
+        single(prompt="a long question " * 10, max_total_tokens=10).execute({"ti": ti})
+    assert server.stats(timestamps=False)["total"] == 0 and "usage" not in ti.pushed
+    with pytest.raises(ValueError, match="on_budget_exhausted must be one of fail, succeed"):
+        single(prompt="x", on_budget_exhausted="ignore")

@@ -222,24 +222,24 @@ class AgentChatCompletionOperator(AgentChatRequestOperator):
         state = self._load_state(context, messages, params)
         if state.final is not None:  # an earlier try has the answer; only the review is missing
             return self._review_saved(state, context)
-        if self.deferrable and not request.stream and self.toolbox is None and not state.resumed:
-            from airflow_agentchat.triggers.agent_chat import AgentChatCompletionTrigger
-
-            spend.check(request)  # the triggerer sends it: the budget is checked here
-            self.defer(
-                trigger=AgentChatCompletionTrigger(
-                    agentchat_conn_id=self.agentchat_conn_id,
-                    body=request.model_dump(mode="json", exclude_unset=True),
-                    timeout=self.timeout,
-                    max_retries=self.max_retries,
-                ),
-                method_name="execute_complete",
-                timeout=timedelta(seconds=self.hook.request_deadline()),  # the hook's bound; then Airflow fails it
-            )
         from airflow_agentchat.operators.answer import paid_for
 
         started = time.perf_counter()
-        with paid_for(context, spend):
+        with paid_for(context, spend):  # also ends the task per on_budget_exhausted
+            if self.deferrable and not request.stream and self.toolbox is None and not state.resumed:
+                from airflow_agentchat.triggers.agent_chat import AgentChatCompletionTrigger
+
+                spend.check(request)  # the triggerer sends it: the budget is checked here
+                self.defer(
+                    trigger=AgentChatCompletionTrigger(
+                        agentchat_conn_id=self.agentchat_conn_id,
+                        body=request.model_dump(mode="json", exclude_unset=True),
+                        timeout=self.timeout,
+                        max_retries=self.max_retries,
+                    ),
+                    method_name="execute_complete",
+                    timeout=timedelta(seconds=self.hook.request_deadline()),  # the hook's bound, then Airflow's
+                )
             completion = None if state.resumed or self.toolbox is not None else self._send(request)
             return self._converse(spec, messages, params, completion, context, started, state)
 

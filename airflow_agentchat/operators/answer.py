@@ -42,6 +42,7 @@ class TaskSpend:
         self.errors: dict[str, int] = {}
         self.model: str | None = None  # as the last answer names it
         self.pushed = False
+        self.on_budget_exhausted: str = getattr(operator, "on_budget_exhausted", "fail")
 
     def check(self, request: Any) -> tuple[int, int]:
         """Reserve a request's estimate, or fail with what was used, the budget and what the request needed."""
@@ -70,7 +71,8 @@ class TaskSpend:
         return completion
 
     def paid(self, completion: Any, started: float | None, reservation: tuple[int, int] = (0, 0)) -> None:
-        """Count an answer (also one that arrived through the triggerer)."""
+        """Count an answer (also one that arrived through the triggerer); one that takes the task's spend over
+        its budget ends the task (``BudgetExhaustedError``, after it is counted), as the batch stops at its own."""
         usage = completion.usage_dict()
         self.usage += TokenUsage.of(usage)
         self.budget.settle(*reservation, usage)
@@ -87,6 +89,18 @@ class TaskSpend:
                 latency = round((time.perf_counter() - started) * 1000, 1)
             self.metrics.request("ok", attempts, latency, usage)
             self.metrics.flush()
+        if self.budget.active and self._over():
+            self.budget.exhausted = True
+            raise BudgetExhaustedError(
+                f"Budget exhausted: {self.budget.describe()} (this task's tries and rounds together); the last "
+                "answer took the task over its budget, so nothing more is sent."
+            )
+
+    def _over(self) -> bool:
+        budget = self.budget
+        if budget.max_total_tokens is not None and budget.used.total_tokens > budget.max_total_tokens:
+            return True
+        return budget.max_cost is not None and (budget.used_cost or 0.0) > budget.max_cost
 
     def failed(self, exc: BaseException, started: float | None, reservation: tuple[int, int] = (0, 0)) -> None:
         self.budget.settle(*reservation, None)
@@ -214,12 +228,15 @@ def publish(
 
 @contextmanager
 def paid_for(context: Mapping[str, Any], spend: TaskSpend) -> Iterator[None]:
-    """Usage and cost reach XCom even when the task fails after paid requests."""
+    """Usage and cost reach XCom even when the task fails after paid requests; an exhausted budget ends the
+    task per ``on_budget_exhausted`` (``"succeed"``: a warning, and the task succeeds with no ``return_value``)."""
     try:
         yield
-    except BaseException:
+    except BaseException as exc:
         ti = context.get("ti")
         if ti is not None and spend.requests and not spend.pushed:
             spend.push(ti)
-        raise
+        if not (isinstance(exc, BudgetExhaustedError) and spend.on_budget_exhausted == "succeed"):
+            raise
+        spend.log.warning("%s on_budget_exhausted='succeed': the task succeeds.", exc)
     spend.succeeded()

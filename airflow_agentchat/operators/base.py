@@ -28,6 +28,9 @@ class AgentChatRequestOperator(BaseOperator):
     :param max_total_tokens: stop sending when the task's tokens (all rounds, runs and tries) would pass this.
     :param max_cost: the same in money, priced by the connection's ``prompt_token_price`` /
         ``completion_token_price`` extras (per million tokens). See ``docs/operations.md``.
+    :param on_budget_exhausted: when a request would pass a budget (it is not sent) or an answer took the spend
+        past it: ``"fail"`` (default) fails the task, ``"succeed"`` logs a warning and ends it successfully;
+        usage and cost reach XCom first either way.
 
     The other keywords are the reference's body fields (``model``, ``temperature``, ``top_p``, ``n``,
     ``stop``, ``max_tokens``, ``max_completion_tokens``, ``tools``, ``tool_choice``, ``metadata``, ...), the
@@ -77,13 +80,15 @@ class AgentChatRequestOperator(BaseOperator):
         extra_body: Mapping[str, Any] | None = None,
         max_total_tokens: int | None = None,
         max_cost: float | None = None,
+        on_budget_exhausted: str = "fail",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         values = locals()
         from airflow_agentchat.spend import check_limits  # no pydantic, no HTTP: cheap at parse time
 
-        check_limits(max_total_tokens, max_cost)
+        check_limits(max_total_tokens, max_cost, on_budget_exhausted)
+        self.on_budget_exhausted = on_budget_exhausted
         self.max_total_tokens = max_total_tokens
         self.max_cost = max_cost
         self.agentchat_conn_id = agentchat_conn_id
