@@ -275,7 +275,8 @@ class AgentChatCompletionOperator(AgentChatRequestOperator):
             return self.hook.send(request)
         from airflow_agentchat.operators.answer import fold_logged
 
-        return fold_logged(self.hook.stream(request), self.log)
+        with self.hook.open_stream(request) as (meta, chunks):  # meta: attempts and request id, for the log line
+            return fold_logged(chunks, self.log, meta)
 
     # ------------------------------------------------------------------------------ spend and lineage
 

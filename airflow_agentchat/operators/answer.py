@@ -148,8 +148,11 @@ class TaskSpend:
 _LINE = 160
 
 
-def fold_logged(chunks: Iterable[ChatCompletionChunk], log: Any) -> ChatCompletion:
-    """Log a streamed answer as it arrives, one readable line at a time, and fold the chunks into a completion."""
+def fold_logged(
+    chunks: Iterable[ChatCompletionChunk], log: Any, meta: Mapping[str, Any] | None = None
+) -> ChatCompletion:
+    """Log a streamed answer as it arrives, one readable line at a time, and fold the chunks into a completion
+    that carries ``meta`` (the attempts and request id :meth:`AgentChatHook.open_stream` gives)."""
     from airflow_agentchat.streaming import ChunkFolder
 
     folder = ChunkFolder()
@@ -166,7 +169,9 @@ def fold_logged(chunks: Iterable[ChatCompletionChunk], log: Any) -> ChatCompleti
             line = []
     if "".join(line):
         log.info("│ %s", "".join(line))
-    return folder.result()
+    completion = folder.result()
+    completion._meta = dict(meta or {})
+    return completion
 
 
 def log_usage(log: Any, completion: ChatCompletion, usage: Mapping[str, Any], started: float | None) -> None:
