@@ -93,6 +93,16 @@ def test_batch_stops_at_its_budget_and_a_rerun_sends_only_the_rest(conn, server,
     assert summary["usage"]["total_tokens"] == sum(line["usage"]["total_tokens"] for line in final)
 
 
+def test_a_budget_too_small_for_any_request_says_why(conn, server, tmp_path):
+    """max_total_tokens=60 and no max_tokens: every request reserves its prompt plus 64 completion tokens."""
+    with pytest.raises(BudgetExhaustedError) as failure:
+        batch(tmp_path, prompts=PROMPTS[:12], max_total_tokens=60).execute({"ti": _TI()})
+    message = str(failure.value)
+    assert "0 of max_total_tokens=60 tokens used; 12 items not sent" in message
+    assert "64 tokens before the first answer" in message and "Set max_tokens" in message
+    assert server.stats(timestamps=False)["total"] == 0
+
+
 def test_on_budget_exhausted_succeed_returns_the_summary(conn, server, tmp_path):
     summary = batch(
         tmp_path, prompts=PROMPTS[:20], max_concurrency=2, max_total_tokens=150, on_budget_exhausted="succeed"

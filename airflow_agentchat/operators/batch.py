@@ -364,6 +364,12 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
                 f"Budget exhausted: {budget.describe()}; {summary['not_sent']} items not sent (a rerun with a larger "
                 f"budget sends them). {composed.total} results are in {store.output}."
             )
+            if not run.sent:  # nothing fitted: say why, the estimate is not visible anywhere else
+                message += (
+                    " No request fitted: each reserves its prompt estimate plus a completion estimate (64 tokens "
+                    "before the first answer, then the mean answer; max_tokens when smaller). Set max_tokens or "
+                    "raise the budget."
+                )
             if self.on_budget_exhausted == "fail":
                 context["ti"].xcom_push(key="summary", value=summary)
                 raise BudgetExhaustedError(message)
