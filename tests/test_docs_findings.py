@@ -53,3 +53,11 @@ def test_the_hook_closes_itself_in_a_with_block(devserver, make_conn):
         assert hook.create_chat_completion([{"role": "user", "content": "hi"}]).text == "Echo: hi"
         client = hook.client
     assert hook.client is not client  # closed: the next use opens new connections
+
+
+def test_an_example_creates_its_output_folder(run_dag, tmp_path):
+    """example_agentchat_chain writes its result file into a folder that does not exist yet."""
+    out = tmp_path / "fresh" / "folder"
+    result = run_dag("example_agentchat_chain", env={"AGENTCHAT_EXAMPLE_OUTPUT_DIR": str(out)}, check=False)
+    assert result["_returncode"] == 0, result["_log"][-3000:]
+    assert (out / "example_agentchat_chain.jsonl").read_text().count("\n") >= 1
