@@ -10,8 +10,8 @@ The reference offers two ways to ask for a shape, and this module builds both:
   their own instructions may answer in text despite ``tool_choice``.
 
 The value is validated (pydantic for a model class, a JSON Schema validator for a dict: ``jsonschema_rs``
-accepts a valid value in well under a microsecond, and ``jsonschema`` checks what it rejects and words the
-errors). When it is invalid,
+checks a valid value quickly, and ``jsonschema`` checks what it rejects and words the errors; both are built
+and the schema checked in :mod:`airflow_agentchat.json_schema`). When it is invalid,
 :meth:`OutputSpec.repair_messages` gives the messages that send the errors back to the agent: a ``tool``
 message answering the call (what pydantic-ai does with its output tool) or a ``user`` message after a text
 answer. Callers loop: send, :meth:`OutputSpec.parse`, repair, up to ``retries`` times.
@@ -24,18 +24,25 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from airflow_agentchat import arguments
-from airflow_agentchat.exceptions import AgentChatError, InvalidRequestError
+from airflow_agentchat.exceptions import AgentChatError
+from airflow_agentchat.json_schema import (
+    check_object_at_top,
+    fast_validator,
+    field_error,
+    json_path,
+    json_schema_validator,
+    schema_error,
+)
 from airflow_agentchat.redaction import redact
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
-Strategy = Literal["auto", "tool", "json"]
 STRATEGIES: tuple[str, ...] = arguments.OUTPUT_STRATEGIES
 #: Name of the function tool that carries the schema (pydantic-ai uses the same default).
 DEFAULT_TOOL_NAME = "final_result"
@@ -72,21 +79,6 @@ class OutputValidationError(AgentChatError, kind="invalid_output"):
     def _rebuild(cls, data: dict[str, Any]) -> AgentChatError:
         errors = [(str(path), str(message)) for path, message in data.get("errors") or []]
         return cls(errors, data.get("raw"), int(data.get("rounds") or 0), data.get("usage"))
-
-
-def _invalid(field_name: str, rule: str) -> InvalidRequestError:
-    return InvalidRequestError([(field_name, rule)])
-
-
-def json_path(parts: Sequence[Any]) -> str:
-    """``("items", 0, "name")`` -> ``items[0].name``; the empty path is ``(root)``."""
-    out = ""
-    for part in parts:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
-    return out or "(root)"
 
 
 def first_json_object(text: str | None) -> tuple[Any, str] | None:
@@ -165,7 +157,7 @@ class OutputSpec:
         self.name = name
         self.description = description
         self._validator = validator
-        self._fast = _fast_validator(schema) if model is None else None
+        self._fast = fast_validator(schema) if model is None else None
         self.tool = {"type": "function", "function": {"name": name, "description": description, "parameters": schema}}
         self.tool_choice = {"type": "function", "function": {"name": name}}
         self.instruction = (
@@ -191,18 +183,18 @@ class OutputSpec:
             ("output_retries", arguments.output_retries(retries)),
         ):
             if problem is not None:
-                raise _invalid(field_name, problem)
+                raise field_error(field_name, problem)
         if isinstance(output_schema, str):
             try:
                 output_schema = json.loads(output_schema)
             except json.JSONDecodeError as exc:
-                raise _invalid("output_schema", f"not valid JSON ({exc.msg} at line {exc.lineno})") from None
+                raise field_error("output_schema", f"not valid JSON ({exc.msg} at line {exc.lineno})") from None
         model: type[BaseModel] | None = None
         if isinstance(output_schema, type):
             from pydantic import BaseModel
 
             if not issubclass(output_schema, BaseModel):
-                raise _invalid(
+                raise field_error(
                     "output_schema",
                     f"{output_schema.__name__} is not a pydantic model; give a BaseModel subclass or a JSON "
                     "Schema dict",
@@ -212,13 +204,13 @@ class OutputSpec:
             validator: Any = model
         elif isinstance(output_schema, Mapping):
             schema = json.loads(json.dumps(output_schema))  # a private, JSON-only copy
-            validator = _json_schema_validator(schema)
+            validator = json_schema_validator(schema)
         else:
-            raise _invalid(
+            raise field_error(
                 "output_schema",
                 f"must be a pydantic model class or a JSON Schema dict, not {type(output_schema).__name__}",
             )
-        _check_object_at_top(schema)
+        check_object_at_top(schema)
         text = description or schema.get("description") or "Give the final answer as the arguments of this call."
         return cls(
             schema,
@@ -237,14 +229,15 @@ class OutputSpec:
     ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         """The request with the schema added: the tool and ``tool_choice``, or the instruction message."""
         if params.get("tool_choice") is not None:
-            raise _invalid("tool_choice", "cannot be set together with output_schema: the output strategy chooses it")
+            rule = "cannot be set together with output_schema: the output strategy chooses it"
+            raise field_error("tool_choice", rule)
         if (problem := arguments.single_answer(params.get("n"), "output_schema (one answer is validated)")) is not None:
-            raise _invalid("n", problem)
+            raise field_error("n", problem)
         tools = list(params.get("tools") or [])
         for i, tool in enumerate(tools):
             function = tool.get("function") if isinstance(tool, Mapping) else None
             if isinstance(function, Mapping) and function.get("name") == self.name:
-                raise _invalid(f"tools[{i}]", f"a tool named {self.name!r} clashes with the output schema's tool")
+                raise field_error(f"tools[{i}]", f"a tool named {self.name!r} clashes with the output schema's tool")
         params = dict(params)
         if self.strategy == "json":
             at = 0
@@ -334,7 +327,7 @@ class OutputSpec:
             return instance.model_dump(mode="json"), []
         if self._accepts_fast(value):
             return value, []
-        errors = sorted(_schema_error(e) for e in self._validator.iter_errors(value))  # by path, as for a model
+        errors = sorted(schema_error(e) for e in self._validator.iter_errors(value))  # by path, as for a model
         return (None, errors) if errors else (value, [])
 
     def _accepts_fast(self, value: Any) -> bool:
@@ -434,9 +427,9 @@ def result_fields(
 
 
 def _model_value(model: type[BaseModel], arguments: str) -> dict[str, Any] | None:
-    """The model's JSON dump of valid ``arguments``, parsed and validated by pydantic-core in one step (two
-    fifths of the time of ``json.loads`` then ``model_validate``); None when they are not valid, and the
-    step-by-step path then words the errors."""
+    """The model's JSON dump of valid ``arguments``, parsed and validated by pydantic-core in one step (cheaper
+    than ``json.loads`` then ``model_validate``, see ``benchmarks/RESULTS.md``); None when they are not valid,
+    and the step-by-step path then words the errors."""
     from pydantic import ValidationError
 
     try:
@@ -447,78 +440,8 @@ def _model_value(model: type[BaseModel], arguments: str) -> dict[str, Any] | Non
     return dumped
 
 
-def _schema_error(error: Any) -> tuple[str, str]:
-    """A jsonschema error as ``(path, message)``; a missing property is named in the path, as pydantic does."""
-    path = list(error.absolute_path)
-    if error.validator == "required" and isinstance(error.instance, Mapping):
-        missing = [name for name in error.validator_value if name not in error.instance]
-        for name in missing:
-            if error.message.startswith(repr(name)):
-                return json_path([*path, name]), "Field required"
-    return json_path(path), error.message
-
-
 def truncate(text: str | None, limit: int = _MAX_RAW) -> str:
     """What the agent answered, cut for an error message or a log line."""
     if text is None:
         return "(no text)"
     return text if len(text) <= limit else text[:limit] + f"... ({len(text) - limit} more characters)"
-
-
-# ---------------------------------------------------------------------------------------------- schema checks
-
-
-def _json_schema_validator(schema: dict[str, Any]) -> Any:
-    from jsonschema import SchemaError
-    from jsonschema.validators import validator_for
-
-    cls = validator_for(schema)
-    try:
-        cls.check_schema(schema)
-    except SchemaError as exc:
-        raise _invalid("output_schema", f"not a valid JSON Schema: {exc.message}") from None
-    validator = cls(schema)
-    _check_refs(schema, validator)
-    return validator
-
-
-def _fast_validator(schema: dict[str, Any]) -> Any:
-    """``jsonschema_rs``'s validator of the same dialect, or None when it cannot take this schema."""
-    try:
-        import jsonschema_rs
-
-        return jsonschema_rs.validator_for(schema)
-    except Exception:
-        return None
-
-
-def _check_refs(schema: dict[str, Any], validator: Any) -> None:
-    """Every ``$ref`` must resolve inside the schema: nothing is fetched, so a remote one is refused."""
-    from referencing.exceptions import Unresolvable
-
-    resolver = validator._resolver  # jsonschema's own resolver for this schema (the same rules it validates by)
-    stack: list[Any] = [schema]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, Mapping):
-            ref = node.get("$ref")
-            if isinstance(ref, str):
-                try:
-                    resolver.lookup(ref)
-                except Unresolvable:
-                    raise _invalid("output_schema", f"$ref {ref!r} cannot be resolved within the schema") from None
-            stack.extend(v for k, v in node.items() if k not in ("const", "enum", "default", "examples"))
-        elif isinstance(node, list):
-            stack.extend(node)
-
-
-def _check_object_at_top(schema: dict[str, Any]) -> None:
-    """Function parameters and the first-JSON-object rule both need an object at the top."""
-    top: Any = schema
-    ref = top.get("$ref")
-    if isinstance(ref, str) and ref.startswith("#/"):  # pydantic puts recursive models behind a $ref
-        for part in ref[2:].split("/"):
-            top = top.get(part, {}) if isinstance(top, Mapping) else {}
-    kind = top.get("type") if isinstance(top, Mapping) else None
-    if kind != "object" and not (kind is None and isinstance(top, Mapping) and "properties" in top):
-        raise _invalid("output_schema", f"must describe an object at the top (type 'object'), got type {kind!r}")

@@ -48,6 +48,7 @@ with DAG(
     def write_results(rows: list[dict], answers: list[str]) -> dict:
         """Pretend table load: one JSON line per row with the agent's label."""
         out_dir = os.environ.get("AGENTCHAT_EXAMPLE_OUTPUT_DIR") or tempfile.gettempdir()
+        os.makedirs(out_dir, exist_ok=True)  # a fresh output folder works too
         path = os.path.join(out_dir, "example_agentchat_chain.jsonl")
         with open(path, "w", encoding="utf-8") as handle:
             for row, answer in zip(rows, answers, strict=True):

@@ -93,6 +93,16 @@ def test_batch_stops_at_its_budget_and_a_rerun_sends_only_the_rest(conn, server,
     assert summary["usage"]["total_tokens"] == sum(line["usage"]["total_tokens"] for line in final)
 
 
+def test_a_budget_too_small_for_any_request_says_why(conn, server, tmp_path):
+    """max_total_tokens=60 and no max_tokens: every request reserves its prompt plus 64 completion tokens."""
+    with pytest.raises(BudgetExhaustedError) as failure:
+        batch(tmp_path, prompts=PROMPTS[:12], max_total_tokens=60).execute({"ti": _TI()})
+    message = str(failure.value)
+    assert "0 of max_total_tokens=60 tokens used; 12 items not sent" in message
+    assert "64 tokens before the first answer" in message and "Set max_tokens" in message
+    assert server.stats(timestamps=False)["total"] == 0
+
+
 def test_on_budget_exhausted_succeed_returns_the_summary(conn, server, tmp_path):
     summary = batch(
         tmp_path, prompts=PROMPTS[:20], max_concurrency=2, max_total_tokens=150, on_budget_exhausted="succeed"
@@ -224,3 +234,36 @@ def test_budget_is_pure_reservation_arithmetic():
     budget.settle(30, 20, {"prompt_tokens": 30, "completion_tokens": 10, "total_tokens": 40})
     assert budget.used.total_tokens == 40 and budget.reserved_tokens == 50
     assert budget.used_cost == round((30 * 1.0 + 10 * 2.0) / 1e6, 6)
+
+
+# ------------------------------------------------------------------- the single operator's budget is a bound
+
+SHORT = "a b c d e f g h i j"  # estimated at 9 prompt tokens; the dev server echoes it (about 20 tokens in all)
+
+
+def test_an_answer_that_takes_the_single_operator_over_its_budget_fails_the_task(conn, server):
+    """max_total_tokens=12, a prompt the estimate fits in it (9 tokens), an answer of more: the task fails (it used to
+    succeed silently), with usage and cost in XCom first."""
+    ti = _TI()
+    with pytest.raises(BudgetExhaustedError, match=r"of max_total_tokens=12 tokens used.*took the task over"):
+        single(prompt=SHORT, max_total_tokens=12).execute({"ti": ti, "task_state_store": _StateStore()})
+    assert server.stats(timestamps=False)["total"] == 1
+    assert ti.pushed["usage"]["total_tokens"] > 12
+    assert ti.pushed["cost"] == price(ti.pushed["usage"])
+
+
+def test_on_budget_exhausted_succeed_ends_the_single_task_successfully(conn, server, capsys):
+    ti = _TI()
+    operator = single(prompt=SHORT, max_total_tokens=12, on_budget_exhausted="succeed")
+    assert operator.execute({"ti": ti, "task_state_store": _StateStore()}) is None
+    assert ti.pushed["usage"]["total_tokens"] > 12 and "cost" in ti.pushed
+    assert "on_budget_exhausted='succeed': the task succeeds" in "".join(capsys.readouterr())
+
+
+def test_a_request_the_estimate_puts_over_the_budget_is_not_sent(conn, server):
+    ti = _TI()
+    with pytest.raises(BudgetExhaustedError, match=r"0 of max_total_tokens=10 tokens used.*so it was not sent"):
+        single(prompt="a long question " * 10, max_total_tokens=10).execute({"ti": ti})
+    assert server.stats(timestamps=False)["total"] == 0 and "usage" not in ti.pushed
+    with pytest.raises(ValueError, match="on_budget_exhausted must be one of fail, succeed"):
+        single(prompt="x", on_budget_exhausted="ignore")

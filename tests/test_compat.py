@@ -171,7 +171,7 @@ def test_a_plain_task_is_parsed_without_a_warning(caplog, capfd):
 
 
 def test_the_task_log_says_a_retry_starts_over_without_a_store(caplog):
-    from airflow_agentchat.operators.round_state import RoundState
+    from airflow_agentchat.operators.task_state import RoundState
 
     log = logging.getLogger("test.task")
     caplog.set_level(logging.WARNING)

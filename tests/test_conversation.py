@@ -14,7 +14,7 @@ import pytest
 
 from airflow_agentchat.models import ChatCompletion
 from airflow_agentchat.operators.conversation import Conversation
-from airflow_agentchat.operators.round_state import KEY, RoundState
+from airflow_agentchat.operators.task_state import KEY, RoundState
 from airflow_agentchat.structured_output import OutputSpec, OutputValidationError
 from airflow_agentchat.tools import Toolbox, ToolError
 

@@ -192,6 +192,25 @@ def test_tool_call_arguments_validate(client: openai.OpenAI, tool_choice: Any, e
     jsonschema.validate(json.loads(call.function.arguments), schema)
 
 
+def test_tool_choice_required_calls_a_tool_after_tool_results_too(client: openai.OpenAI) -> None:
+    """docs/tools-and-approval.md: "required" makes every answer call a tool; the tools not called yet first."""
+
+    def after(*names: str) -> str | None:
+        calls = [
+            {"id": f"c{i}", "type": "function", "function": {"name": n, "arguments": "{}"}} for i, n in enumerate(names)
+        ]
+        results = [{"role": "tool", "tool_call_id": c["id"], "content": "ok"} for c in calls]
+        messages = [*USER, {"role": "assistant", "content": None, "tool_calls": calls}, *results]
+        answer = client.chat.completions.create(
+            model="m", messages=messages, tools=[WEATHER, SEARCH], tool_choice="required"
+        )
+        (call,) = answer.choices[0].message.tool_calls or []
+        return call.function.name
+
+    assert after("get_weather") == "search"
+    assert after("get_weather", "search") == "search"  # every tool called: the last one again
+
+
 def test_tool_choice_none_answers_in_text(client: openai.OpenAI) -> None:
     result = client.chat.completions.create(model="m", messages=USER, tools=[WEATHER], tool_choice="none")
     assert result.choices[0].message.content == "Echo: hello there world"

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from airflow_agentchat.exceptions import InvalidRequestError
 from airflow_agentchat.operators.agent_chat import AgentChatCompletionOperator
-from airflow_agentchat.structured_output import OutputSpec, OutputValidationError, _schema_error, first_json_object
+from airflow_agentchat.structured_output import OutputSpec, OutputValidationError, first_json_object, schema_error
 
 
 class Label(BaseModel):
@@ -229,7 +229,7 @@ def test_a_json_schema_dict_decides_exactly_as_jsonschema(value):
     reference = validator_for(TRICKY_SCHEMA)(TRICKY_SCHEMA)
     checked, errors = OutputSpec.build(TRICKY_SCHEMA).validate(value)
     assert (not errors) == reference.is_valid(value)
-    assert errors == sorted(_schema_error(e) for e in reference.iter_errors(value))
+    assert errors == sorted(schema_error(e) for e in reference.iter_errors(value))
     if not errors:
         assert checked == value or value["x"] != value["x"]  # NaN is valid and never equal to itself
 

@@ -189,7 +189,7 @@ def test_importing_the_operators_does_not_load_the_tool_loop():
         "import airflow_agentchat.operators.agent_chat, airflow_agentchat.decorators.agent_chat\n"
         "new = set(sys.modules) - before\n"
         "heavy = ('airflow_agentchat.tools', 'airflow_agentchat.operators.approval',\n"
-        "         'airflow_agentchat.operators.round_state', 'airflow.providers.standard')\n"
+        "         'airflow_agentchat.operators.task_state', 'airflow.providers.standard')\n"
         "from airflow_agentchat.operators.agent_chat import AgentChatCompletionOperator\n"
         "def f(x: str) -> str: ...\n"
         "AgentChatCompletionOperator(task_id='t', prompt='x', tools=[f], require_approval=True)\n"

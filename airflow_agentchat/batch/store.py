@@ -269,7 +269,6 @@ class ResultStore:
         self._handle: Any = None  # the append-mode part of this run (local storage)
         self._last_flush = time.monotonic()
         self._occurrences: dict[str, int] = {}
-        self.parts_written = 0
 
     # -------------------------------------------------------------------------------------- ownership
 
@@ -364,10 +363,6 @@ class ResultStore:
         if self._handle is not None:
             self._handle.flush()
 
-    @property
-    def buffered(self) -> int:
-        return len(self._buffer)
-
     def due(self) -> bool:
         """Whether the buffer should go to storage now (full, or its oldest result waited long enough)."""
         if not self._buffer:
@@ -396,7 +391,6 @@ class ResultStore:
         if self._seq == 0 and self.appends:
             self.parts_dir.mkdir(parents=True, exist_ok=True)
         self._next_part().write_bytes(b"\n".join(lines) + b"\n")
-        self.parts_written += 1
 
     def flush(self) -> None:
         """Write whatever is buffered, now."""

@@ -67,6 +67,9 @@ def agent_chat_task(python_callable: Callable | None = None, **kwargs: Any) -> T
     ``output``, ``agentchat_conn_id``, Python functions in ``tools``, ``require_approval``, ...). After a review
     the task resumes without calling the function again: the answer travels with the resume.
     """
+    # The function returns the request, not the task's result: a ``-> dict`` annotation must not turn on
+    # Airflow's multiple_outputs (which would unroll the answer text and fail).
+    kwargs.setdefault("multiple_outputs", False)
     return task_decorator_factory(
         python_callable=python_callable,
         decorated_operator_class=_AgentChatDecoratedOperator,

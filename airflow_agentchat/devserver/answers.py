@@ -379,7 +379,18 @@ def _chosen_tool(body: dict[str, Any]) -> dict[str, Any] | None:
                 return tool["function"]
     messages = body.get("messages") or []
     if messages and messages[-1].get("role") == "tool":
-        return None
+        if choice != "required":
+            return None
+        # "required" holds after tool results too: the first tool not called yet (the provider puts its
+        # final_result tool last, so the Python tools run first), then the last one again.
+        called = {
+            (call.get("function") or {}).get("name")
+            for message in messages
+            for call in message.get("tool_calls") or ()
+            if isinstance(call, dict)
+        }
+        fresh = [t for t in tools if (t.get("function") or {}).get("name") not in called]
+        return (fresh or tools[-1:])[0].get("function") or {}
     return tools[0].get("function") or {}
 
 

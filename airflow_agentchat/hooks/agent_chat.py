@@ -192,6 +192,20 @@ class AgentChatHook(BaseHook):
         if "_transport" in self.__dict__:
             await self._transport.aclose()
 
+    def __enter__(self) -> AgentChatHook:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> AgentChatHook:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        """Close both transports: asyncio code may have used the sync client too (``hook.client``)."""
+        await self.aclose()
+        self.close()
+
     # ---------------------------------------------------------------------------------------- requests
 
     def build_request(

@@ -333,9 +333,10 @@ class ChatCompletionRequest(BaseModel):
     def to_json(self) -> bytes:
         """:meth:`to_body` as the compact UTF-8 JSON the hook sends.
 
-        pydantic's serializer writes it in one step when there is nothing to merge (a third of the time of
-        dumping and encoding a dict), and fields shared with many requests (:class:`SharedFields`) are copied
-        in as they were encoded once, as long as this request still holds those very values.
+        pydantic's serializer writes it in one step when there is nothing to merge (faster than dumping and
+        encoding a dict; see ``benchmarks/RESULTS.md``), and fields shared with many requests
+        (:class:`SharedFields`) are copied in as they were encoded once, as long as this request still holds
+        those very values.
         """
         shared = _SHARED.get(id(self.tools)) if self.tools else None
         if shared is not None and not shared.held_by(self):

@@ -22,8 +22,8 @@ if TYPE_CHECKING:
 
     from airflow_agentchat.hooks.agent_chat import AgentChatHook
     from airflow_agentchat.models import ChatCompletion
-    from airflow_agentchat.operators.round_state import RoundState
-    from airflow_agentchat.operators.spending import TaskSpend
+    from airflow_agentchat.operators.answer import TaskSpend
+    from airflow_agentchat.operators.task_state import RoundState
     from airflow_agentchat.structured_output import OutputSpec
     from airflow_agentchat.tools import Toolbox
 
@@ -223,24 +223,24 @@ class AgentChatCompletionOperator(AgentChatPromptOperator):
         state = self._load_state(context, messages, params)
         if state.final is not None:  # an earlier try has the answer; only the review is missing
             return self._review_saved(state, context)
-        if self.deferrable and not request.stream and self.toolbox is None and not state.resumed:
-            from airflow_agentchat.triggers.agent_chat import AgentChatCompletionTrigger
-
-            spend.check(request)  # the triggerer sends it: the budget is checked here
-            self.defer(
-                trigger=AgentChatCompletionTrigger(
-                    agentchat_conn_id=self.agentchat_conn_id,
-                    body=request.model_dump(mode="json", exclude_unset=True),
-                    timeout=self.timeout,
-                    max_retries=self.max_retries,
-                ),
-                method_name="execute_complete",
-                timeout=timedelta(seconds=self.hook.request_deadline()),  # the hook's bound; then Airflow fails it
-            )
         from airflow_agentchat.operators.answer import paid_for
 
         started = time.perf_counter()
-        with paid_for(context, spend):
+        with paid_for(context, spend):  # also ends the task per on_budget_exhausted
+            if self.deferrable and not request.stream and self.toolbox is None and not state.resumed:
+                from airflow_agentchat.triggers.agent_chat import AgentChatCompletionTrigger
+
+                spend.check(request)  # the triggerer sends it: the budget is checked here
+                self.defer(
+                    trigger=AgentChatCompletionTrigger(
+                        agentchat_conn_id=self.agentchat_conn_id,
+                        body=request.model_dump(mode="json", exclude_unset=True),
+                        timeout=self.timeout,
+                        max_retries=self.max_retries,
+                    ),
+                    method_name="execute_complete",
+                    timeout=timedelta(seconds=self.hook.request_deadline()),  # the hook's bound, then Airflow's
+                )
             completion = None if state.resumed or self.toolbox is not None else self._send(request)
             return self._converse(spec, messages, params, completion, context, started, state)
 
@@ -276,13 +276,14 @@ class AgentChatCompletionOperator(AgentChatPromptOperator):
             return self.hook.send(request)
         from airflow_agentchat.operators.answer import fold_logged
 
-        return fold_logged(self.hook.stream(request), self.log)
+        with self.hook.open_stream(request) as (meta, chunks):  # meta: attempts and request id, for the log line
+            return fold_logged(chunks, self.log, meta)
 
     # ------------------------------------------------------------------------------ spend and lineage
 
     def _begin_spend(self, context: Context) -> TaskSpend:
         """Budget, prices and metrics of this try (earlier tries' spend read from the task state store)."""
-        from airflow_agentchat.operators.spending import TaskSpend
+        from airflow_agentchat.operators.answer import TaskSpend
 
         self._spend = TaskSpend(self, context)
         return self._spend
@@ -349,7 +350,7 @@ class AgentChatCompletionOperator(AgentChatPromptOperator):
         return self._request_review(context, state)
 
     def _load_state(self, context: Context, messages: list[dict[str, Any]], params: dict[str, Any]) -> RoundState:
-        from airflow_agentchat.operators.round_state import RoundState
+        from airflow_agentchat.operators.task_state import RoundState
 
         keep = self.toolbox is not None or self.approval_required()
         return RoundState.load(context, messages, params, self.log, enabled=keep)

@@ -25,7 +25,7 @@ from airflow_agentchat.exceptions import AgentChatError
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from airflow_agentchat.operators.round_state import RoundState
+    from airflow_agentchat.operators.task_state import RoundState
     from airflow_agentchat.structured_output import OutputSpec
 
 APPROVE = "Approve"
@@ -169,7 +169,7 @@ def resume(log: Any, context: Context, event: Mapping[str, Any], answer: Any, sp
     A rejection is kept in the saved conversation, so a retry asks the agent for a revision with the
     reviewer's comment, repeating no tool.
     """
-    from airflow_agentchat.operators.round_state import RoundState, forget
+    from airflow_agentchat.operators.task_state import RoundState, forget
 
     ti = context["ti"]
     try:

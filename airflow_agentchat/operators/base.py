@@ -32,6 +32,9 @@ class AgentChatRequestOperator(BaseOperator):
     :param cache_prompt: ``"5m"`` or ``"1h"``: mark the shared prefix (system prompt, output-schema instruction)
         with ``cache_control`` so the agent caches it for that long (templated; default None: no marking). See
         ``docs/content-parts.md``.
+    :param on_budget_exhausted: when a request would pass a budget (it is not sent) or an answer took the spend
+        past it: ``"fail"`` (default) fails the task, ``"succeed"`` logs a warning and ends it successfully;
+        usage and cost reach XCom first either way.
 
     The other keywords are the reference's body fields (``model``, ``temperature``, ``top_p``, ``n``,
     ``stop``, ``max_tokens``, ``max_completion_tokens``, ``tools``, ``tool_choice``, ``metadata``, ...), the
@@ -82,15 +85,17 @@ class AgentChatRequestOperator(BaseOperator):
         max_total_tokens: int | None = None,
         max_cost: float | None = None,
         cache_prompt: str | None = None,
+        on_budget_exhausted: str = "fail",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         values = locals()
         from airflow_agentchat.spend import check_limits  # no pydantic, no HTTP: cheap at parse time
 
-        check_limits(max_total_tokens, max_cost)
+        check_limits(max_total_tokens, max_cost, on_budget_exhausted)
         rules.at_parse("cache_prompt", rules.cache_prompt(cache_prompt))
         self.cache_prompt = cache_prompt
+        self.on_budget_exhausted = on_budget_exhausted
         self.max_total_tokens = max_total_tokens
         self.max_cost = max_cost
         self.agentchat_conn_id = agentchat_conn_id

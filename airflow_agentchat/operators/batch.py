@@ -140,7 +140,6 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         progress_interval: float = 5.0,
         output_schema: Any = None,
         output_strategy: str = "auto",
-        on_budget_exhausted: str = "fail",
         cache_path: str | None = None,
         cache_ttl: Any = None,
         cache_mode: str = "read_write",
@@ -150,14 +149,12 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
     ) -> None:
         super().__init__(**kwargs)
         from airflow_agentchat.response_cache import check_cache_args
-        from airflow_agentchat.spend import check_forecast, check_limits
+        from airflow_agentchat.spend import check_forecast
 
-        check_limits(None, None, on_budget_exhausted)
         check_cache_args(cache_path, cache_ttl, cache_mode, cache_nondeterministic)
         check_forecast(forecast)
         self.cache_path, self.cache_ttl, self.cache_mode = cache_path, cache_ttl, cache_mode
         self.cache_nondeterministic, self.forecast = cache_nondeterministic, forecast
-        self.on_budget_exhausted = on_budget_exhausted
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
         if not 0.0 <= max_failed_fraction <= 1.0:
@@ -434,6 +431,12 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
                 f"Budget exhausted: {budget.describe()}; {summary['not_sent']} items not sent (a rerun with a larger "
                 f"budget sends them). {composed.total} results are in {store.output}."
             )
+            if not run.sent:  # nothing fitted: say why, the estimate is not visible anywhere else
+                message += (
+                    " No request fitted: each reserves its prompt estimate plus a completion estimate (64 tokens "
+                    "before the first answer, then the mean answer; max_tokens when smaller). Set max_tokens or "
+                    "raise the budget."
+                )
             if self.on_budget_exhausted == "fail":
                 context["ti"].xcom_push(key="summary", value=summary)
                 raise BudgetExhaustedError(message)

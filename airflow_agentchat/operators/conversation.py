@@ -2,7 +2,7 @@
 
 Every decision of the loop lives here, and none of its I/O: the operator hands in ``send`` (messages and body
 fields in, a :class:`~airflow_agentchat.models.ChatCompletion` out; the hook does the HTTP), the toolbox that
-runs the Python tools, and the :class:`~airflow_agentchat.operators.round_state.RoundState` that is saved
+runs the Python tools, and the :class:`~airflow_agentchat.operators.task_state.RoundState` that is saved
 after each step. Like ``hooks/retry.py``'s ``RetryController``, this keeps the rules in one place and makes
 them testable with a fake ``send``; the operator keeps its arguments, XCom and the Airflow callbacks.
 
@@ -27,7 +27,7 @@ from airflow_agentchat.usage import TokenUsage
 
 if TYPE_CHECKING:
     from airflow_agentchat.models import ChatCompletion
-    from airflow_agentchat.operators.round_state import RoundState
+    from airflow_agentchat.operators.task_state import RoundState
     from airflow_agentchat.structured_output import Outcome, OutputSpec
     from airflow_agentchat.tools import Toolbox
 
