@@ -69,7 +69,7 @@ def test_the_completion_cap(build, fields, cap):
 
 def test_the_batch_and_the_operator_spend_tracker_use_the_same_estimate_and_cap(build):
     from airflow_agentchat.batch.items import prepare
-    from airflow_agentchat.operators.spending import TaskSpend
+    from airflow_agentchat.operators.answer import TaskSpend
 
     params = {"max_tokens": 400, "max_completion_tokens": 300, "n": 2}
     item = {"prompt": "p" * 123, "system_prompt": "be brief", **params}
