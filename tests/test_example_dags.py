@@ -115,3 +115,11 @@ def test_support_agent_runs_its_tools_validates_the_reply_and_sends_it(run_dag, 
     assert sent["sent_to"] == "Ada Lovelace" and sent["status"] == reply["status"]
     last = json.loads(Path(sent["outbox"]).read_text().splitlines()[-1])
     assert last == {"to": "Ada Lovelace", **reply}
+
+
+def test_common_ai_agent_consults_the_do_agent(run_dag):
+    pytest.importorskip("airflow.providers.common.ai.toolsets", reason="common.ai is not installed (Python 3.10)")
+    x = run_dag("example_agentchat_common_ai")
+    result = x[("consult_support_agent", -1, "return_value")]
+    assert result["tool_answer"] == "Echo: How do refunds work?"
+    assert "Echo: " in result["output"]  # TestModel answers with what the DO agent said
