@@ -229,12 +229,13 @@ class AgentChatCompletionOperator(AgentChatRequestOperator):
             self.defer(
                 trigger=AgentChatCompletionTrigger(
                     agentchat_conn_id=self.agentchat_conn_id,
+                    fallback_conn_ids=self.conn_ids()[1:],
                     body=request.model_dump(mode="json", exclude_unset=True),
                     timeout=self.timeout,
                     max_retries=self.max_retries,
                 ),
                 method_name="execute_complete",
-                timeout=timedelta(seconds=self.hook.request_deadline()),  # the hook's bound; then Airflow fails it
+                timeout=timedelta(seconds=self.hook.request_deadline() * len(self.conn_ids())),  # the hooks' bound
             )
         from airflow_agentchat.operators.answer import paid_for
 
@@ -262,7 +263,7 @@ class AgentChatCompletionOperator(AgentChatRequestOperator):
                 spend.failed(error, None)
                 raise error
             completion = ChatCompletion.model_validate(event["response"])
-            completion._meta = dict(event.get("meta") or {})
+            completion._meta = self.answered(event.get("meta"))  # a fallback may have answered in the trigger
             spend.paid(completion, None)
             messages, params, spec = self.prepare()
             return self._converse(spec, messages, params, completion, context, None)
@@ -270,7 +271,7 @@ class AgentChatCompletionOperator(AgentChatRequestOperator):
     def _send(self, request: Any) -> ChatCompletion:
         return self._send_now(request) if self._spend is None else self._spend.send(request, self._send_now)
 
-    def _send_now(self, request: Any) -> ChatCompletion:
+    def _send_one(self, request: Any) -> ChatCompletion:  # one connection; _send_now fails over (base)
         if not request.stream:
             return self.hook.send(request)
         from airflow_agentchat.operators.answer import fold_logged
@@ -294,7 +295,7 @@ class AgentChatCompletionOperator(AgentChatRequestOperator):
         settings = self.hook.settings
         model = getattr(self, "model", None)  # a body field, set from BODY_FIELDS by the base class
         facts = spend.facts(settings.base_url, spend.model or model or settings.model) if spend else {}
-        return operator_lineage(facts)
+        return operator_lineage({**facts, "conn_id": self.answered_by})
 
     def _converse(
         self,
