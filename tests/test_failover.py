@@ -244,3 +244,43 @@ def test_the_trigger_fails_over_and_the_task_takes_over_that_connection(devserve
     ti = TI()
     assert operator.execute_complete({"ti": ti}, event) == "Echo: deferred"
     assert operator.answered_by == "fo_dev" and ti.xcom["response"]["conn_id"] == "fo_dev"
+
+
+def test_the_branch_operator_and_the_decorator_share_the_argument(devserver, make_conn):
+    from airflow_agentchat.decorators.agent_chat import _AgentChatDecoratedOperator
+    from airflow_agentchat.operators.branch import AgentChatBranchOperator
+
+    for cls in (AgentChatBranchOperator, _AgentChatDecoratedOperator):
+        assert "fallback_conn_ids" in cls.template_fields
+    make_conn("fo_down", f"http://127.0.0.1:{_free_port()}", max_retries=0)
+    make_conn("fo_dev", devserver.url)
+    branch = AgentChatBranchOperator(
+        task_id="route",
+        prompt="pick",
+        branches={"a": "first", "b": "second"},
+        agentchat_conn_id="fo_down",
+        fallback_conn_ids=["fo_dev"],
+    )
+    messages, params, _ = branch.prepare()
+    completion = branch._send(branch.hook.build_request(messages, **params))
+    assert completion.meta["conn_id"] == "fo_dev" and branch.answered_by == "fo_dev"
+
+
+def test_metrics_follow_the_connection_that_answered():
+    from airflow_agentchat.metrics import TaskMetrics
+
+    sent: list[tuple[str, dict]] = []
+
+    class Stats:
+        def incr(self, name: str, count: int = 1, tags: dict | None = None) -> None:
+            sent.append((name, dict(tags or {})))
+
+        def timing(self, name: str, value: float, tags: dict | None = None) -> None:
+            sent.append((name, dict(tags or {})))
+
+    metrics = TaskMetrics(Stats(), {"conn_id": "primary", "dag_id": "d", "task_id": "t"}, name_parts=True)
+    metrics.use_connection("standby")
+    metrics.request("ok", 1, 5.0, {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2})
+    metrics.flush()
+    assert sent and all(tags.get("conn_id") == "standby" for name, tags in sent if tags)
+    assert any(name.endswith(".standby.d.t.ok") or ".standby.d.t" in name for name, _ in sent)
