@@ -139,6 +139,7 @@ def test_refused_primary_fails_over_and_records_the_connection(devserver, make_c
     assert operator.answered_by == "fo_dev"
     facet = operator.get_openlineage_facets_on_complete(None).run_facets["agentChat"]
     assert facet.connId == "fo_dev"
+    assert facet.errorTypes == {"connection_refused": 1} and facet.requests == 2  # the primary's try counts too
 
 
 def test_500_primary_fails_over_after_its_retries(primary, devserver, make_conn):

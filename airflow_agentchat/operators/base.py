@@ -146,6 +146,8 @@ class AgentChatRequestOperator(BaseOperator):
                 if position + 1 == len(order) or getattr(self, "_stop_requested", False) or not fails_over(exc):
                     raise
                 self.log.warning("Connection %r failed for good (%s); sending to %r", conn_id, exc, order[position + 1])
+                if (spend := getattr(self, "_spend", None)) is not None:  # counted under its own connection
+                    spend.failed(exc, None)
                 continue
             self.answered_by = conn_id
             if self.fallback_conn_ids:  # XCom says which connection answered when more than one could
@@ -164,6 +166,8 @@ class AgentChatRequestOperator(BaseOperator):
         if conn_id != self.agentchat_conn_id:
             self._use_connection(conn_id)
         self.answered_by = conn_id
+        if not self.fallback_conn_ids:  # as on the direct path: XCom names the connection when more than one could
+            meta.pop("conn_id", None)
         return meta
 
     def _send_one(self, request: Any) -> Any:
