@@ -26,7 +26,7 @@ def get_provider_info() -> dict[str, Any]:
         "hooks": [
             {
                 "integration-name": "Agent Chat",
-                "python-modules": ["airflow_agentchat.hooks.agent_chat"],
+                "python-modules": ["airflow_agentchat.hooks.agent_chat", "airflow_agentchat.hooks.managed_agent"],
             }
         ],
         "operators": [
@@ -41,7 +41,9 @@ def get_provider_info() -> dict[str, Any]:
         ],
         "connection-types": [
             {
-                "hook-class-name": "airflow_agentchat.hooks.agent_chat.AgentChatHook",
+                # The subclass that also speaks common.ai's managed-agent contract (when common.ai is installed), so
+                # ``BaseHook.get_hook(conn_id)`` gives a hook common.ai's toolset and failover client can use.
+                "hook-class-name": "airflow_agentchat.hooks.managed_agent.AgentChatManagedAgentHook",
                 "connection-type": "agentchat",
                 "hook-name": "Agent Chat",
                 "ui-field-behaviour": {

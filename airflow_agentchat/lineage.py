@@ -65,6 +65,7 @@ def _facet_class() -> type:
         errors: int = 0
         errorTypes: dict[str, int] = attrs.field(factory=dict)
         cost: float | None = None
+        connId: str | None = None  # the connection that answered (a fallback after a failover)
 
         @staticmethod
         def _get_schema() -> str:
@@ -95,6 +96,7 @@ def operator_lineage(
         errors=sum(errors.values()),
         errorTypes=errors,
         cost=facts.get("cost"),
+        connId=facts.get("conn_id"),
     )
     return OperatorLineage(
         inputs=[Dataset(namespace=ns, name=name) for ns, name in inputs],

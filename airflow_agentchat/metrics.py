@@ -72,6 +72,13 @@ class TaskMetrics:
         self._name_parts = name_parts
         self._counts: dict[tuple[str, str | None], int] = {}
 
+    def use_connection(self, conn_id: str) -> None:
+        """Tag what follows with ``conn_id``: a fallback connection answers from now on (counters so far are
+        sent under the connection they belong to)."""
+        self.flush()
+        self.tags["conn_id"] = str(conn_id)
+        self._suffix = "." + ".".join(_part(self.tags[key]) for key in ("conn_id", "dag_id", "task_id"))
+
     @classmethod
     def create(cls, conn_id: str, context: Mapping[str, Any] | None) -> TaskMetrics | None:
         """Metrics for this task, or None when metrics are off (then nothing is ever emitted)."""

@@ -115,3 +115,28 @@ def test_support_agent_runs_its_tools_validates_the_reply_and_sends_it(run_dag, 
     assert sent["sent_to"] == "Ada Lovelace" and sent["status"] == reply["status"]
     last = json.loads(Path(sent["outbox"]).read_text().splitlines()[-1])
     assert last == {"to": "Ada Lovelace", **reply}
+
+
+def test_common_ai_agent_consults_the_do_agent(run_dag):
+    pytest.importorskip("airflow.providers.common.ai.toolsets", reason="common.ai is not installed (Python 3.10)")
+    x = run_dag("example_agentchat_common_ai")
+    result = x[("consult_support_agent", -1, "return_value")]
+    assert result["tool_answer"] == "Echo: How do refunds work?"
+    assert "Echo: " in result["output"]  # TestModel answers with what the DO agent said
+
+
+def test_failover_from_a_failing_primary(run_dag):
+    """The dev server is the fallback; the primary is a scripted server that answers 503 to every attempt."""
+    from scripted_server import ScriptedServer
+
+    primary = ScriptedServer().start()
+    try:
+        primary.default = (503, {"content-type": "application/json"}, b'{"error": {"message": "down"}}')
+        conn = {"conn_type": "agentchat", "host": primary.url, "password": "k", "extra": {"max_retries": 1}}
+        x = run_dag("example_agentchat_failover", env={"AIRFLOW_CONN_AGENTCHAT_PRIMARY": json.dumps(conn)})
+    finally:
+        primary.stop()
+    assert x[("ask", -1, "return_value")] == "Echo: Summarise yesterday's failed loads in one line."
+    assert x[("ask", -1, "response")]["conn_id"] == "agentchat_default"
+    assert x[("ask", -1, "usage")]["conn_id"] == "agentchat_default"
+    assert len(primary.requests) == 2  # the primary's own retry came first

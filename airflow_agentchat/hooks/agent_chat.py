@@ -330,6 +330,14 @@ class AgentChatHook(BaseHook):
         async with self._sender.aopen_stream(request) as opened:
             yield opened
 
+    def agent(self, agent: str) -> Any:
+        """This connection's agent for common.ai's ``ManagedAgentToolset`` / ``FailoverManagedAgentClient`` (needs
+        the ``common-ai`` extra): see :class:`~airflow_agentchat.hooks.managed_agent.AgentChatManagedAgentHook`."""
+        from airflow_agentchat.hooks.managed_agent import AgentChatManagedAgentHook
+
+        hook = AgentChatManagedAgentHook(self.agentchat_conn_id, timeout=self._timeout, max_retries=self._max_retries)
+        return hook.agent(agent)
+
     # ---------------------------------------------------------------------------------------- UI
 
     def test_connection(self) -> tuple[bool, str]:

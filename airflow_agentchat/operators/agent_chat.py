@@ -37,9 +37,8 @@ class AgentChatCompletionOperator(AgentChatPromptOperator):
     message; everything is validated before a request is sent, and a bad field fails the task naming it. XCom:
     ``return_value`` (see ``output``), ``response`` (the full response), ``usage`` and, with prices on the
     connection, ``cost``, pushed even when the task fails after paid requests. The tool, repair and review
-    loop is :class:`~airflow_agentchat.operators.conversation.Conversation`; spend bounds are in
-    ``docs/operations.md``, schemas in ``docs/output-schemas.md``, tools and review in
-    ``docs/tools-and-approval.md``.
+    loop is :class:`~airflow_agentchat.operators.conversation.Conversation`. See ``docs/operations.md`` (spend),
+    ``docs/output-schemas.md`` and ``docs/tools-and-approval.md``.
 
     :param prompt: the user message to send (templated).
     :param system_prompt: a system message put first (templated).
@@ -234,12 +233,13 @@ class AgentChatCompletionOperator(AgentChatPromptOperator):
                 self.defer(
                     trigger=AgentChatCompletionTrigger(
                         agentchat_conn_id=self.agentchat_conn_id,
+                        fallback_conn_ids=self.conn_ids()[1:],
                         body=request.model_dump(mode="json", exclude_unset=True),
                         timeout=self.timeout,
                         max_retries=self.max_retries,
                     ),
                     method_name="execute_complete",
-                    timeout=timedelta(seconds=self.hook.request_deadline()),  # the hook's bound, then Airflow's
+                    timeout=timedelta(seconds=self.hook.request_deadline() * len(self.conn_ids())),  # the hooks' bound
                 )
             completion = None if state.resumed or self.toolbox is not None else self._send(request)
             return self._converse(spec, messages, params, completion, context, started, state)
@@ -263,7 +263,7 @@ class AgentChatCompletionOperator(AgentChatPromptOperator):
                 spend.failed(error, None)
                 raise error
             completion = ChatCompletion.model_validate(event["response"])
-            completion._meta = dict(event.get("meta") or {})
+            completion._meta = self.answered(event.get("meta"))  # a fallback may have answered in the trigger
             spend.paid(completion, None)
             messages, params, spec = self.prepare()
             return self._converse(spec, messages, params, completion, context, None)
@@ -271,7 +271,7 @@ class AgentChatCompletionOperator(AgentChatPromptOperator):
     def _send(self, request: Any) -> ChatCompletion:
         return self._send_now(request) if self._spend is None else self._spend.send(request, self._send_now)
 
-    def _send_now(self, request: Any) -> ChatCompletion:
+    def _send_one(self, request: Any) -> ChatCompletion:  # one connection; _send_now fails over (base)
         if not request.stream:
             return self.hook.send(request)
         from airflow_agentchat.operators.answer import fold_logged
@@ -296,7 +296,7 @@ class AgentChatCompletionOperator(AgentChatPromptOperator):
         settings = self.hook.settings
         model = getattr(self, "model", None)  # a body field, set from BODY_FIELDS by the base class
         facts = spend.facts(settings.base_url, spend.model or model or settings.model) if spend else {}
-        return operator_lineage(facts)
+        return operator_lineage({**facts, "conn_id": self.answered_by})
 
     def _converse(
         self,

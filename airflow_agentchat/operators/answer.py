@@ -188,7 +188,7 @@ def log_usage(log: Any, completion: ChatCompletion, usage: Mapping[str, Any], st
         latency_ms,
         finish,
         len(completion.choices),
-        "".join(f", {key}={meta[key]}" for key in ("attempts", "request_id") if meta.get(key) is not None),
+        "".join(f", {key}={meta[key]}" for key in ("attempts", "request_id", "conn_id") if meta.get(key) is not None),
     )
 
 
@@ -218,10 +218,13 @@ def publish(
     usage: Mapping[str, Any] | None = None,
 ) -> Any:
     """Log the usage line, push ``response`` and ``usage`` (with ``cost`` when spend is tracked), return the
-    ``return_value``. ``usage`` (default: the completion's) covers every round of a conversation."""
+    ``return_value``. ``usage`` (default: the completion's) covers every round of a conversation. Both carry
+    ``conn_id``: the connection that answered."""
     usage = dict(usage if usage is not None else completion.usage_dict())
     log_usage(log, completion, usage, started)
     response = completion.to_dict()
+    if conn_id := completion.meta.get("conn_id"):  # which connection answered (a fallback after a failover)
+        response["conn_id"] = usage["conn_id"] = conn_id
     ti.xcom_push(key="response", value=response)
     if spend is not None:
         spend.push(ti, usage)

@@ -11,6 +11,7 @@ from typing import Any
 from airflow.sdk import BaseOperator
 
 from airflow_agentchat import arguments as rules
+from airflow_agentchat.failover import conn_ids
 from airflow_agentchat.request_body import BODY_FIELDS, load_json, merge_request
 
 #: Fields that may arrive as JSON text after templating (``"{{ ti.xcom_pull(...) | tojson }}"``). ``stop`` is
@@ -23,6 +24,9 @@ class AgentChatRequestOperator(BaseOperator):
     """Base of the agent chat operators: every body field of the reference as a templated keyword.
 
     :param agentchat_conn_id: the ``agentchat`` connection (templated).
+    :param fallback_conn_ids: connections to send the same request to, in order, when the primary's request
+        fails for good with an error another agent could answer (templated; see ``docs/failover.md``). Once a
+        connection has answered, the rest of the task's conversation (tool and repair rounds) stays on it.
     :param system_prompt: a system message put first (templated).
     :param timeout: read timeout in seconds for this task (overrides the connection).
     :param max_retries: retries for this task (overrides the connection).
@@ -43,7 +47,13 @@ class AgentChatRequestOperator(BaseOperator):
     each one's description and rules.
     """
 
-    template_fields: Sequence[str] = ("system_prompt", "agentchat_conn_id", "cache_prompt", *BODY_FIELDS)
+    template_fields: Sequence[str] = (
+        "system_prompt",
+        "agentchat_conn_id",
+        "fallback_conn_ids",
+        "cache_prompt",
+        *BODY_FIELDS,
+    )
     # Empty: Airflow would load any templated string ending in an extension as a file, upstream data included
     # (a mapped value "{{ conn.x.password }} notes.json" would be rendered). Only the DAG author's values of
     # ``template_file_fields`` name files, and only files that exist in the template search path.
@@ -54,6 +64,7 @@ class AgentChatRequestOperator(BaseOperator):
         self,
         *,
         agentchat_conn_id: str = "agentchat_default",
+        fallback_conn_ids: Sequence[str] | str | None = None,
         system_prompt: str | None = None,
         timeout: float | None = None,
         max_retries: int | None = None,
@@ -99,6 +110,10 @@ class AgentChatRequestOperator(BaseOperator):
         self.max_total_tokens = max_total_tokens
         self.max_cost = max_cost
         self.agentchat_conn_id = agentchat_conn_id
+        if not isinstance(fallback_conn_ids, str) or "{{" not in fallback_conn_ids:
+            conn_ids(agentchat_conn_id, fallback_conn_ids)  # a bad value fails at parse time
+        self.fallback_conn_ids = fallback_conn_ids
+        self.answered_by: str | None = None  # the connection that answered this task (set by the first answer)
         self.system_prompt = system_prompt
         self.timeout = timeout
         self.max_retries = max_retries
@@ -129,6 +144,68 @@ class AgentChatRequestOperator(BaseOperator):
             if _template_file(content, jinja_env) is not None:
                 return self._render(jinja_env.get_template(content), context)
         return super().render_template(content, context, jinja_env, seen_oids)
+
+    def _send_now(self, request: Any) -> Any:
+        """Send through the connection that answered this task, or else the primary and then each fallback.
+
+        The first answer fixes the connection for the rest of the task: tool and repair rounds carry the
+        conversation so far, and only the agent that held it continues it. Failures that no other agent would
+        answer differently are raised at once (:func:`airflow_agentchat.failover.fails_over`).
+        """
+        from airflow_agentchat.failover import fails_over
+
+        order = [self.answered_by] if self.answered_by else self.conn_ids()
+        for position, conn_id in enumerate(order):
+            if position:
+                self._use_connection(conn_id)
+            try:
+                completion = self._send_one(request)
+            except Exception as exc:
+                if position + 1 == len(order) or getattr(self, "_stop_requested", False) or not fails_over(exc):
+                    raise
+                self.log.warning("Connection %r failed for good (%s); sending to %r", conn_id, exc, order[position + 1])
+                if (spend := getattr(self, "_spend", None)) is not None:  # counted under its own connection
+                    spend.failed(exc, None)
+                continue
+            self.answered_by = conn_id
+            if self.fallback_conn_ids:  # XCom says which connection answered when more than one could
+                completion._meta["conn_id"] = conn_id
+            return completion
+        raise AssertionError("unreachable: the last connection's error is raised")
+
+    def conn_ids(self) -> list[str]:
+        """The (rendered) primary connection, then the fallbacks, each once."""
+        return conn_ids(self.agentchat_conn_id, self.fallback_conn_ids)
+
+    def answered(self, meta: Mapping[str, Any] | None) -> dict[str, Any]:
+        """Take over the connection the trigger's answer came from (its ``meta``); returns that meta."""
+        meta = dict(meta or {})
+        conn_id = meta.get("conn_id") or self.agentchat_conn_id
+        if conn_id != self.agentchat_conn_id:
+            self._use_connection(conn_id)
+        self.answered_by = conn_id
+        if not self.fallback_conn_ids:  # as on the direct path: XCom names the connection when more than one could
+            meta.pop("conn_id", None)
+        return meta
+
+    def _send_one(self, request: Any) -> Any:
+        """Send ``request`` through ``self.hook`` (the operator defines it)."""
+        raise NotImplementedError
+
+    def _use_connection(self, conn_id: str) -> None:
+        """Make ``conn_id`` this task's connection: its hook, its prices and budget pricing, its metrics tag."""
+        from airflow_agentchat.hooks.agent_chat import AgentChatHook
+
+        previous = self.__dict__.get("hook")
+        if previous is not None:
+            previous.close()
+        hook = AgentChatHook(conn_id, timeout=self.timeout, max_retries=self.max_retries)
+        self.__dict__["hook"] = hook
+        spend = getattr(self, "_spend", None)
+        if spend is not None:
+            spend.prices = spend.budget.prices = hook.settings.prices
+            if spend.metrics is not None:
+                spend.metrics.use_connection(conn_id)
 
     def prices(self) -> Any:
         """The connection's token prices (:class:`~airflow_agentchat.spend.Prices`; unknown when not set)."""

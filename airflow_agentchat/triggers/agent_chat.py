@@ -31,9 +31,11 @@ class AgentChatCompletionTrigger(BaseTrigger):
         body: dict[str, Any],
         timeout: float | None = None,
         max_retries: int | None = None,
+        fallback_conn_ids: list[str] | None = None,
     ) -> None:
         super().__init__()
         self.agentchat_conn_id = agentchat_conn_id
+        self.fallback_conn_ids = list(fallback_conn_ids or [])
         self.body = body
         self.timeout = timeout
         self.max_retries = max_retries
@@ -46,21 +48,32 @@ class AgentChatCompletionTrigger(BaseTrigger):
                 "body": self.body,
                 "timeout": self.timeout,
                 "max_retries": self.max_retries,
+                "fallback_conn_ids": self.fallback_conn_ids,
             },
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         from airflow_agentchat.exceptions import AgentChatError
+        from airflow_agentchat.failover import fails_over
         from airflow_agentchat.hooks.agent_chat import AgentChatHook
         from airflow_agentchat.models import build_request
 
-        hook = AgentChatHook(self.agentchat_conn_id, timeout=self.timeout, max_retries=self.max_retries)
-        try:
-            request = build_request(**self.body)
-            completion = await hook.asend(request)
-        except AgentChatError as exc:
-            yield TriggerEvent({"status": "error", "message": str(exc), "error": exc.to_dict()})
+        order = [self.agentchat_conn_id, *self.fallback_conn_ids]
+        for position, conn_id in enumerate(order):  # the same failover rule as the worker's (see failover.py)
+            hook = AgentChatHook(conn_id, timeout=self.timeout, max_retries=self.max_retries)
+            try:
+                request = build_request(**self.body)
+                completion = await hook.asend(request)
+            except AgentChatError as exc:
+                if position + 1 < len(order) and fails_over(exc):
+                    self.log.warning(
+                        "Connection %r failed for good (%s); sending to %r", conn_id, exc, order[position + 1]
+                    )
+                    continue
+                yield TriggerEvent({"status": "error", "message": str(exc), "error": exc.to_dict()})
+                return
+            finally:
+                await hook.aclose()
+            meta = {**completion.meta, "conn_id": conn_id}
+            yield TriggerEvent({"status": "success", "response": completion.to_dict(), "meta": meta})
             return
-        finally:
-            await hook.aclose()
-        yield TriggerEvent({"status": "success", "response": completion.to_dict(), "meta": completion.meta})
