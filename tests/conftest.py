@@ -37,6 +37,7 @@ os.environ.update(
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(ROOT))  # the checkout-only helpers in dev/ (make ui's launcher)
 
+from fault_server import FaultServer  # noqa: E402
 from scripted_server import ScriptedServer  # noqa: E402
 
 #: A key that must never show up in logs, XCom, exception text or UI responses.
@@ -62,6 +63,27 @@ def devserver() -> Iterator[object]:
 
     with DevServer() as server:
         yield server
+
+
+@pytest.fixture()
+def server(devserver) -> Iterator[object]:
+    """The session's dev server with no stats, no pending faults and no latency, before the test and after it.
+
+    A module that needs latency overrides this fixture and configures it (the reset after the test clears it).
+    """
+    devserver.reset()
+    devserver.configure(latency_ms=0)
+    yield devserver
+    devserver.reset()
+    devserver.configure(latency_ms=0)
+
+
+@pytest.fixture()
+def fault_server() -> Iterator[FaultServer]:
+    """A fresh :class:`FaultServer` for one test (its settings and counts are the test's own)."""
+    server = FaultServer().start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture()

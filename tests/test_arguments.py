@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from datetime import timedelta
 
 import pytest
+from fakes import Imported, import_in_fresh_python
 
 from airflow_agentchat import arguments
 from airflow_agentchat.exceptions import InvalidRequestError
@@ -101,9 +100,6 @@ def test_approval_timeout_is_one_rule():
 
 def test_the_rules_module_is_cheap_to_import():
     """Parsed with every DAG: nothing heavy, nothing from the rest of the package."""
-    code = (
-        "import sys\nbefore = set(sys.modules)\nimport airflow_agentchat.arguments\n"
-        "print(sorted(m for m in set(sys.modules) - before if m.startswith(('pydantic', 'httpx', 'airflow'))))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip().splitlines()[-1] in ("[]", "['airflow_agentchat', 'airflow_agentchat.arguments']")
+    imported = import_in_fresh_python("import airflow_agentchat.arguments", after="")
+    new = Imported.matching(imported.new, ("pydantic", "httpx", "airflow"))
+    assert new in ([], ["airflow_agentchat", "airflow_agentchat.arguments"])

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from fakes import FakeTI, Imported, import_in_fresh_python
 
 from airflow_agentchat.batch.items import stable_id
 from airflow_agentchat.batch.store import iter_records
@@ -24,15 +25,6 @@ from airflow_agentchat.exceptions import AgentChatError, InvalidRequestError
 
 ROOT = Path(__file__).resolve().parent.parent
 CONN = "agentchat_batch"
-
-
-@pytest.fixture()
-def server(devserver):
-    devserver.reset()
-    devserver.configure(latency_ms=0)
-    yield devserver
-    devserver.reset()
-    devserver.configure(latency_ms=0)
 
 
 @pytest.fixture()
@@ -49,14 +41,6 @@ def make_op(tmp_path: Path, **kwargs):
     return AgentChatBatchOperator(task_id="batch", **kwargs)
 
 
-class _TI:
-    def __init__(self) -> None:
-        self.pushed: dict[str, object] = {}
-
-    def xcom_push(self, key: str, value: object) -> None:
-        self.pushed[key] = value
-
-
 def lines_of(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
@@ -66,7 +50,7 @@ def lines_of(path: Path) -> list[dict]:
 
 def test_few_hundred_prompts_give_one_line_per_id(conn, server, tmp_path, canary_key):
     prompts = [f"question {i}" for i in range(300)]
-    summary = make_op(tmp_path, prompts=prompts, max_concurrency=20).execute({"ti": _TI()})
+    summary = make_op(tmp_path, prompts=prompts, max_concurrency=20).execute({"ti": FakeTI()})
 
     out = lines_of(tmp_path / "out.jsonl")
     assert sorted(line["id"] for line in out) == sorted(stable_id(p) for p in prompts)
@@ -100,7 +84,7 @@ def test_mixed_forms_overrides_context_and_invalid_items(conn, server, tmp_path)
     ]
     summary = make_op(
         tmp_path, prompts=items, system_prompt="Operator system", temperature=0.3, max_failed_fraction=0.5
-    ).execute({"ti": _TI()})
+    ).execute({"ti": FakeTI()})
 
     out = {line["id"]: line for line in lines_of(tmp_path / "out.jsonl")}
     assert len(out) == 10 and summary["duplicates"] == 1 and summary["invalid"] == 2 and summary["sent"] == 8
@@ -126,7 +110,7 @@ def test_mixed_forms_overrides_context_and_invalid_items(conn, server, tmp_path)
 def test_item_overrides_reach_the_wire(conn, server, tmp_path):
     """The operator's system prompt and sampling fields apply unless the item says otherwise."""
     items = [{"id": "a", "prompt": "default"}, {"id": "b", "prompt": "own", "system_prompt": "", "max_tokens": 1}]
-    make_op(tmp_path, prompts=items, system_prompt="Be brief", max_tokens=50).execute({"ti": _TI()})
+    make_op(tmp_path, prompts=items, system_prompt="Be brief", max_tokens=50).execute({"ti": FakeTI()})
     out = {line["id"]: line for line in lines_of(tmp_path / "out.jsonl")}
     # prompt tokens count every message: the system prompt adds to "a", "b" has none
     assert out["a"]["usage"]["prompt_tokens"] == 2 + 3 and out["b"]["usage"]["prompt_tokens"] == 2
@@ -135,34 +119,34 @@ def test_item_overrides_reach_the_wire(conn, server, tmp_path):
 
 def test_prompts_as_rendered_text_and_shared_field_errors(conn, tmp_path):
     op = make_op(tmp_path, prompts="['from', 'a python repr']")
-    assert op.execute({"ti": _TI()})["succeeded"] == 2
+    assert op.execute({"ti": FakeTI()})["succeeded"] == 2
     with pytest.raises(InvalidRequestError, match="temperature"):
-        make_op(tmp_path, prompts=["x"], temperature=9).execute({"ti": _TI()})
+        make_op(tmp_path, prompts=["x"], temperature=9).execute({"ti": FakeTI()})
     with pytest.raises(ValueError, match="exactly one"):
-        make_op(tmp_path).execute({"ti": _TI()})
+        make_op(tmp_path).execute({"ti": FakeTI()})
 
 
 def test_max_failed_fraction_fails_after_writing_everything(conn, server, tmp_path):
     prompts = [f"fine {i}" for i in range(18)] + ["broken a [[fault:500]]", "broken b [[fault:500]]"]
-    ok = make_op(tmp_path / "ok", prompts=prompts, max_retries=0, max_failed_fraction=0.1).execute({"ti": _TI()})
+    ok = make_op(tmp_path / "ok", prompts=prompts, max_retries=0, max_failed_fraction=0.1).execute({"ti": FakeTI()})
     assert ok["failed"] == 2 and ok["error_types"] == {"server_error": 2}
 
-    ti = _TI()
+    ti = FakeTI()
     with pytest.raises(AgentChatError, match=r"2 of 20 items failed \(10.0%"):
         make_op(tmp_path / "bad", prompts=prompts, max_retries=0, max_failed_fraction=0.05).execute({"ti": ti})
     out = lines_of(tmp_path / "bad" / "out.jsonl")
     assert len(out) == 20
     failed = [line for line in out if line["status"] == "error"]
     assert {line["error"]["status"] for line in failed} == {500} and all(line["attempts"] == 1 for line in failed)
-    assert ti.pushed["summary"]["failed"] == 2
+    assert ti.xcom["summary"]["failed"] == 2
 
 
 def test_rerun_resends_only_failed_items(conn, server, tmp_path):
     """An Airflow retry after a failure: succeeded items are not paid for again, failed ones are retried."""
     prompts = [f"item {i}" for i in range(10)] + ["flaky [[fault:503:times=1]]"]
     with pytest.raises(AgentChatError):
-        make_op(tmp_path, prompts=prompts, max_retries=0).execute({"ti": _TI()})
-    summary = make_op(tmp_path, prompts=prompts, max_retries=0).execute({"ti": _TI()})
+        make_op(tmp_path, prompts=prompts, max_retries=0).execute({"ti": FakeTI()})
+    summary = make_op(tmp_path, prompts=prompts, max_retries=0).execute({"ti": FakeTI()})
     assert summary["sent"] == 1 and summary["resumed"] == 10 and summary["failed"] == 0
     by_prompt = server.stats(timestamps=False)["by_prompt"]
     assert all(by_prompt[f"item {i}"] == 1 for i in range(10)) and by_prompt[prompts[-1]] == 2
@@ -179,7 +163,7 @@ def test_resume_ignores_a_torn_line_and_sends_only_missing(conn, server, tmp_pat
     (parts / "part-20200101T000000000000-aaaaaa-000000.jsonl").write_text(
         "\n".join(json.dumps(d) for d in done) + "\n" + torn
     )
-    summary = make_op(tmp_path, prompts=prompts).execute({"ti": _TI()})
+    summary = make_op(tmp_path, prompts=prompts).execute({"ti": FakeTI()})
     assert summary["resumed"] == 12 and summary["sent"] == 18 and summary["total"] == 30
     by_prompt = server.stats(timestamps=False)["by_prompt"]
     assert set(by_prompt) == set(prompts[12:]) and all(n == 1 for n in by_prompt.values())
@@ -187,26 +171,24 @@ def test_resume_ignores_a_torn_line_and_sends_only_missing(conn, server, tmp_pat
     assert sorted(line["id"] for line in out) == sorted(stable_id(p) for p in prompts)
     # a rerun after completion reads the composed output and sends nothing
     server.reset()
-    again = make_op(tmp_path, prompts=prompts).execute({"ti": _TI()})
+    again = make_op(tmp_path, prompts=prompts).execute({"ti": FakeTI()})
     assert again["sent"] == 0 and again["resumed"] == 30 and server.stats(timestamps=False)["total"] == 0
 
 
 # --------------------------------------------------------------------------------------------- crash + resume
 
 CRASH_SCRIPT = textwrap.dedent(
-    """
+    f"""
     import sys
+    sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})  # the tests' shared fakes
+    from fakes import FakeTI, import_in_fresh_python, Imported
     from airflow_agentchat.operators.batch import AgentChatBatchOperator
-
-    class TI:
-        def xcom_push(self, key, value):
-            pass
 
     op = AgentChatBatchOperator(
         task_id="crash", agentchat_conn_id=sys.argv[1], input_path=sys.argv[2], output_path=sys.argv[3],
         max_concurrency=8, progress_interval=1,  # default durability settings
     )
-    print("SUMMARY", op.execute({"ti": TI()}), flush=True)
+    print("SUMMARY", op.execute({{"ti": FakeTI()}}), flush=True)
     """
 )
 
@@ -271,7 +253,7 @@ def test_sigkill_mid_batch_then_rerun_requests_nothing_twice(conn, server, tmp_p
 def test_requests_per_minute_paces_every_window(conn, server, tmp_path):
     rpm = 1200  # 20 a second, so the limit binds within a short test
     make_op(tmp_path, prompts=[f"paced {i}" for i in range(50)], max_concurrency=10, requests_per_minute=rpm).execute(
-        {"ti": _TI()}
+        {"ti": FakeTI()}
     )
     stamps = sorted(server.stats()["timestamps"])
     assert len(stamps) == 50
@@ -285,7 +267,9 @@ def test_requests_per_minute_paces_every_window(conn, server, tmp_path):
 
 def test_429_with_retry_after_pauses_the_whole_batch(conn, server, tmp_path):
     server.add_faults([{"kind": "429", "retry_after": 1, "times": 1}])
-    summary = make_op(tmp_path, prompts=[f"limited {i}" for i in range(40)], max_concurrency=4).execute({"ti": _TI()})
+    summary = make_op(tmp_path, prompts=[f"limited {i}" for i in range(40)], max_concurrency=4).execute(
+        {"ti": FakeTI()}
+    )
     stats = server.stats()
     assert stats["by_status"] == {"429": 1, "200": 40} and summary["failed"] == 0
     stamps = sorted(stats["timestamps"])
@@ -311,7 +295,7 @@ def test_every_request_sent_takes_one_rate_slot_and_a_pause_takes_none(conn, ser
         return take()
 
     pacer.book = counted
-    summary = op.execute({"ti": _TI()})
+    summary = op.execute({"ti": FakeTI()})
     assert summary["succeeded"] == 20 and summary["attempts"] == 21
     assert len(slots) == server.stats()["total"] == 21
 
@@ -326,7 +310,7 @@ def test_tokens_per_minute_budget_is_respected(conn, server, tmp_path):
         max_concurrency=8,
         tokens_per_minute=tpm,
         max_tokens=6,
-    ).execute({"ti": _TI()})
+    ).execute({"ti": FakeTI()})
     stamps = sorted(server.stats()["timestamps"])
     per_item = summary["usage"]["total_tokens"] / 30
     assert stamps[-1] - stamps[0] > 1.0  # the budget did bind (server-side arrival times)
@@ -348,7 +332,7 @@ def test_kill_while_settling_the_token_budget_keeps_every_paid_answer(conn, serv
     killer = threading.Timer(2.0, op.on_kill)
     killer.start()
     with pytest.raises(BaseException):  # noqa: B017 - cancelled: CancelledError or an AgentChatError
-        op.execute({"ti": _TI()})
+        op.execute({"ti": FakeTI()})
     killer.join()
     answered = server.stats()["by_status"].get("200", 0)
     assert answered >= 1
@@ -466,14 +450,9 @@ def test_example_dag_runs_sharded_and_summarises(run_dag, canary_key):
 
 
 def test_importing_the_operator_stays_light():
-    code = (
-        "import time, airflow.sdk, sys; t = time.perf_counter(); "
-        "import airflow_agentchat.operators.batch; print(time.perf_counter() - t); "
-        "print(any(m in sys.modules for m in ('airflow_agentchat.models', 'aiolimiter', 'httpx_aiohttp')))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    assert out[-1] == "False"
-    assert float(out[-2]) < 0.05
+    imported = import_in_fresh_python("import airflow_agentchat.operators.batch")
+    assert Imported.matching(imported.loaded, ("airflow_agentchat.models", "aiolimiter", "httpx_aiohttp")) == []
+    assert imported.seconds < 0.05
 
 
 def test_error_lines_carry_the_kind_of_the_error_class(make_conn, tmp_path):
@@ -493,7 +472,7 @@ def test_error_lines_carry_the_kind_of_the_error_class(make_conn, tmp_path):
         max_retries=0,
         max_failed_fraction=1.0,
     )
-    summary = op.execute({"ti": _TI()})
+    summary = op.execute({"ti": FakeTI()})
     assert summary["error_types"] == {RefusedError.kind: 1, InvalidItemError.kind: 1}
     kinds = {line["id"]: line["error"]["type"] for line in lines_of(tmp_path / "out.jsonl")}
     assert kinds["typo"] == "invalid_item" and sorted(kinds.values()) == ["connection_refused", "invalid_item"]

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from fakes import FakeTI
 
 from airflow_agentchat.exceptions import AgentChatError
 
@@ -15,20 +16,10 @@ SHARED = ("Label the ticket as bug, question or praise. " * 20).strip()
 SYSTEM = {"role": "system", "content": [{"type": "text", "text": SHARED, "cache_control": {"type": "ephemeral"}}]}
 
 
-class TI:
-    dag_id, task_id, run_id, map_index, try_number = "content", "batch", "run-1", -1, 1
-
-    def __init__(self) -> None:
-        self.pushed: dict[str, object] = {}
-
-    def xcom_push(self, key: str, value: object) -> None:
-        self.pushed[key] = value
-
-
 def run(tmp_path: Path, **kwargs):
     from airflow_agentchat.operators.batch import AgentChatBatchOperator
 
-    ti = TI()
+    ti = FakeTI("content", "batch", "run-1", -1, 1)
     op = AgentChatBatchOperator(
         task_id="batch", agentchat_conn_id=CONN, output_path=f"file://{tmp_path}/out.jsonl", **kwargs
     )
@@ -50,7 +41,7 @@ def test_a_filtered_answer_is_a_content_filter_line_counted_and_resent_only_with
     devserver.reset()
     error, ti = run(tmp_path, prompts=prompts, max_failed_fraction=0.0)
     assert isinstance(error, AgentChatError) and "1 of 2 items failed" in str(error)
-    summary = ti.pushed["summary"]
+    summary = ti.xcom["summary"]
     assert summary["failed"] == 1 and summary["error_types"] == {"content_filter": 1}
     line = lines_of(tmp_path)["bad"]
     assert line["status"] == "error" and line["error"]["type"] == "content_filter"
@@ -92,4 +83,4 @@ def test_a_shared_cached_prefix_is_read_summed_and_priced(devserver, make_conn, 
     expected = (plain * 3.0 + 4 * prefix * 0.3 + prefix * 3.75 + usage["completion_tokens"] * 15.0) / 1e6
     assert summary["cost"] == round(expected, 6)
     assert sum(line["cost"] for line in lines.values()) == pytest.approx(expected, abs=1e-5)
-    assert ti.pushed  # usage and cost reached XCom
+    assert ti.xcom  # usage and cost reached XCom

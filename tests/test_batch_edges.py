@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from fault_server import FaultServer
+from fakes import FakeTI
 
 from airflow_agentchat.batch.items import stable_id
 from airflow_agentchat.batch.store import OutputPathError, ResultStore
@@ -20,33 +20,17 @@ CONN = "agentchat_edges"
 
 
 @pytest.fixture()
-def server(make_conn):
-    server = FaultServer().start()
-    make_conn(CONN, server.url)
-    yield server
-    server.stop()
+def server(fault_server, make_conn):
+    make_conn(CONN, fault_server.url)
+    return fault_server
 
 
-class TI:
-    def __init__(self, task_id: str = "batch", run_id: str = "run-1", try_number: int = 1) -> None:
-        self.dag_id, self.task_id, self.run_id, self.map_index, self.try_number = (
-            "edges",
-            task_id,
-            run_id,
-            -1,
-            try_number,
-        )
-
-    def xcom_push(self, key: str, value: object) -> None:
-        pass
-
-
-def run(tmp_path: Path, ti: TI | None = None, **kwargs):
+def run(tmp_path: Path, ti: FakeTI | None = None, **kwargs):
     from airflow_agentchat.operators.batch import AgentChatBatchOperator
 
     kwargs.setdefault("output_path", f"file://{tmp_path}/out.jsonl")
     op = AgentChatBatchOperator(task_id="batch", agentchat_conn_id=CONN, max_failed_fraction=1.0, **kwargs)
-    return op.execute({"ti": ti or TI()})
+    return op.execute({"ti": ti or FakeTI("edges", "batch", "run-1", -1, 1)})
 
 
 def lines_of(path: Path) -> dict[str, dict]:
@@ -116,7 +100,7 @@ def test_a_live_lease_of_another_task_refuses_the_run_before_sending(server, tmp
 )
 def test_a_dead_holders_lease_is_taken_over(server, tmp_path, holder):
     write_lease(tmp_path, **holder)
-    summary = run(tmp_path, ti=TI(try_number=2), prompts=["taken over"])
+    summary = run(tmp_path, ti=FakeTI("edges", "batch", "run-1", -1, 2), prompts=["taken over"])
     assert summary["succeeded"] == 1 and server.counts["taken over"] == 1
     assert not (tmp_path / "out.jsonl.lease").exists()  # released at the end
 

@@ -22,13 +22,6 @@ from fault_server import FaultServer
 from airflow_agentchat.batch.store import iter_records
 
 
-@pytest.fixture()
-def faults():
-    server = FaultServer().start()
-    yield server
-    server.stop()
-
-
 def airflow(args: list[str], server: FaultServer, **popen: object) -> subprocess.Popen:
     """Start ``airflow <args>`` with ``agentchat_faults`` pointing at ``server`` (its own process group)."""
     env = os.environ.copy()
@@ -78,8 +71,8 @@ def lines_of(path: Path) -> list[dict]:
 # --------------------------------------------------------------------------- 1,000 items, 20% faults, Airflow
 
 
-def test_thousand_items_with_a_fifth_faulted_all_succeed_in_the_first_run(airflow_db, faults, tmp_path):
-    faults.fault_rate = 0.2
+def test_thousand_items_with_a_fifth_faulted_all_succeed_in_the_first_run(airflow_db, fault_server, tmp_path):
+    fault_server.fault_rate = 0.2
     n = 1000
     prompts = [f"fault item {i}" for i in range(n)]
     source = tmp_path / "input.jsonl"
@@ -91,9 +84,11 @@ def test_thousand_items_with_a_fifth_faulted_all_succeed_in_the_first_run(airflo
         )
     )
     conf = {"input_path": f"file://{source}", "output_path": f"file://{tmp_path}/out.jsonl"}
-    log = finish(airflow(["dags", "test", "agentchat_batch_faults", "2026-05-01", "-c", json.dumps(conf)], faults))
-    seen = faults.snapshot()
-    assert sum(seen["injected"].values()) > 150 and set(seen["injected"]) == set(faults.faults), seen["injected"]
+    log = finish(
+        airflow(["dags", "test", "agentchat_batch_faults", "2026-05-01", "-c", json.dumps(conf)], fault_server)
+    )
+    seen = fault_server.snapshot()
+    assert sum(seen["injected"].values()) > 150 and set(seen["injected"]) == set(fault_server.faults), seen["injected"]
 
     out = lines_of(tmp_path / "out.jsonl")
     ids = [line["id"] for line in out]
@@ -123,24 +118,24 @@ def test_thousand_items_with_a_fifth_faulted_all_succeed_in_the_first_run(airflo
 
 
 @pytest.mark.parametrize("protocol", ["file", "objtest"])
-def test_sigkill_with_default_settings_loses_only_answers_in_flight(airflow_db, faults, tmp_path, protocol):
+def test_sigkill_with_default_settings_loses_only_answers_in_flight(airflow_db, fault_server, tmp_path, protocol):
     """Killed mid-batch with the default settings, then rerun: nothing recorded is paid for again.
 
     On ``file://`` results are appended as they arrive, so only the answers in flight (at most one per worker,
     8) are paid twice. ``objtest://`` cannot append, like an object store: it may also lose the results of the
     last flush interval (1 s by default; counted generously as the answers of the last 1.5 s before the kill).
     """
-    faults.latency = 0.1  # 8 workers: ~80 answers a second, so 300 answers take ~4 s (under the old 5 s flush)
+    fault_server.latency = 0.1  # 8 workers: ~80 answers a second, so 300 answers take ~4 s (under the old 5 s flush)
     n, kill_after, workers = 600, 300, 8
     prompts = [f"kill item {i}" for i in range(n)]
     write_items(tmp_path / "input.jsonl", prompts)
     conf = {"input_path": f"file://{tmp_path}/input.jsonl", "output_path": f"{protocol}://{tmp_path}/out.jsonl"}
     args = ["dags", "test", "agentchat_batch_kill", "2026-05-02", "-c", json.dumps(conf)]
 
-    proc = airflow(args, faults)
+    proc = airflow(args, fault_server)
     try:
         deadline = time.monotonic() + 120
-        while len(faults.answered) < kill_after and proc.poll() is None and time.monotonic() < deadline:
+        while len(fault_server.answered) < kill_after and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.005)
         os.killpg(proc.pid, signal.SIGKILL)  # the whole worker: task runner and supervisor alike
         killed_at = time.time()
@@ -148,7 +143,7 @@ def test_sigkill_with_default_settings_loses_only_answers_in_flight(airflow_db, 
         log = finish(proc)
     assert proc.returncode == -signal.SIGKILL, log[-4000:]
     assert not (tmp_path / "out.jsonl").exists(), "the batch finished before it was killed; the test proves nothing"
-    before = faults.snapshot()
+    before = fault_server.snapshot()
     answered = {prompt for _, prompt in before["answered"]}
     assert kill_after <= len(answered) < n
 
@@ -159,9 +154,9 @@ def test_sigkill_with_default_settings_loses_only_answers_in_flight(airflow_db, 
     allowed = workers if protocol == "file" else workers + last_second
     assert len(lost) <= allowed, (len(lost), allowed, len(kept), len(answered))
 
-    log = finish(airflow(args, faults))
+    log = finish(airflow(args, fault_server))
     assert "Resuming" in log and "Batch summary" in log, log[-4000:]
-    after = faults.snapshot()["counts"]
+    after = fault_server.snapshot()["counts"]
     for item_id in kept:  # nothing that was recorded was requested again
         assert after[prompts[int(item_id[1:])]] == 1, item_id
     paid_twice = [p for p in answered if after[p] > 1]
@@ -176,9 +171,9 @@ def test_sigkill_with_default_settings_loses_only_answers_in_flight(airflow_db, 
 # ------------------------------------------------------------------------------------ two tasks, one output
 
 
-def test_second_task_on_the_same_output_is_refused_before_sending(airflow_db, faults, tmp_path):
+def test_second_task_on_the_same_output_is_refused_before_sending(airflow_db, fault_server, tmp_path):
     # writer_a gets 40 answers, then its requests hang until writer_b has been refused
-    faults.hold_after, faults.hold_prefix = 40, "writer a"
+    fault_server.hold_after, fault_server.hold_prefix = 40, "writer a"
     n = 240
     a = [f"writer a item {i}" for i in range(n)]
     b = [f"writer b item {i}" for i in range(n)]
@@ -195,21 +190,21 @@ def test_second_task_on_the_same_output_is_refused_before_sending(airflow_db, fa
 
     def task(name: str) -> subprocess.Popen:
         args = ["tasks", "test", "agentchat_batch_two_writers", f"writer_{name}", "2026-05-03"]
-        return airflow([*args, "-t", json.dumps(params)], faults)
+        return airflow([*args, "-t", json.dumps(params)], fault_server)
 
     first = task("a")
     try:
         deadline = time.monotonic() + 120
-        while len(faults.answered) < 40 and first.poll() is None and time.monotonic() < deadline:
+        while len(fault_server.answered) < 40 and first.poll() is None and time.monotonic() < deadline:
             time.sleep(0.01)
         assert first.poll() is None, "writer_a ended before writer_b could start"
         second_log = finish(task("b"))
         assert first.poll() is None  # still mid-batch, holding the output
     finally:
-        faults.release()
+        fault_server.release()
         first_log = finish(first)
 
-    seen = faults.snapshot()["counts"]
+    seen = fault_server.snapshot()["counts"]
     assert not any(prompt.startswith("writer b") for prompt in seen), second_log[-6000:]  # refused before sending
     assert "is being written by another live run" in second_log and "writer_a" in second_log, second_log[-4000:]
     assert f"{tmp_path}/out.jsonl" in second_log

@@ -15,6 +15,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from fakes import FakeTI
 
 from dev.ui import free_port
 
@@ -61,34 +62,8 @@ def storage_conn(s3_url, monkeypatch) -> str:
 
 
 @pytest.fixture()
-def server(devserver):
-    devserver.reset()
-    devserver.configure(latency_ms=0)
-    yield devserver
-    devserver.reset()
-
-
-@pytest.fixture()
 def agent(server, make_conn) -> str:
     return make_conn(AGENT_CONN, server.url)
-
-
-class _MappedTI:
-    """The task instance a mapped shard sees: its map index, and the count of its task's mapped instances."""
-
-    def __init__(self, map_index: int, mapped: int) -> None:
-        self.dag_id, self.task_id, self.run_id, self.try_number = "dag", "ask", "run", 1
-        self.map_index = map_index
-        self.mapped = mapped
-        self.asked: list[dict] = []
-        self.pushed: dict[str, object] = {}
-
-    def get_ti_count(self, **query) -> int:
-        self.asked.append(query)
-        return self.mapped
-
-    def xcom_push(self, key: str, value: object) -> None:
-        self.pushed[key] = value
 
 
 def _objects(s3_url: str, prefix: str) -> dict[str, bytes]:
@@ -119,7 +94,7 @@ def test_split_and_batch_use_the_storage_connection_for_plain_s3_uris(storage_co
     op = AgentChatBatchOperator(
         task_id="ask", input_path=plain, storage_conn_id=storage_conn, agentchat_conn_id=agent, progress_interval=0.5
     )
-    summary = op.execute({"ti": _MappedTI(-1, 1)})
+    summary = op.execute({"ti": FakeTI("dag", "ask", "run", -1, 1, mapped=1)})
 
     assert summary["succeeded"] == 3 and summary["output_path"].startswith(f"s3://{storage_conn}@{BUCKET}/")
     stored = _objects(s3_url, "conn/")
@@ -146,7 +121,7 @@ def test_shards_at_once_divides_the_agent_s_limit(map_index, mapped, max_active,
         task_id="ask", prompts=["x"], output_path="file:///tmp/unused.jsonl", requests_per_minute=600
     )
     op.max_active_tis_per_dagrun = max_active
-    ti = _MappedTI(map_index, mapped)
+    ti = FakeTI("dag", "ask", "run", map_index, 1, mapped=mapped)
     assert op.shards_at_once({"ti": ti}) == expected
     if map_index >= 0:
         assert ti.asked == [{"dag_id": "dag", "task_ids": ["ask"], "run_ids": ["run"]}]
@@ -164,7 +139,7 @@ def test_a_shard_paces_at_its_share_of_the_agent_s_limit(agent, server, tmp_path
         max_concurrency=8,
         requests_per_minute=limit,
     )
-    summary = op.execute({"ti": _MappedTI(2, 4)})
+    summary = op.execute({"ti": FakeTI("dag", "ask", "run", 2, 1, mapped=4)})
 
     assert summary["rate_share"] == {
         "shards_at_once": 4,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from fakes import FakeTI
 
 from airflow_agentchat.exceptions import InvalidRequestError
 from airflow_agentchat.operators.branch import AgentChatBranchOperator, branch_schema
@@ -93,15 +94,12 @@ def test_the_agent_can_only_name_a_branch(scripted, make_conn):
     operator = AgentChatBranchOperator(
         task_id="t", agentchat_conn_id=make_conn("branch_unit", scripted.url), prompt="x", branches={"a": "A", "b": "B"}
     )
-    pushed: dict = {}
-    chosen = []
+    ti, chosen = FakeTI(), []
     operator.do_branch = lambda context, branches: chosen.append(branches) or branches  # no DAG run to skip in
-    result = operator.execute(
-        {"ti": type("TI", (), {"xcom_push": lambda self, key, value: pushed.__setitem__(key, value)})()}
-    )
+    result = operator.execute({"ti": ti})
     assert result == "b" and chosen == ["b"]
-    assert pushed["choice"] == {"branch": "b", "reason": "because"}
-    assert pushed["usage"]["total_tokens"] == 14
+    assert ti.xcom["choice"] == {"branch": "b", "reason": "because"}
+    assert ti.xcom["usage"]["total_tokens"] == 14
     first = json.loads(scripted.requests[0].body)
     assert first["tool_choice"] == {"type": "function", "function": {"name": "choose_branch"}}
     assert first["tools"][-1]["function"]["parameters"]["properties"]["branch"]["enum"] == ["a", "b"]

@@ -11,6 +11,7 @@ import logging
 from typing import Any
 
 import pytest
+from fakes import FakeStateStore
 
 from airflow_agentchat.models import ChatCompletion
 from airflow_agentchat.operators.conversation import Conversation
@@ -27,22 +28,6 @@ def add(a: int, b: int) -> int:
     """Add two numbers."""
     RAN.append(f"add {a} {b}")
     return a + b
-
-
-class Store:
-    def __init__(self) -> None:
-        self.data: dict[str, Any] = {}
-        self.writes = 0
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return json.loads(self.data[key]) if key in self.data else default
-
-    def set(self, key: str, value: Any, *, retention: Any = None) -> None:
-        self.data[key] = json.dumps(value)
-        self.writes += 1
-
-    def delete(self, key: str) -> None:
-        self.data.pop(key, None)
 
 
 def completion(content: str | None = None, calls: list[tuple[str, dict]] | None = None) -> ChatCompletion:
@@ -95,7 +80,7 @@ def test_a_tool_round_runs_the_calls_and_sends_the_results_back():
 
 
 def test_the_state_is_written_twice_a_round_however_many_calls():
-    store = Store()
+    store = FakeStateStore()
     state = RoundState(store, "fp")
     many = [("add", {"a": i, "b": 1}) for i in range(30)]
     talk(FakeSend(completion(calls=many), completion("done")), state=state).run(completion(calls=many))
@@ -118,7 +103,7 @@ def test_max_tool_rounds_gives_up_with_the_tools_named():
 
 
 def test_stopping_ends_the_round_before_the_next_call_and_saves_the_results():
-    store = Store()
+    store = FakeStateStore()
     state = RoundState(store, "fp")
     conversation = talk(FakeSend(), state=state, stopping=lambda: len(RAN) >= 2)
     with pytest.raises(ToolError, match=r"Stopped on request \(SIGTERM\) in tool round 1 after 2 of 5 calls"):
@@ -128,7 +113,7 @@ def test_stopping_ends_the_round_before_the_next_call_and_saves_the_results():
 
 
 def test_a_resumed_round_runs_only_the_calls_without_a_result():
-    store = Store()
+    store = FakeStateStore()
     state = RoundState(store, "fp")
     calls = [("add", {"a": i, "b": 0}) for i in range(3)]
     with pytest.raises(ToolError):
@@ -163,7 +148,7 @@ def test_a_repair_with_tools_asks_for_the_final_answer_only():
 
 
 def test_a_rejected_review_becomes_a_revision_request_through_the_state():
-    store = Store()
+    store = FakeStateStore()
     state = RoundState(store, "fp")
     state.await_review(
         [{"role": "user", "content": "q"}],

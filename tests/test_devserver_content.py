@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import openai
 import pytest
+from fakes import FakeTI
 
 from airflow_agentchat.devserver import DevServer
 
@@ -134,16 +135,6 @@ def test_content_filter_marker_reaches_the_hook_as_its_error_kind(server: DevSer
     assert (first.finish_reason, again.finish_reason, again.text) == ("content_filter", "stop", "Echo: once")
 
 
-class TI:
-    """Stands in for the task instance of an in-process ``execute``."""
-
-    def __init__(self) -> None:
-        self.xcom: dict[str, object] = {}
-
-    def xcom_push(self, key: str, value: object) -> None:
-        self.xcom[key] = value
-
-
 def test_the_operator_sends_parts_and_fails_on_the_content_filter_keeping_text_and_usage(
     server: DevServer, make_conn
 ) -> None:
@@ -153,14 +144,14 @@ def test_the_operator_sends_parts_and_fails_on_the_content_filter_keeping_text_a
     server.reset()
     conn_id = make_conn("devserver_filter_op", server.url, password=KEY, prompt_token_price=1.0)
     parts = [{"type": "text", "text": "look"}, {"type": "image_url", "image_url": {"url": PNG}}]
-    ti = TI()
+    ti = FakeTI()
     operator = AgentChatCompletionOperator(
         task_id="t", agentchat_conn_id=conn_id, messages=[SYSTEM, {"role": "user", "content": parts}]
     )
     assert operator.execute({"ti": ti}) == "Echo: look [1 image]"
     assert ti.xcom["usage"]["cache_created_input_tokens"] == len(SHARED.split()) + 1  # type: ignore[index]
 
-    ti = TI()
+    ti = FakeTI()
     operator = AgentChatCompletionOperator(
         task_id="t", agentchat_conn_id=conn_id, prompt="say [[fault:content_filter]]"
     )

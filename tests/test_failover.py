@@ -12,6 +12,7 @@ import socket
 from typing import Any
 
 import pytest
+from fakes import FakeTI
 from scripted_server import ScriptedServer
 
 from airflow_agentchat.exceptions import (
@@ -33,15 +34,6 @@ from airflow_agentchat.operators.agent_chat import AgentChatCompletionOperator
 from airflow_agentchat.structured_output import OutputValidationError
 
 
-class TI:
-    def __init__(self) -> None:
-        self.xcom: dict[str, Any] = {}
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        json.dumps(value)
-        self.xcom[key] = value
-
-
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -60,8 +52,8 @@ def primary():
     server.stop()
 
 
-def _run(**kwargs: Any) -> tuple[Any, TI, AgentChatCompletionOperator]:
-    ti = TI()
+def _run(**kwargs: Any) -> tuple[Any, FakeTI, AgentChatCompletionOperator]:
+    ti = FakeTI()
     kwargs.setdefault("prompt", "which agent answers")
     operator = AgentChatCompletionOperator(task_id="t", **kwargs)
     return operator.execute({"ti": ti}), ti, operator
@@ -242,7 +234,7 @@ def test_the_trigger_fails_over_and_the_task_takes_over_that_connection(devserve
     operator = AgentChatCompletionOperator(
         task_id="t", prompt="deferred", agentchat_conn_id="fo_down", fallback_conn_ids=["fo_dev"]
     )
-    ti = TI()
+    ti = FakeTI()
     assert operator.execute_complete({"ti": ti}, event) == "Echo: deferred"
     assert operator.answered_by == "fo_dev" and ti.xcom["response"]["conn_id"] == "fo_dev"
 

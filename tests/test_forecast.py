@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
+from fakes import FakeTI
 
 from airflow_agentchat.spend import BudgetExhaustedError, estimate
 
@@ -16,27 +17,11 @@ CONN = "agentchat_forecast"
 
 
 @pytest.fixture()
-def server(devserver):
-    devserver.reset()
-    devserver.configure(latency_ms=0)
-    yield devserver
-    devserver.reset()
-
-
-@pytest.fixture()
 def conn(server, make_conn) -> str:
     return make_conn(CONN, server.url, prompt_token_price=1.0, completion_token_price=2.0)
 
 
-class _TI:
-    def __init__(self) -> None:
-        self.pushed: dict[str, object] = {}
-
-    def xcom_push(self, key: str, value: object) -> None:
-        self.pushed[key] = value
-
-
-def run(tmp_path: Path, prompts, out: str = "out", ti: _TI | None = None, **kwargs) -> dict:
+def run(tmp_path: Path, prompts, out: str = "out", ti: FakeTI | None = None, **kwargs) -> dict:
     from airflow_agentchat.operators.batch import AgentChatBatchOperator
 
     op = AgentChatBatchOperator(
@@ -48,7 +33,7 @@ def run(tmp_path: Path, prompts, out: str = "out", ti: _TI | None = None, **kwar
         temperature=0,
         **kwargs,
     )
-    return op.execute({"ti": ti or _TI()})
+    return op.execute({"ti": ti or FakeTI()})
 
 
 def sent(server) -> int:
@@ -57,12 +42,12 @@ def sent(server) -> int:
 
 def test_check_refuses_an_over_budget_batch_before_any_request(conn, server, tmp_path):
     prompts = [f"a question of some length, number {i}" for i in range(50)]
-    ti = _TI()
+    ti = FakeTI()
     with pytest.raises(BudgetExhaustedError) as caught:
         run(tmp_path, prompts, ti=ti, forecast="check", max_total_tokens=500, max_tokens=20)
     assert sent(server) == 0
     message = str(caught.value)
-    forecast = ti.pushed["forecast"]
+    forecast = ti.xcom["forecast"]
     assert forecast["items"] == 50 and forecast["completion_tokens"] == 50 * 20
     assert f"{forecast['total_tokens']} tokens" in message and "max_total_tokens=500" in message
     assert "nothing was sent" in message
@@ -83,10 +68,10 @@ def test_check_refuses_over_max_cost_and_lets_a_fitting_batch_run(conn, server, 
 
 def test_only_sends_nothing_and_pushes_the_forecast(conn, server, tmp_path):
     prompts = [f"q{i}" for i in range(7)]
-    ti = _TI()
+    ti = FakeTI()
     summary = run(tmp_path, prompts, ti=ti, forecast="only")
     assert sent(server) == 0 and summary["sent"] == 0
-    forecast = ti.pushed["forecast"]
+    forecast = ti.xcom["forecast"]
     assert forecast == summary["forecast"]
     assert forecast["items"] == 7 and forecast["completion_source"] == "default"
     assert forecast["completion_tokens"] == 7 * 64
@@ -101,9 +86,9 @@ def test_the_forecast_counts_only_what_resume_and_the_cache_leave(conn, server, 
     prompts = [f"q{i}" for i in range(10)]
     run(tmp_path, prompts[8:], out="second")  # 2 items already in this output: resumed
     server.reset()
-    ti = _TI()
+    ti = FakeTI()
     run(tmp_path, prompts, out="second", ti=ti, forecast="only", cache_path=cache)
-    forecast = ti.pushed["forecast"]
+    forecast = ti.xcom["forecast"]
     assert sent(server) == 0
     assert forecast["items"] == 2 and forecast["cached"] == 6  # q6, q7 to send; q8, q9 resumed
     assert forecast["completion_source"] == "cache" and forecast["mean_completion"] > 0
@@ -114,9 +99,9 @@ def test_the_forecast_counts_only_what_resume_and_the_cache_leave(conn, server, 
 def test_the_previous_runs_mean_completion_is_used_without_a_cache(conn, server, tmp_path):
     run(tmp_path, ["one", "two"])
     usage = [json.loads(line)["usage"] for line in (tmp_path / "out.jsonl").read_text().splitlines()]
-    ti = _TI()
+    ti = FakeTI()
     run(tmp_path, ["one", "two", "three"], ti=ti, forecast="only")
-    forecast = ti.pushed["forecast"]
+    forecast = ti.xcom["forecast"]
     assert forecast["completion_source"] == "previous_run"
     assert forecast["mean_completion"] == pytest.approx(sum(u["completion_tokens"] for u in usage) / 2, abs=0.1)
     assert forecast["already_used"] == sum(u["total_tokens"] for u in usage)

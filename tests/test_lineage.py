@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from conftest import AIRFLOW_HOME, CANARY_KEY
+from fakes import Imported, import_in_fresh_python
 
 from airflow_agentchat.lineage import dataset_name, host_of
 
@@ -91,13 +92,7 @@ def test_host_never_carries_credentials_or_path():
 
 def test_operators_import_without_openlineage(tmp_path):
     """The lineage classes load only inside get_openlineage_facets_on_complete."""
-    import subprocess
-    import sys
-
-    code = (
-        "import sys; import airflow.sdk; import airflow_agentchat.operators.batch;"
-        "import airflow_agentchat.operators.agent_chat;"
-        "import airflow_agentchat.lineage; print(any(m.startswith('openlineage') for m in sys.modules))"
+    imported = import_in_fresh_python(
+        "import airflow_agentchat.operators.batch, airflow_agentchat.operators.agent_chat, airflow_agentchat.lineage"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip().splitlines()[-1] == "False"
+    assert Imported.matching(imported.loaded, ("openlineage",)) == []

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from conftest import AIRFLOW_HOME
+from fakes import FakeTI
 
 from airflow_agentchat.exceptions import InvalidRequestError
 from airflow_agentchat.operators.agent_chat import AgentChatCompletionOperator
@@ -195,16 +196,6 @@ def test_images_and_cache_prompt_from_a_dag(run_dag, devserver):
     assert second["cache_read_input_tokens"] == first["cache_created_input_tokens"]
 
 
-class TI:
-    dag_id, task_id, run_id, map_index, try_number = "media", "batch", "run-1", -1, 1
-
-    def __init__(self) -> None:
-        self.pushed: dict[str, object] = {}
-
-    def xcom_push(self, key: str, value: object) -> None:
-        self.pushed[key] = value
-
-
 def test_a_batch_sends_item_images_and_reads_its_cached_prefix(devserver, make_conn, tmp_path, storage_conn, s3_url):
     from airflow_agentchat.operators.batch import AgentChatBatchOperator
 
@@ -238,7 +229,7 @@ def test_a_batch_sends_item_images_and_reads_its_cached_prefix(devserver, make_c
         max_concurrency=1,
         max_failed_fraction=0.5,
     )
-    ti = TI()
+    ti = FakeTI("media", "batch", "run-1", -1, 1)
     summary = op.execute({"ti": ti})
     lines = {line["id"]: line for line in map(json.loads, (tmp_path / "out.jsonl").read_text().splitlines())}
     assert lines["ok0"]["text"] == "Echo: claim 0 [1 image]"
@@ -251,7 +242,7 @@ def test_a_batch_sends_item_images_and_reads_its_cached_prefix(devserver, make_c
     assert lines["ok0"]["usage"]["cache_created_input_tokens"] > 0  # one request at a time: the first writes
     assert usage["cache_read_input_tokens"] == 7 * lines["ok0"]["usage"]["cache_created_input_tokens"]
     assert summary["run_usage"]["cache_read_input_tokens"] == usage["cache_read_input_tokens"]
-    assert ti.pushed["usage"] == usage
+    assert ti.xcom["usage"] == usage
 
 
 def test_mark_prefix_marks_the_last_text_of_the_leading_system_messages():

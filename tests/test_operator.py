@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from fakes import Imported, import_in_fresh_python
 
 from airflow_agentchat.exceptions import InvalidRequestError
 from airflow_agentchat.operators.agent_chat import AgentChatCompletionOperator
@@ -183,17 +184,9 @@ def test_body_fields_match_the_request_model():
 
 def test_importing_the_operator_stays_light():
     """DAG parsing imports the operator: it must not pull in the models, the hook or an HTTP transport."""
-    import subprocess
-    import sys
-
-    code = (
-        "import sys, airflow.sdk, airflow_agentchat.operators.agent_chat\n"
-        "heavy = [m for m in ('airflow_agentchat.models', 'airflow_agentchat.hooks.agent_chat', 'httpx_aiohttp',"
-        " 'httpx_sse', 'aiohttp') if m in sys.modules]\n"
-        "print(heavy)"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip().splitlines()[-1] == "[]"
+    imported = import_in_fresh_python("import airflow_agentchat.operators.agent_chat")
+    heavy = ("airflow_agentchat.models", "airflow_agentchat.hooks.agent_chat", "httpx_aiohttp", "httpx_sse", "aiohttp")
+    assert Imported.matching(imported.loaded, heavy) == []
 
 
 def test_on_kill_aborts_the_request_in_flight(devserver, make_conn):

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 from conftest import CANARY_KEY
+from fakes import FakeTI
 
 pytestmark = pytest.mark.skipif(not shutil.which("redis-server"), reason="needs redis-server (.ci/run installs it)")
 
@@ -72,12 +73,10 @@ def redis_server() -> Iterator[Redis]:
 
 
 @pytest.fixture()
-def server(devserver):
-    devserver.reset()
-    devserver.configure(latency_ms=20)
-    yield devserver
-    devserver.reset()
-    devserver.configure(latency_ms=0)
+def server(server):
+    """The shared clean dev server, answering after 20 ms."""
+    server.configure(latency_ms=20)
+    return server
 
 
 @pytest.fixture()
@@ -287,18 +286,6 @@ def test_the_agent_key_hashes_host_and_path_only():
     assert "a.example" not in agent_key("https://a.example/agent")
 
 
-class _Shard:
-    """The task instance a mapped shard sees (map index 2 of 4 instances)."""
-
-    dag_id, task_id, run_id, try_number, map_index = "dag", "ask", "run", 1, 2
-
-    def get_ti_count(self, **query: Any) -> int:
-        return 4
-
-    def xcom_push(self, **kwargs: Any) -> None:
-        pass
-
-
 def test_a_mapped_batch_without_a_backend_warns_and_paces_at_its_static_share(server, make_conn, tmp_path, capsys):
     from airflow_agentchat.operators.batch import AgentChatBatchOperator
 
@@ -310,7 +297,8 @@ def test_a_mapped_batch_without_a_backend_warns_and_paces_at_its_static_share(se
         agentchat_conn_id=conn,
         max_concurrency=8,
     )
-    summary = op.execute({"ti": _Shard()})
+    shard = FakeTI("dag", "ask", "run", 2, 1, mapped=4)  # the task instance a mapped shard sees: map index 2 of 4
+    summary = op.execute({"ti": shard})
     assert summary["succeeded"] == 20
     assert summary["rate_share"]["shards_at_once"] == 4
     assert summary["rate_share"]["connection_requests_per_minute"] == 2400

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from fakes import FakeTI
 
 from airflow_agentchat.batch.items import stable_id
 
@@ -20,24 +21,8 @@ SCHEMA = {"type": "object", "properties": {"answer": {"type": "string"}}, "requi
 
 
 @pytest.fixture()
-def server(devserver):
-    devserver.reset()
-    devserver.configure(latency_ms=0)
-    yield devserver
-    devserver.reset()
-
-
-@pytest.fixture()
 def conn(server, make_conn, canary_key) -> str:
     return make_conn(CONN, server.url)
-
-
-class _TI:
-    def __init__(self) -> None:
-        self.pushed: dict[str, object] = {}
-
-    def xcom_push(self, key: str, value: object) -> None:
-        self.pushed[key] = value
 
 
 def run(tmp_path: Path, out: str, prompts, **kwargs) -> dict:
@@ -53,7 +38,7 @@ def run(tmp_path: Path, out: str, prompts, **kwargs) -> dict:
         progress_interval=60,
         **kwargs,
     )
-    return op.execute({"ti": _TI()})
+    return op.execute({"ti": FakeTI()})
 
 
 def lines_of(path: Path) -> dict[str, dict]:

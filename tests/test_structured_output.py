@@ -7,6 +7,7 @@ import json
 from typing import Any, Literal
 
 import pytest
+from fakes import FakeTI, Imported, import_in_fresh_python
 from pydantic import BaseModel
 
 from airflow_agentchat.exceptions import InvalidRequestError
@@ -26,17 +27,6 @@ BAD = {"category": "pizza", "urgency": "very", "due": "2026-03-04"}
 USAGE = {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
 
 
-class TI:
-    """Stands in for the task instance of an in-process ``execute`` (the DAG tests below use real Airflow)."""
-
-    def __init__(self) -> None:
-        self.xcom: dict[str, Any] = {}
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        json.dumps(value)  # XCom values must be JSON
-        self.xcom[key] = value
-
-
 def reply(content: str | None = None, args: Any = None, name: str = "final_result") -> tuple[int, dict, bytes]:
     message: dict[str, Any] = {"role": "assistant", "content": content}
     if args is not None:
@@ -54,9 +44,9 @@ def sent(scripted, i: int) -> dict:
 
 @pytest.fixture()
 def run(scripted, make_conn):
-    def go(*replies, **kwargs) -> tuple[Any, TI]:
+    def go(*replies, **kwargs) -> tuple[Any, FakeTI]:
         scripted.script(*replies)
-        ti = TI()
+        ti = FakeTI()
         kwargs.setdefault("prompt", "Label this ticket")
         operator = AgentChatCompletionOperator(task_id="t", agentchat_conn_id=make_conn("so", scripted.url), **kwargs)
         return operator.execute({"ti": ti}), ti
@@ -332,20 +322,12 @@ def test_first_json_object(text, expected):
 
 def test_importing_the_operators_does_not_load_validators():
     """Schemas are built in execute: DAG parsing must not import this module, pydantic models or jsonschema."""
-    import subprocess
-    import sys
-
-    code = (
-        "import sys, airflow.sdk\n"
-        "before = set(sys.modules)\n"
+    imported = import_in_fresh_python(
         "import airflow_agentchat.operators.agent_chat, airflow_agentchat.operators.branch\n"
-        "import airflow_agentchat.decorators.agent_chat_branch\n"
-        "new = set(sys.modules) - before\n"
-        "heavy = ('airflow_agentchat.structured_output', 'airflow_agentchat.models', 'jsonschema', 'referencing')\n"
-        "print(sorted(m for m in new if m.startswith(heavy)))"
+        "import airflow_agentchat.decorators.agent_chat_branch"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip().splitlines()[-1] == "[]"
+    heavy = ("airflow_agentchat.structured_output", "airflow_agentchat.models", "jsonschema", "referencing")
+    assert Imported.matching(imported.new, heavy) == []
 
 
 # ---------------------------------------------------------------------------------------------- real Airflow
@@ -407,7 +389,7 @@ def batch(devserver, make_conn, tmp_path):
         kwargs.setdefault("output_path", f"file://{tmp_path}/out.jsonl")
         kwargs.setdefault("max_failed_fraction", 1.0)
         operator = AgentChatBatchOperator(task_id="b", agentchat_conn_id=conn, **kwargs)
-        summary = operator.execute({"ti": TI()})
+        summary = operator.execute({"ti": FakeTI()})
         lines = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
         return summary, sorted(lines, key=lambda line: line["context"]["n"])
 
@@ -500,7 +482,7 @@ def test_batch_lines_never_hold_an_echoed_key(scripted, make_conn, tmp_path, can
             output_schema=LABEL_SCHEMA,
             include_response=False,
             max_failed_fraction=1.0,
-        ).execute({"ti": TI()})
+        ).execute({"ti": FakeTI()})
     finally:
         scripted.default = None
     text = (tmp_path / "out.jsonl").read_text()

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import pytest
+from fakes import FakeStateStore
 
 from airflow_agentchat import compat
 from airflow_agentchat.operators.task_state import KEY, SPEND_KEY, RoundState, TaskStore, load_spend, save_spend
@@ -14,33 +14,9 @@ from airflow_agentchat.usage import TokenUsage
 LOG = logging.getLogger("test_task_state")
 
 
-class Store:
-    """``context["task_state_store"]``: records the retention of every write; can be told to fail."""
-
-    def __init__(self, fail: str = "") -> None:
-        self.values: dict[str, Any] = {}
-        self.retention: dict[str, Any] = {}
-        self.fail = fail
-
-    def get(self, key: str, default: Any = None) -> Any:
-        if "get" in self.fail:
-            raise RuntimeError("store down")
-        return self.values.get(key, default)
-
-    def set(self, key: str, value: Any, *, retention: Any = None) -> None:
-        if "set" in self.fail:
-            raise RuntimeError("store down")
-        self.values[key], self.retention[key] = value, retention
-
-    def delete(self, key: str) -> None:
-        if "delete" in self.fail:
-            raise RuntimeError("store down")
-        self.values.pop(key, None)
-
-
 @pytest.mark.skipif(not compat.HAS_TASK_STATE_STORE, reason=compat.NO_TASK_STATE_STORE or "")
 def test_the_conversation_and_the_spend_are_written_under_one_retention_rule():
-    store = Store()
+    store = FakeStateStore()
     RoundState(store, "fp").save()
     save_spend(TaskStore(store, LOG), TokenUsage(3, 4, 7))
     assert set(store.retention) == {KEY, SPEND_KEY}
@@ -50,7 +26,7 @@ def test_the_conversation_and_the_spend_are_written_under_one_retention_rule():
 
 def test_a_failed_write_or_delete_is_a_warning_for_both_records(caplog):
     caplog.set_level(logging.WARNING)
-    store = Store(fail="set delete")
+    store = FakeStateStore(fail="set delete")
     state = RoundState(TaskStore(store, LOG), "fp")
     state.save()  # the answer it would keep is paid for: the try goes on
     save_spend(TaskStore(store, LOG), TokenUsage(1, 1, 2))
@@ -62,9 +38,9 @@ def test_a_failed_write_or_delete_is_a_warning_for_both_records(caplog):
 
 def test_a_failed_read_fails_before_anything_is_sent():
     with pytest.raises(RuntimeError, match="store down"):
-        load_spend(TaskStore(Store(fail="get"), LOG))
+        load_spend(TaskStore(FakeStateStore(fail="get"), LOG))
     with pytest.raises(RuntimeError, match="store down"):
-        RoundState.load({"task_state_store": Store(fail="get")}, [], {}, LOG)
+        RoundState.load({"task_state_store": FakeStateStore(fail="get")}, [], {}, LOG)
 
 
 def test_no_store_keeps_nothing_and_fails_nothing():

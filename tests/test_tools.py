@@ -11,6 +11,7 @@ from datetime import date
 from typing import Any, Literal
 
 import pytest
+from fakes import FakeStateStore, FakeTI, Imported, import_in_fresh_python
 from pydantic import BaseModel
 
 from airflow_agentchat.compat import HAS_TASK_STATE_STORE, NO_TASK_STATE_STORE
@@ -45,35 +46,6 @@ def convert_currency(amount: float, to: Literal["EUR", "USD", "GBP"]) -> float:
     return round(amount * {"EUR": 1.0, "USD": 1.1, "GBP": 0.85}[to], 2)
 
 
-class TI:
-    """Stands in for the task instance of an in-process ``execute``."""
-
-    def __init__(self) -> None:
-        self.xcom: dict[str, Any] = {}
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        json.dumps(value)  # XCom values must be JSON
-        self.xcom[key] = value
-
-
-class Store:
-    """Stands in for ``context["task_state_store"]`` (get / set / delete, JSON values) in in-process tests."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, Any] = {}
-        self.writes = 0
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return json.loads(self.data[key]) if key in self.data else default
-
-    def set(self, key: str, value: Any, *, retention: Any = None) -> None:
-        self.data[key] = json.dumps(value)
-        self.writes += 1
-
-    def delete(self, key: str) -> None:
-        self.data.pop(key, None)
-
-
 def call(name: str, args: Any, call_id: str = "call_1") -> dict:
     arguments = args if isinstance(args, str) else json.dumps(args)
     return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
@@ -94,10 +66,10 @@ def sent(scripted, i: int) -> dict:
 
 @pytest.fixture()
 def run(scripted, make_conn):
-    def go(*replies, context: dict | None = None, **kwargs) -> tuple[Any, TI]:
+    def go(*replies, context: dict | None = None, **kwargs) -> tuple[Any, FakeTI]:
         scripted.script(*replies)
         CALLS.clear()
-        ti = TI()
+        ti = FakeTI()
         kwargs.setdefault("prompt", "Where is order A-1001?")
         kwargs.setdefault("tools", [lookup_order, convert_currency])
         operator = AgentChatCompletionOperator(
@@ -180,24 +152,19 @@ def test_results_are_json_text_and_what_json_cannot_hold_is_a_clear_error():
 
 def test_importing_the_operators_does_not_load_the_tool_loop():
     """Tools, review and state modules are loaded in execute; parsing a DAG that uses them pays for none."""
-    import subprocess
-    import sys
-
-    code = (
-        "import sys, airflow.sdk\n"
-        "before = set(sys.modules)\n"
-        "import airflow_agentchat.operators.agent_chat, airflow_agentchat.decorators.agent_chat\n"
-        "new = set(sys.modules) - before\n"
-        "heavy = ('airflow_agentchat.tools', 'airflow_agentchat.operators.approval',\n"
-        "         'airflow_agentchat.operators.task_state', 'airflow.providers.standard')\n"
-        "from airflow_agentchat.operators.agent_chat import AgentChatCompletionOperator\n"
+    imported = import_in_fresh_python(
+        "import airflow_agentchat.operators.agent_chat, airflow_agentchat.decorators.agent_chat",
+        then="from airflow_agentchat.operators.agent_chat import AgentChatCompletionOperator\n"
         "def f(x: str) -> str: ...\n"
-        "AgentChatCompletionOperator(task_id='t', prompt='x', tools=[f], require_approval=True)\n"
-        "new = set(sys.modules) - before\n"
-        "print(sorted(m for m in new if m.startswith(heavy)))"
+        "AgentChatCompletionOperator(task_id='t', prompt='x', tools=[f], require_approval=True)",
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip().splitlines()[-1] == "[]"
+    heavy = (
+        "airflow_agentchat.tools",
+        "airflow_agentchat.operators.approval",
+        "airflow_agentchat.operators.task_state",
+        "airflow.providers.standard",
+    )
+    assert Imported.matching(imported.new, heavy) == []
 
 
 # ---------------------------------------------------------------------------------------------- the loop
@@ -278,7 +245,7 @@ def test_max_tool_rounds_fails_after_that_many_rounds(run, scripted):
 
 def test_max_tool_rounds_pushes_usage_and_trace(scripted, make_conn):
     scripted.script(*[answer(calls=[call("lookup_order", {"order_id": "A"}, f"c{i}")]) for i in range(3)])
-    ti = TI()
+    ti = FakeTI()
     operator = AgentChatCompletionOperator(
         task_id="t", agentchat_conn_id=make_conn("tools_max", scripted.url), prompt="x", tools=[lookup_order],
         max_tool_rounds=1,
@@ -396,7 +363,7 @@ def test_each_step_is_saved_and_a_retry_repeats_no_tool_and_no_paid_answer(run, 
             raise ConnectionError("database went away")
         return f"saved {note}"
 
-    store = Store()
+    store = FakeStateStore()
     calls = [call("lookup_order", {"order_id": "A"}, "c1"), call("flaky", {"note": "n"}, "c2")]
     with pytest.raises(ToolError, match="flaky raised ConnectionError"):
         run(answer(calls=calls), tools=[lookup_order, flaky], tool_errors="raise", context={"task_state_store": store})
@@ -405,7 +372,7 @@ def test_each_step_is_saved_and_a_retry_repeats_no_tool_and_no_paid_answer(run, 
     assert saved["usage"]["total_tokens"] == 15
 
     scripted.script(answer("all saved"))
-    ti = TI()
+    ti = FakeTI()
     operator = AgentChatCompletionOperator(
         task_id="t", agentchat_conn_id="tools", prompt="Where is order A-1001?", max_retries=0,
         tools=[lookup_order, flaky], tool_errors="raise",
@@ -423,7 +390,7 @@ def test_each_step_is_saved_and_a_retry_repeats_no_tool_and_no_paid_answer(run, 
 
 def test_an_answer_with_a_flood_of_calls_fails_before_any_runs(run, scripted):
     """1,500 calls in one answer: refused at once (max_tool_calls_per_round=64), nothing run, nothing saved."""
-    store = Store()
+    store = FakeStateStore()
     flood = [call("lookup_order", {"order_id": f"A-{i}"}, f"c{i}") for i in range(1500)]
     with pytest.raises(ToolError, match=r"1500 tool calls in one answer, more than max_tool_calls_per_round=64"):
         run(answer(calls=flood), context={"task_state_store": store})
@@ -446,7 +413,7 @@ def test_max_tool_calls_per_round_is_checked_at_parse_time(bad):
 
 def test_the_state_is_written_once_per_round_not_once_per_call(run, scripted):
     """Three rounds of 20 calls: two writes a round (the paid answer, then the round's results)."""
-    store = Store()
+    store = FakeStateStore()
     rounds = [answer(calls=[call("lookup_order", {"order_id": f"{r}-{i}"}, f"c{r}-{i}") for i in range(20)])
               for r in range(3)]  # fmt: skip
     value, _ = run(*rounds, answer("done"), context={"task_state_store": store})
@@ -455,7 +422,7 @@ def test_the_state_is_written_once_per_round_not_once_per_call(run, scripted):
 
 
 def test_on_kill_stops_a_tool_round_before_its_next_call_and_saves_the_results(scripted, make_conn):
-    store = Store()
+    store = FakeStateStore()
     ran: list[str] = []
 
     def slow_step(step: str) -> str:
@@ -470,14 +437,14 @@ def test_on_kill_stops_a_tool_round_before_its_next_call_and_saves_the_results(s
         task_id="t", agentchat_conn_id=make_conn("tools_kill", scripted.url), prompt="x", tools=[slow_step]
     )
     with pytest.raises(ToolError, match=r"Stopped on request \(SIGTERM\) in tool round 1 after 2 of 10 calls"):
-        operator.execute({"ti": TI(), "task_state_store": store})
+        operator.execute({"ti": FakeTI(), "task_state_store": store})
     assert ran == ["0", "1"]
     assert store.get("agentchat_conversation")["pending"]["results"].keys() == {"c0", "c1"}
 
 
 @pytest.mark.skipif(not HAS_TASK_STATE_STORE, reason=NO_TASK_STATE_STORE or "")
 def test_a_changed_request_does_not_resume_an_old_conversation(run, scripted):
-    store = Store()
+    store = FakeStateStore()
     with pytest.raises(Exception, match="no scripted reply"):  # round 2 finds no reply: the task fails
         run(answer(calls=[call("lookup_order", {"order_id": "A"})]), context={"task_state_store": store})
     assert store.get("agentchat_conversation")["tool_rounds"] == 1
@@ -487,10 +454,10 @@ def test_a_changed_request_does_not_resume_an_old_conversation(run, scripted):
 
 
 def test_tasks_without_tools_or_review_never_touch_the_state_store(scripted, make_conn):
-    store = Store()
+    store = FakeStateStore()
     scripted.script(answer("plain"))
     operator = AgentChatCompletionOperator(task_id="t", agentchat_conn_id=make_conn("plain", scripted.url), prompt="x")
-    assert operator.execute({"ti": TI(), "task_state_store": store}) == "plain"
+    assert operator.execute({"ti": FakeTI(), "task_state_store": store}) == "plain"
     assert store.writes == 0
 
 
@@ -499,7 +466,7 @@ def test_tasks_without_tools_or_review_never_touch_the_state_store(scripted, mak
 
 def test_streaming_rounds_are_each_logged(devserver, make_conn, capfd):
     """The dev server calls the first tool, then answers from the tool results; both rounds stream."""
-    ti = TI()
+    ti = FakeTI()
     operator = AgentChatCompletionOperator(
         task_id="t",
         agentchat_conn_id=make_conn("tools_dev", devserver.url),
@@ -537,6 +504,6 @@ def test_the_decorator_takes_python_tools(scripted, make_conn):
     operator = _AgentChatDecoratedOperator(
         task_id="d", python_callable=ask, agentchat_conn_id=make_conn("tools_deco", scripted.url), tools=[lookup_order]
     )
-    ti = TI()
+    ti = FakeTI()
     assert operator.execute({"ti": ti}) == "Shipped."
     assert [name for name, _ in CALLS] == ["lookup_order"] and len(ti.xcom["tool_trace"]) == 1

@@ -3,27 +3,24 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
+from fakes import Imported, import_in_fresh_python
 
 from airflow_agentchat.plugins.chat import _env_connections, operator_snippet, public_endpoint
 
 
 def test_plugin_import_is_light_and_registers_app_and_view() -> None:
     """Every Airflow process imports plugins; FastAPI routes, models and the hook must wait for a request."""
-    code = (
-        "import sys, airflow.plugins_manager, time; t = time.perf_counter();"
-        "from airflow_agentchat.plugins.agent_chat import AgentChatPlugin as P;"
-        "ms = (time.perf_counter() - t) * 1000;"
-        "heavy = [m for m in ('airflow_agentchat.plugins.app', 'airflow_agentchat.models',"
-        " 'airflow_agentchat.hooks.agent_chat') if m in sys.modules];"
-        "print(ms, heavy, P.fastapi_apps[0]['url_prefix'], P.external_views[0]['href'])"
+    imported = import_in_fresh_python(
+        "from airflow_agentchat.plugins.agent_chat import AgentChatPlugin as P",
+        after="import airflow.plugins_manager",
+        then="print(P.fastapi_apps[0]['url_prefix'], P.external_views[0]['href'])",
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    assert float(out[0]) < 50, out
-    assert out[1:] == ["[]", "/agentchat", "/agentchat/"]
+    assert imported.seconds * 1000 < 50, imported.seconds
+    heavy = ("airflow_agentchat.plugins.app", "airflow_agentchat.models", "airflow_agentchat.hooks.agent_chat")
+    assert Imported.matching(imported.loaded, heavy) == []
+    assert imported.printed.split() == ["/agentchat", "/agentchat/"]
 
 
 def test_plugin_is_registered_by_its_entry_point_only() -> None:
