@@ -11,6 +11,8 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -94,6 +96,55 @@ def make_conn(monkeypatch: pytest.MonkeyPatch) -> Callable[..., str]:
         conn = {"conn_type": "agentchat", "host": host, "extra": extra}
         if password is not None:
             conn["password"] = password
+        monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(conn))
+        return conn_id
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def moto_url() -> Iterator[str]:
+    """One moto S3 server (a subprocess) for the session; each module makes its own bucket with ``make_bucket``."""
+    from dev.ui import free_port
+
+    port = free_port()
+    moto = Path(sys.executable).with_name("moto_server")
+    proc = subprocess.Popen(
+        [str(moto), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(url, timeout=2).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def make_bucket(url: str, bucket: str) -> str:
+    """Create ``bucket`` on the S3 server at ``url``; return ``url``."""
+    urllib.request.urlopen(urllib.request.Request(f"{url}/{bucket}", method="PUT"), timeout=10).close()
+    return url
+
+
+@pytest.fixture()
+def make_aws_conn(monkeypatch: pytest.MonkeyPatch) -> Callable[..., str]:
+    """Define an ``aws`` connection to an S3 endpoint, with no ambient AWS credentials to fall back on."""
+
+    def make(conn_id: str, endpoint_url: str, login: str, password: str) -> str:
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+        conn = {"conn_type": "aws", "login": login, "password": password}
+        conn["extra"] = {"endpoint_url": endpoint_url, "region_name": "us-east-1"}
         monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(conn))
         return conn_id
 

@@ -8,16 +8,10 @@ from __future__ import annotations
 
 import bisect
 import json
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
 
 import pytest
+from conftest import make_bucket
 from fakes import FakeTI
-
-from dev.ui import free_port
 
 BUCKET = "agentchat-units"
 STORAGE_CONN = "units_s3"
@@ -25,40 +19,13 @@ AGENT_CONN = "agentchat_units"
 
 
 @pytest.fixture(scope="module")
-def s3_url():
-    port = free_port()
-    moto = Path(sys.executable).with_name("moto_server")
-    proc = subprocess.Popen(
-        [str(moto), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(url, timeout=2).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
-        urllib.request.urlopen(urllib.request.Request(f"{url}/{BUCKET}", method="PUT"), timeout=10).close()
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
+def s3_url(moto_url):
+    return make_bucket(moto_url, BUCKET)
 
 
 @pytest.fixture()
-def storage_conn(s3_url, monkeypatch) -> str:
-    """An ``aws`` connection to the moto server, and no ambient AWS credentials to fall back on."""
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    conn = {"conn_type": "aws", "login": "units-key", "password": "units-secret"}
-    conn["extra"] = {"endpoint_url": s3_url, "region_name": "us-east-1"}
-    monkeypatch.setenv(f"AIRFLOW_CONN_{STORAGE_CONN.upper()}", json.dumps(conn))
-    return STORAGE_CONN
+def storage_conn(s3_url, make_aws_conn) -> str:
+    return make_aws_conn(STORAGE_CONN, s3_url, "units-key", "units-secret")
 
 
 @pytest.fixture()

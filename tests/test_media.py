@@ -9,19 +9,13 @@ from __future__ import annotations
 import base64
 import json
 import shutil
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
 
 import pytest
-from conftest import AIRFLOW_HOME
+from conftest import AIRFLOW_HOME, make_bucket
 from fakes import FakeTI
 
 from airflow_agentchat.exceptions import InvalidRequestError
 from airflow_agentchat.operators.agent_chat import AgentChatCompletionOperator
-from dev.ui import free_port
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + bytes(range(64))
 JPEG = b"\xff\xd8\xff\xe0" + b"JFIF" + bytes(32)
@@ -93,47 +87,22 @@ def test_images_need_a_user_message():
 
 
 @pytest.fixture(scope="module")
-def s3_url():
-    port = free_port()
-    moto = Path(sys.executable).with_name("moto_server")
-    proc = subprocess.Popen(
-        [str(moto), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(url, timeout=2).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
-        urllib.request.urlopen(urllib.request.Request(f"{url}/{BUCKET}", method="PUT"), timeout=10).close()
-        import boto3
+def s3_url(moto_url):
+    """The session's S3 server with this module's bucket and the images the tests read from it."""
+    import boto3
 
-        client = boto3.client(
-            "s3", endpoint_url=url, aws_access_key_id="k", aws_secret_access_key="s", region_name="us-east-1"
-        )
-        client.put_object(Bucket=BUCKET, Key="claims/dent.jpg", Body=JPEG)
-        client.put_object(Bucket=BUCKET, Key="claims/big.png", Body=PNG + bytes(5000))
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    make_bucket(moto_url, BUCKET)
+    client = boto3.client(
+        "s3", endpoint_url=moto_url, aws_access_key_id="k", aws_secret_access_key="s", region_name="us-east-1"
+    )
+    client.put_object(Bucket=BUCKET, Key="claims/dent.jpg", Body=JPEG)
+    client.put_object(Bucket=BUCKET, Key="claims/big.png", Body=PNG + bytes(5000))
+    return moto_url
 
 
 @pytest.fixture()
-def storage_conn(s3_url, monkeypatch) -> str:
-    """An ``aws`` connection to the moto server, and no ambient AWS credentials to fall back on."""
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    conn = {"conn_type": "aws", "login": "media-key", "password": "media-secret"}
-    conn["extra"] = {"endpoint_url": s3_url, "region_name": "us-east-1"}
-    monkeypatch.setenv(f"AIRFLOW_CONN_{STORAGE_CONN.upper()}", json.dumps(conn))
-    return STORAGE_CONN
+def storage_conn(s3_url, make_aws_conn) -> str:
+    return make_aws_conn(STORAGE_CONN, s3_url, "media-key", "media-secret")
 
 
 def test_an_object_storage_uri_is_read_through_the_storage_connection(storage_conn):

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import make_bucket
 from fakes import FakeTI
 
 from airflow_agentchat.batch.items import stable_id
@@ -236,45 +237,13 @@ BUCKET = "agentchat-cache"
 
 
 @pytest.fixture(scope="module")
-def s3_url():
-    import subprocess
-    import sys
-    import urllib.request
-
-    from dev.ui import free_port
-
-    port = free_port()
-    moto = Path(sys.executable).with_name("moto_server")
-    proc = subprocess.Popen(
-        [str(moto), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(url, timeout=2).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
-        urllib.request.urlopen(urllib.request.Request(f"{url}/{BUCKET}", method="PUT"), timeout=10).close()
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
+def s3_url(moto_url):
+    return make_bucket(moto_url, BUCKET)
 
 
 @pytest.fixture()
-def storage_conn(s3_url, monkeypatch) -> str:
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    conn = {"conn_type": "aws", "login": "cache-key", "password": "cache-secret"}
-    conn["extra"] = {"endpoint_url": s3_url, "region_name": "us-east-1"}
-    monkeypatch.setenv("AIRFLOW_CONN_CACHE_S3", json.dumps(conn))
-    return "cache_s3"
+def storage_conn(s3_url, make_aws_conn) -> str:
+    return make_aws_conn("cache_s3", s3_url, "cache-key", "cache-secret")
 
 
 def test_the_cache_works_on_s3_with_two_writers_and_a_corrupted_object(conn, server, tmp_path, storage_conn, s3_url):
