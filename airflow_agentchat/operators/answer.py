@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_agentchat.metrics import TaskMetrics, error_kind
 from airflow_agentchat.operators.task_state import SPEND_KEY, TaskStore, load_spend, save_spend
-from airflow_agentchat.spend import DEFAULT_COMPLETION_TOKENS, Budget, BudgetExhaustedError, completion_cap, estimate
+from airflow_agentchat.spend import Budget, BudgetExhaustedError, completion_cap, estimate
 from airflow_agentchat.usage import ZERO, TokenUsage
 
 if TYPE_CHECKING:
@@ -49,7 +49,9 @@ class TaskSpend:
         if not self.budget.active:
             return 0, 0
         prompt = estimate(request)
-        cap = completion_cap(request) or DEFAULT_COMPLETION_TOKENS  # the batch's rule: one estimate for both
+        # Without a cap nothing is reserved for the answer: one request is sent, and an answer that takes the
+        # spend over the budget ends the task (a batch reserves a mean instead, to pace many requests).
+        cap = completion_cap(request) or 0
         if not self.budget.reserve(prompt, cap):
             raise BudgetExhaustedError(
                 f"Budget exhausted: {self.budget.describe()} (this task's tries and repair rounds together); the "
