@@ -7,6 +7,8 @@ import os
 import pendulum
 from airflow.sdk import DAG, task
 
+from airflow_agentchat.operators.agent_chat import AgentChatCompletionOperator
+
 CACHE = os.path.join(os.environ.get("AGENTCHAT_EXAMPLE_OUTPUT_DIR", "/tmp"), "operator-response-cache")
 
 with DAG(
@@ -21,3 +23,7 @@ with DAG(
         return f"Summarize the nightly load of {topic} in one line."
 
     summarize("orders")
+    # A miss is sent by the triggerer; the answer is stored when the task resumes, and a hit does not defer.
+    AgentChatCompletionOperator(
+        task_id="deferred", prompt="Name the load's slowest table.", temperature=0, deferrable=True, cache_path=CACHE
+    )
