@@ -71,8 +71,12 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
     :param output_schema: a pydantic model class or a JSON Schema dict (templated): each ok line gets
         ``"output"``, the validated value; an answer that does not match becomes an ``invalid_output`` error
         line (with ``raw``, what the agent answered), counted in the summary and sent again on a rerun with
-        ``retry_failed``. No repair rounds in a batch: one request per item and attempt.
+        ``retry_failed``.
     :param output_strategy: ``"auto"`` (default), ``"tool"`` or ``"json"``, as on the completion operator.
+    :param output_retries: repair rounds per item after an invalid answer (default 2), as on the completion
+        operator: the errors go back to the agent in one more request, until the answer is valid or the rounds
+        are spent. Each round is a request like any other (rate limits, budget, usage and cost of the item's
+        line, which says how many answers it took in ``rounds``); ``0`` sends one request per item.
 
     Spend (see ``docs/operations.md``):
 
@@ -140,6 +144,7 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         progress_interval: float = 5.0,
         output_schema: Any = None,
         output_strategy: str = "auto",
+        output_retries: int = 2,
         cache_path: str | None = None,
         cache_ttl: Any = None,
         cache_mode: str = "read_write",
@@ -148,7 +153,11 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        from airflow_agentchat import arguments as rules
         from airflow_agentchat.response_cache import check_cache_args
+
+        rules.at_parse("output_strategy", rules.output_strategy(output_strategy))
+        rules.at_parse("output_retries", rules.output_retries(output_retries))
         from airflow_agentchat.spend import check_forecast
 
         check_cache_args(cache_path, cache_ttl, cache_mode, cache_nondeterministic)
@@ -178,7 +187,7 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         # A model class stays out of template_fields: Airflow "renders" a callable by calling it.
         self.output_model = output_schema if isinstance(output_schema, type) else None
         self.output_schema = None if self.output_model is not None else output_schema
-        self.output_strategy = output_strategy
+        self.output_strategy, self.output_retries = output_strategy, output_retries
         self._loop: Any = None
         self._main: Any = None
         self._shards = 1
@@ -389,6 +398,8 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
             "invalid_output": composed.error_types.get("invalid_output", 0),
             "usage": composed.usage.as_dict(),
             "sent": run.sent,
+            "requests": run.requests,
+            "repairs": run.repairs,
             "attempts": run.attempts,
             "run_usage": run.usage.as_dict(),
             "cached": run.cached,
@@ -418,7 +429,7 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         self._facts.update(
             model=shared.get("model") or settings.model or DEFAULT_MODEL,  # what every request named
             usage=summary["usage"],
-            requests=run.sent,
+            requests=run.requests,
             attempts=run.attempts,
             errors=composed.error_types,
             cost=summary.get("cost"),
@@ -477,7 +488,9 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         from airflow_agentchat.structured_output import OutputSpec
 
         spec = OutputSpec.build(
-            self.output_model or load_json("output_schema", self.output_schema), strategy=self.output_strategy
+            self.output_model or load_json("output_schema", self.output_schema),
+            strategy=self.output_strategy,
+            retries=self.output_retries,
         )
         return spec, spec.builder(build)
 
