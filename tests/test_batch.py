@@ -500,7 +500,7 @@ def test_error_lines_carry_the_kind_of_the_error_class(make_conn, tmp_path):
 
 
 def test_result_lines_ok_and_error_have_one_shape():
-    from airflow_agentchat.batch.runner import result_line
+    from airflow_agentchat.batch.results import result_line
 
     answer = {"text": "hi", "finish_reason": "stop"}
     usage = {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
@@ -514,7 +514,7 @@ def test_result_lines_ok_and_error_have_one_shape():
 
 
 def test_the_response_on_a_line_is_the_whole_response():
-    from airflow_agentchat.batch.runner import result_line
+    from airflow_agentchat.batch.results import result_line
     from airflow_agentchat.models import ChatCompletion
 
     raw = {

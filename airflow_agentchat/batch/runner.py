@@ -26,22 +26,19 @@ Per-item errors become error lines; only a bug in this module stops the batch. P
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import math
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from airflow_agentchat.batch.items import Prepared, Rejected
 from airflow_agentchat.batch.rate import RateGate
+from airflow_agentchat.batch.results import RunStats, duration, result_line, summed
 from airflow_agentchat.exceptions import APIError, InvalidRequestError
 from airflow_agentchat.metrics import error_kind
 from airflow_agentchat.redaction import redact
 from airflow_agentchat.spend import estimate as spend_estimate
 from airflow_agentchat.structured_output import OutputValidationError, message_of, repair_request, result_fields
-from airflow_agentchat.usage import ZERO, TokenUsage, UsageTally
 
 if TYPE_CHECKING:
     from airflow_agentchat.batch.store import ResultStore
@@ -50,92 +47,6 @@ if TYPE_CHECKING:
     from airflow_agentchat.response_cache import CachedAnswer, ResponseCache
     from airflow_agentchat.spend import Budget, Prices
     from airflow_agentchat.structured_output import Outcome
-
-_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-
-
-def _line(record: dict[str, Any]) -> bytes:
-    """One output line. A lone surrogate (from an item's context or an error message) cannot be UTF-8: it is
-    written as its JSON escape (``\\ud800``), which reads back as the same string."""
-    return _encoder.encode(record).encode("utf-8", "backslashreplace")
-
-
-def result_line(
-    item_id: str,
-    error: dict[str, Any] | None,
-    *,
-    answer: dict[str, Any] | None = None,
-    usage: dict[str, Any] | None = None,
-    attempts: int,
-    latency_ms: float | None,
-    request_id: str | None = None,
-    context: Any = None,
-    response: bytes | None = None,
-    cost: float | None = None,
-    cached_usage: dict[str, Any] | None = None,
-) -> bytes:
-    """The one shape of a result line: ``status`` is ``ok``, or ``error`` with the ``error`` object.
-
-    ``answer`` holds what an answer adds (``text``, ``finish_reason``, ``output`` or ``raw``); an item with no
-    answer used no tokens. ``cost`` is there when the connection's prices are known. ``response`` is the
-    whole response already encoded (:meth:`ChatCompletion.to_json`), written last as it is. An answer from
-    the response cache has ``cached: true``, ``usage`` (and ``cost``) zero, since nothing was paid for it now,
-    and ``cached_usage``: what it cost the run that paid for it.
-    """
-    record: dict[str, Any] = {"id": item_id, "status": "ok" if error is None else "error"}
-    if error is not None:
-        record["error"] = error
-    if answer:
-        record.update(answer)
-    record["usage"] = usage if usage is not None else ZERO.as_dict()
-    if cached_usage is not None:
-        record.update(cached=True, cached_usage=cached_usage)
-    if cost is not None:
-        record["cost"] = cost
-    record.update(attempts=attempts, latency_ms=latency_ms)
-    if answer is not None:
-        record["request_id"] = request_id
-    if context is not None:
-        record["context"] = context
-    if response is None:
-        return _line(record)
-    return _line(record)[:-1] + b',"response":' + response + b"}"
-
-
-@dataclass
-class RunStats:
-    """Counters of this run (the composed output has the all-runs totals)."""
-
-    total: int = 0  # items expected in the input (for progress), if known
-    resumed: int = 0
-    sent: int = 0  # items sent (at least one request each)
-    requests: int = 0  # requests made: one per item, plus its repair rounds
-    repairs: int = 0  # repair rounds of items recorded
-    cached: int = 0  # answered from the response cache: counted in succeeded, never sent
-    succeeded: int = 0
-    failed: int = 0
-    rejected: int = 0
-    attempts: int = 0
-    tokens: UsageTally = field(default_factory=UsageTally)
-    cached_tokens: UsageTally = field(default_factory=UsageTally)  # what the cached answers cost when paid
-    started: float = field(default_factory=time.monotonic)
-    finished: float | None = None
-
-    @property
-    def done(self) -> int:
-        return self.succeeded + self.failed + self.rejected
-
-    @property
-    def usage(self) -> TokenUsage:
-        return self.tokens.total()
-
-    @property
-    def elapsed(self) -> float:
-        return (self.finished or time.monotonic()) - self.started
-
-    def rate(self) -> float:
-        elapsed = self.elapsed
-        return (self.succeeded + self.failed) / elapsed if elapsed > 0 else 0.0
 
 
 class BatchRunner:
@@ -362,7 +273,7 @@ class BatchRunner:
         latency = round((time.perf_counter() - started) * 1000, 1)
         error = self._describe(exc)
         if paid:
-            usage = _summed(paid)
+            usage = summed(paid)
             line = result_line(
                 entry.id,
                 error,
@@ -406,7 +317,7 @@ class BatchRunner:
             stats.succeeded += 1
         if len(paid) > 1:
             stats.repairs += len(paid) - 1
-        usage = paid[0] if len(paid) == 1 else _summed(paid)
+        usage = paid[0] if len(paid) == 1 else summed(paid)
         meta = completion.meta
         response = completion.to_json() if self.include_response or key is not None else None
         answer = {"text": completion.text, "finish_reason": completion.finish_reason, **fields}
@@ -529,7 +440,7 @@ class BatchRunner:
         rate = s.rate()
         todo = max(0, s.total - s.resumed) if s.total else 0
         left = max(0, todo - s.done) if todo else 0
-        eta = _duration(left / rate) if rate > 0 and todo else "?"
+        eta = duration(left / rate) if rate > 0 and todo else "?"
         usage = s.usage
         self.log.info(
             "Batch %s: %d/%s done (%s%%), %d failed, %d invalid, %.1f items/s, %s %s, tokens %d "
@@ -542,29 +453,13 @@ class BatchRunner:
             s.rejected,
             rate,
             "elapsed" if final else "ETA",
-            _duration(s.elapsed) if final else eta,
+            duration(s.elapsed) if final else eta,
             usage.total_tokens,
             usage.prompt_tokens,
             usage.completion_tokens,
             s.resumed,
             s.cached,
         )
-
-
-def _duration(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "?"
-    total = round(seconds)
-    hours, rest = divmod(total, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}"
-
-
-def _summed(usages: list[dict[str, Any]]) -> dict[str, Any]:
-    total = UsageTally()
-    for usage in usages:
-        total.add(usage)
-    return total.total().as_dict()
 
 
 def run_coroutine(coro: Any) -> Any:
