@@ -472,8 +472,7 @@ def test_importing_the_operator_stays_light():
         "print(any(m in sys.modules for m in ('airflow_agentchat.models', 'aiolimiter', 'httpx_aiohttp')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    assert out[-1] == "False"
-    assert float(out[-2]) < 0.05
+    assert out[-1] == "False"  # the time itself is measured by benchmarks/import_cost.py (make bench), not here
 
 
 def test_error_lines_carry_the_kind_of_the_error_class(make_conn, tmp_path):

