@@ -1,8 +1,8 @@
-"""One request limit per agent, taken by every attempt any path sends through its connection.
+"""One request limit and one token limit per agent, taken by every attempt any path sends through its connection.
 
-The limit belongs to the connection (extras ``requests_per_minute``, ``limit_backend_conn_id``,
-``limit_backend_fallback``), so a batch, a single completion, a trigger and the UI page all take a slot from
-the same limit, retries included. Two layers:
+The limits belong to the connection (extras ``requests_per_minute``, ``tokens_per_minute``,
+``limit_backend_conn_id``, ``limit_backend_fallback``), so a batch, a single completion, a trigger and the UI
+page all take a slot (and their token estimate) from the same limits, retries included. For requests, two layers:
 
 * :class:`Pacer`: one slot every ``60 / (rpm * PACE)`` seconds on a fixed timeline, shared by every hook of
   the process for the same agent. Without a backend it *is* the limit (a mapped batch's shards each pace at
@@ -11,6 +11,12 @@ the same limit, retries included. Two layers:
   ``limit_backend_conn_id``: every sender of the agent, on every worker, takes its slot there, so the shares
   follow demand (a finished task's share goes to the others) and a waiting sender holds nothing but the
   request it is about to send. A 429 pause is kept there too, under the same key, so every sender stops.
+
+Tokens: each attempt reserves its estimate (:func:`~airflow_agentchat.spend.estimate` plus its completion cap or
+:data:`~airflow_agentchat.spend.DEFAULT_COMPLETION_TOKENS`) in a :class:`TokenWindow`, a moving window whose
+hits cost tokens: in the same Redis when the connection names a backend, else in a window this process's hooks
+share (a static share of the limit per shard, like requests). What an answer used beyond its estimate is added
+to the next reservation, so the long-run rate follows the real usage without holding an answer back.
 
 The key in Redis is a hash of the endpoint's host and path (the agent), never of its access key. A backend
 that cannot be reached stops sending with :class:`RateLimitBackendError` (fail closed) unless the
@@ -43,6 +49,11 @@ FALLBACKS = ("fail", "static_share")
 _KEY_PREFIX = "agentchat:limit"
 #: How long a call to the backend may take before the backend counts as unreachable.
 BACKEND_TIMEOUT = 2.0
+#: Seconds of the token window: a sixth of ``tokens_per_minute`` in any ten seconds.
+TOKEN_WINDOW = 10
+#: Most entries a token window holds: ``limits``' moving window stores one entry per unit of cost, so tokens
+#: are counted in units of ``ceil(window / TOKEN_UNITS)`` (a few tokens each at large limits).
+TOKEN_UNITS = 2000
 
 
 @dataclass(frozen=True)
@@ -149,24 +160,68 @@ def redis_url(conn: Connection) -> tuple[str, str]:
     return f"{scheme}://{auth}{host}:{port}/{int(db)}", f"{host}:{port}"
 
 
-class RedisWindow:
-    """The shared slot and pause of one agent in Redis, through ``limits``' moving-window strategy."""
+class TokenWindow:
+    """``tokens_per_minute`` as a moving window of :data:`TOKEN_WINDOW` seconds whose hits cost tokens."""
 
-    def __init__(self, url: str, where: str, conn_id: str, key: str, per_minute: float) -> None:
+    def __init__(self, tokens_per_minute: float) -> None:
+        from limits import RateLimitItemPerSecond
+
+        self.tokens_per_minute = tokens_per_minute
+        tokens = max(1.0, tokens_per_minute * TOKEN_WINDOW / 60)
+        self.unit = max(1, math.ceil(tokens / TOKEN_UNITS))
+        self.item = RateLimitItemPerSecond(max(1, math.floor(tokens / self.unit)), TOKEN_WINDOW, namespace="agentchat")
+
+    def cost(self, tokens: int) -> int:
+        """Units a reservation of ``tokens`` takes; one larger than the window takes the whole window."""
+        return min(self.item.amount, max(1, math.ceil(tokens / self.unit)))
+
+
+_TOKEN_WINDOWS: dict[tuple[str, float], tuple[TokenWindow, Any]] = {}
+
+
+def process_tokens(key: str, tokens_per_minute: float) -> tuple[TokenWindow, Any]:
+    """The token window (and its in-memory ``limits`` limiter) every hook of this process shares for one agent."""
+    with _PACERS_LOCK:
+        found = _TOKEN_WINDOWS.get((key, tokens_per_minute))
+        if found is None:
+            from limits.storage import MemoryStorage
+            from limits.strategies import MovingWindowRateLimiter
+
+            found = (TokenWindow(tokens_per_minute), MovingWindowRateLimiter(MemoryStorage()))
+            _TOKEN_WINDOWS[(key, tokens_per_minute)] = found
+        return found
+
+
+class RedisWindow:
+    """The shared slots, token window and pause of one agent in Redis, through ``limits``' moving-window strategy."""
+
+    def __init__(
+        self,
+        url: str,
+        where: str,
+        conn_id: str,
+        key: str,
+        per_minute: float | None,
+        tokens_per_minute: float | None = None,
+    ) -> None:
         from limits import RateLimitItemPerSecond
 
         self.url = url
         self.where = where
         self.conn_id = conn_id
         self.key = key
-        amount, seconds = moving_window(per_minute)
-        # The window the limit is kept in, then (for windows longer than a second) a one-second window a
-        # tenth above the average rate, as the limits docs advise against bursts: senders on several workers
-        # that find a window freed would otherwise fill it at once and then all wait, and the requests of
-        # one such burst that arrive late land in the next window's count at the agent.
-        self.items = [RateLimitItemPerSecond(amount, seconds, namespace="agentchat")]
-        if seconds > 1:
-            self.items.append(RateLimitItemPerSecond(math.ceil(amount / seconds * 1.1), 1, namespace="agentchat"))
+        self.items: list[Any] = []
+        if per_minute is not None:
+            amount, seconds = moving_window(per_minute)
+            # The window the limit is kept in, then (for windows longer than a second) a one-second window a
+            # tenth above the average rate, as the limits docs advise against bursts: senders on several
+            # workers that find a window freed would otherwise fill it at once and then all wait, and the
+            # requests of one such burst that arrive late land in the next window's count at the agent.
+            self.items.append(RateLimitItemPerSecond(amount, seconds, namespace="agentchat"))
+            if seconds > 1:
+                self.items.append(RateLimitItemPerSecond(math.ceil(amount / seconds * 1.1), 1, namespace="agentchat"))
+        self.tokens = TokenWindow(tokens_per_minute) if tokens_per_minute is not None else None
+        self.token_key = f"{key}:tokens"
         self.pause_key = f"{key}:pause"
         self._options: dict[str, Any] = {"socket_timeout": BACKEND_TIMEOUT, "socket_connect_timeout": BACKEND_TIMEOUT}
         self._sync: tuple[Any, Any] | None = None
@@ -208,19 +263,27 @@ class RedisWindow:
             raise self.error(exc) from None
         return float(value) - time.time() if value else 0.0
 
-    def acquire(self, sleep: Callable[[float], object]) -> None:
-        """Take one slot of the shared window, waiting for the oldest one in it to expire when it is full."""
+    def _steps(self, tokens: int) -> list[tuple[Any, str, int]]:
+        """``(item, key, cost)`` to take in order: the request windows, then the tokens."""
+        steps = [(item, self.key, 1) for item in self.items]
+        if self.tokens is not None and tokens > 0:
+            steps.append((self.tokens.item, self.token_key, self.tokens.cost(tokens)))
+        return steps
+
+    def acquire(self, sleep: Callable[[float], object], tokens: int = 0) -> None:
+        """Take one slot of the shared window and ``tokens`` of the token window, waiting while one is full."""
         limiter, _ = self._sync_parts()
+        steps = self._steps(tokens)
         held = 0
         with self._queue:  # one waiter of the process asks Redis at a time; the others queue here
             while True:
                 try:
                     # A slot held in the first window is kept while waiting for the next one.
-                    while held < len(self.items) and limiter.hit(self.items[held], self.key):
+                    while held < len(steps) and limiter.hit(*steps[held][:2], cost=steps[held][2]):
                         held += 1
-                    if held == len(self.items):
+                    if held == len(steps):
                         return
-                    reset = limiter.get_window_stats(self.items[held], self.key).reset_time
+                    reset = limiter.get_window_stats(*steps[held][:2]).reset_time
                 except Exception as exc:
                     raise self.error(exc) from None
                 sleep(_wait(reset))
@@ -256,18 +319,19 @@ class RedisWindow:
             raise self.error(exc) from None
         return float(value) - time.time() if value else 0.0
 
-    async def aacquire(self, sleep: Callable[[float], Awaitable[None]]) -> None:
+    async def aacquire(self, sleep: Callable[[float], Awaitable[None]], tokens: int = 0) -> None:
         limiter, _ = self._async_parts()
         assert self._async is not None
+        steps = self._steps(tokens)
         held = 0
         async with self._async[3]:  # one waiter of the loop asks Redis at a time: no herd when a slot frees
             while True:
                 try:
-                    while held < len(self.items) and await limiter.hit(self.items[held], self.key):
+                    while held < len(steps) and await limiter.hit(*steps[held][:2], cost=steps[held][2]):
                         held += 1
-                    if held == len(self.items):
+                    if held == len(steps):
                         return
-                    reset = (await limiter.get_window_stats(self.items[held], self.key)).reset_time
+                    reset = (await limiter.get_window_stats(*steps[held][:2])).reset_time
                 except Exception as exc:
                     raise self.error(exc) from None
                 await sleep(_wait(reset))
@@ -286,7 +350,7 @@ def _wait(reset: float) -> float:
 
 
 class AgentLimiter:
-    """The request limit of one agent, as every attempt through a hook takes it.
+    """The request and token limits of one agent, as every attempt through a hook takes them.
 
     ``share``: the number of this task's instances that may send at once (a mapped batch's shards). Only a
     limit without a shared backend (or the static-share fallback) divides by it.
@@ -295,27 +359,42 @@ class AgentLimiter:
     def __init__(
         self,
         key: str,
-        per_minute: float,
+        per_minute: float | None,
         backend: RedisWindow | None = None,
         *,
+        tokens_per_minute: float | None = None,
         share: int = 1,
         fallback: str = "fail",
         log: Any = None,
     ) -> None:
         self.key = key
         self.per_minute = per_minute
+        self.tokens_per_minute = tokens_per_minute
         self.backend = backend
         self.share = max(1, share)
         self.fallback = fallback
         self.log = log
-        # With a backend the process only smooths its sends at the rate of the shared window (the backend
-        # holds the limit; a process that bursts into a freed window bunches arrivals at the agent); without
-        # one, each of ``share`` shards paces at its static share.
-        if backend is not None:
+        self._debt = 0  # tokens answers used beyond their estimates: added to the next reservation
+        self._debt_lock = threading.Lock()
+        self.pacer: Pacer | None = None
+        self.tokens: tuple[TokenWindow, Any] | None = None
+        if backend is None:
+            self._local()
+        elif per_minute is not None:
+            # With a backend the process only smooths its sends at the rate of the shared window (the backend
+            # holds the limit; a process that bursts into a freed window bunches arrivals at the agent).
             amount, seconds = moving_window(per_minute)
             self.pacer = process_pacer(key, amount * 60.0 / seconds, 1.0)
-        else:
-            self.pacer = process_pacer(key, per_minute / self.share)
+
+    def _local(self) -> None:
+        """Without a backend each of ``share`` shards keeps its static share of the limits in-process."""
+        self.pacer = process_pacer(self.key, self.per_minute / self.share) if self.per_minute is not None else None
+        tpm = self.tokens_per_minute
+        self.tokens = process_tokens(self.key, tpm / self.share) if tpm is not None else None
+
+    @property
+    def counts_tokens(self) -> bool:
+        return self.tokens_per_minute is not None
 
     def _fall_back(self, error: RateLimitBackendError) -> None:
         if self.fallback != "static_share":
@@ -323,10 +402,33 @@ class AgentLimiter:
         if self.log is not None:
             self.log.warning("%s Falling back to a static share (1/%d) of the limit.", error, self.share)
         self.backend = None
-        self.pacer = process_pacer(self.key, self.per_minute / self.share)
+        self._local()
 
-    def acquire(self, pause: Any, sleep: Callable[[float], object]) -> None:
-        """Wait for the agent's slot for one attempt (sync path): the shared pause, the pacer, the window."""
+    def _reservation(self, tokens: int) -> int:
+        if not self.counts_tokens:
+            return 0
+        with self._debt_lock:
+            tokens, self._debt = tokens + self._debt, 0
+        return tokens
+
+    def settle(self, estimate: int, used: Any) -> None:
+        """Remember what an answer used beyond its estimate; the next reservation takes it too."""
+        if self.counts_tokens and isinstance(used, int) and used > estimate:
+            with self._debt_lock:
+                self._debt += used - estimate
+
+    def _take_local_tokens(self, tokens: int) -> float:
+        """Take ``tokens`` of the in-process window; the seconds to wait before trying again (0: taken)."""
+        if self.tokens is None or tokens <= 0:
+            return 0.0
+        window, limiter = self.tokens
+        if limiter.hit(window.item, self.key, cost=window.cost(tokens)):
+            return 0.0
+        return _wait(limiter.get_window_stats(window.item, self.key).reset_time)
+
+    def acquire(self, pause: Any, sleep: Callable[[float], object], tokens: int = 0) -> None:
+        """Wait for the agent's slot and ``tokens`` of its token budget for one attempt (sync path)."""
+        tokens = self._reservation(tokens)
         if self.backend is not None:
             try:
                 remaining = self.backend.pause_remaining()
@@ -336,17 +438,21 @@ class AgentLimiter:
             if remaining > 0:
                 pause.extend(remaining)
                 sleep(remaining)
-        delay = self.pacer.book()
-        if delay > 0:
+        while (wait := self._take_local_tokens(tokens)) > 0:
+            sleep(wait)
+        if self.pacer is not None and (delay := self.pacer.book()) > 0:
             sleep(delay)
         if self.backend is not None:
             try:
-                self.backend.acquire(sleep)
+                self.backend.acquire(sleep, tokens)
             except RateLimitBackendError as exc:
                 self._fall_back(exc)
+                while (wait := self._take_local_tokens(tokens)) > 0:
+                    sleep(wait)
 
-    async def aacquire(self, pause: Any, sleep: Callable[[float], Awaitable[None]]) -> None:
+    async def aacquire(self, pause: Any, sleep: Callable[[float], Awaitable[None]], tokens: int = 0) -> None:
         """Async twin of :meth:`acquire`."""
+        tokens = self._reservation(tokens)
         if self.backend is not None:
             try:
                 remaining = await self.backend.apause_remaining()
@@ -356,14 +462,17 @@ class AgentLimiter:
             if remaining > 0:
                 pause.extend(remaining)
                 await sleep(remaining)
-        delay = self.pacer.book()
-        if delay > 0:
+        while (wait := self._take_local_tokens(tokens)) > 0:
+            await sleep(wait)
+        if self.pacer is not None and (delay := self.pacer.book()) > 0:
             await sleep(delay)
         if self.backend is not None:
             try:
-                await self.backend.aacquire(sleep)
+                await self.backend.aacquire(sleep, tokens)
             except RateLimitBackendError as exc:
                 self._fall_back(exc)
+                while (wait := self._take_local_tokens(tokens)) > 0:
+                    await sleep(wait)
 
     def publish_pause(self, seconds: float) -> None:
         """Tell every sender of the agent about a pause this process saw; a failure here only logs."""
@@ -394,12 +503,13 @@ def build_limiter(
     share: int = 1,
     log: Any = None,
 ) -> AgentLimiter | None:
-    """The limiter of an agent connection, or ``None`` when it states no request limit."""
-    if limits.requests_per_minute is None:
+    """The limiter of an agent connection, or ``None`` when it states neither a request nor a token limit."""
+    rpm, tpm = limits.requests_per_minute, limits.tokens_per_minute
+    if rpm is None and tpm is None:
         return None
     key = agent_key(base_url)
     backend = None
     if backend_conn is not None and limits.backend_conn_id:
         url, where = redis_url(backend_conn)
-        backend = RedisWindow(url, where, limits.backend_conn_id, key, limits.requests_per_minute)
-    return AgentLimiter(key, limits.requests_per_minute, backend, share=share, fallback=limits.fallback, log=log)
+        backend = RedisWindow(url, where, limits.backend_conn_id, key, rpm, tpm)
+    return AgentLimiter(key, rpm, backend, tokens_per_minute=tpm, share=share, fallback=limits.fallback, log=log)

@@ -56,7 +56,8 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         included, are paced to stay under it; the shards of a mapped task share it: each paces at the limit
         divided by the number of shards that can run at once (see :meth:`shards_at_once`).
     :param tokens_per_minute: this task's token limit (estimated up front, corrected by real usage), shared
-        by the shards the same way; the connection's ``tokens_per_minute`` caps it.
+        by the shards the same way. Like requests, the agent's own token limit is the connection's extra
+        ``tokens_per_minute`` (the hook reserves every attempt's estimate under it); this can only lower it.
     :param max_failed_fraction: after writing everything, fail the task when more than this fraction of
         the items in the output failed (default 0: any failure fails the task, and the retry resends them).
     :param retry_failed: on a rerun, send again the items whose recorded result is a retryable error.
@@ -193,7 +194,9 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         rpm = self.requests_per_minute
         if rpm and limits.requests_per_minute and rpm >= limits.requests_per_minute:
             rpm = None  # not lower than the connection's limit, which the hook enforces anyway
-        tpm = min((t for t in (self.tokens_per_minute, limits.tokens_per_minute) if t), default=None)
+        tpm = self.tokens_per_minute
+        if tpm and limits.tokens_per_minute and tpm >= limits.tokens_per_minute:
+            tpm = None  # the same: the hook reserves every attempt's tokens under the connection's limit
         return RateGate(rpm / self._shards if rpm else rpm, tpm / self._shards if tpm else tpm)
 
     def shards_at_once(self, context: Context) -> int:
@@ -235,14 +238,16 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
     def _warn_static_share(self) -> None:
         """Say so when shards split the connection's limit statically (no shared backend to split it by demand)."""
         limits = self.hook.settings.limits
-        if self._shards > 1 and limits.requests_per_minute and not limits.backend_conn_id:
+        if self._shards > 1 and (limits.requests_per_minute or limits.tokens_per_minute) and not limits.backend_conn_id:
             self.log.warning(
-                "Connection %r limits the agent to %s requests/minute, but names no limit_backend_conn_id: each of "
+                "Connection %r limits the agent to %s requests/minute and %s tokens/minute, but names no "
+                "limit_backend_conn_id: each of "
                 "the %d shards that may run at once paces at 1/%d of it, and a shard that finishes early leaves its "
                 "share unused; tasks of other DAGs are not counted. Set limit_backend_conn_id to a redis "
                 "connection to share one limit by demand (docs/scale-out.md).",
                 self.agentchat_conn_id,
                 limits.requests_per_minute,
+                limits.tokens_per_minute,
                 self._shards,
                 self._shards,
             )
@@ -403,6 +408,7 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
                 "requests_per_minute": self.gate.requests_per_minute,
                 "tokens_per_minute": self.gate.tokens_per_minute,
                 "connection_requests_per_minute": settings.limits.requests_per_minute,
+                "connection_tokens_per_minute": settings.limits.tokens_per_minute,
                 "shared_backend": settings.limits.backend_conn_id,
             },
         }
