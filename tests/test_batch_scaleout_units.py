@@ -171,6 +171,7 @@ def test_a_shard_paces_at_its_share_of_the_agent_s_limit(agent, server, tmp_path
         "requests_per_minute": limit / 4,
         "tokens_per_minute": None,
         "connection_requests_per_minute": None,
+        "connection_tokens_per_minute": None,
         "shared_backend": None,
     }
     stamps = sorted(server.stats()["timestamps"])

@@ -97,11 +97,13 @@ def shards_at_once(ti: Any, limited: bool, max_per_dagrun: Any, max_per_dag: Any
     return max(1, min(caps, default=1))
 
 
-def static_share_warning(conn_id: str, requests_per_minute: float, shards: int) -> str:
-    """What a task says when its shards split the connection's limit statically (no backend to split it by demand)."""
+def static_share_warning(conn_id: str, rpm: float | None, tpm: float | None, shards: int) -> str:
+    """What a task says when its shards split the connection's limits statically (no backend to split them by
+    demand)."""
+    limits = " and ".join(f"{value} {unit}/minute" for value, unit in ((rpm, "requests"), (tpm, "tokens")) if value)
     return (
-        f"Connection {conn_id!r} limits the agent to {requests_per_minute} requests/minute, but names no "
-        f"limit_backend_conn_id: each of the {shards} shards that may run at once paces at 1/{shards} of it, and a "
-        "shard that finishes early leaves its share unused; tasks of other DAGs are not counted. Set "
-        "limit_backend_conn_id to a redis connection to share one limit by demand (docs/scale-out.md)."
+        f"Connection {conn_id!r} limits the agent to {limits}, but names no limit_backend_conn_id: each of the "
+        f"{shards} shards that may run at once paces at 1/{shards} of it, and a shard that finishes early leaves its "
+        "share unused; tasks of other DAGs are not counted. Set limit_backend_conn_id to a redis connection to "
+        "share one limit by demand (docs/scale-out.md)."
     )

@@ -57,7 +57,8 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         included, are paced to stay under it; the shards of a mapped task share it: each paces at the limit
         divided by the number of shards that can run at once (see :meth:`shards_at_once`).
     :param tokens_per_minute: this task's token limit (estimated up front, corrected by real usage), shared
-        by the shards the same way; the connection's ``tokens_per_minute`` caps it.
+        by the shards the same way. Like requests, the agent's own token limit is the connection's extra
+        ``tokens_per_minute`` (the hook reserves every attempt's estimate under it); this can only lower it.
     :param max_failed_fraction: after writing everything, fail the task when more than this fraction of
         the items in the output failed (default 0: any failure fails the task, and the retry resends them).
     :param retry_failed: on a rerun, send again the items whose recorded result is a retryable error.
@@ -202,7 +203,9 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         rpm = self.requests_per_minute
         if rpm and limits.requests_per_minute and rpm >= limits.requests_per_minute:
             rpm = None  # not lower than the connection's limit, which the hook enforces anyway
-        tpm = min((t for t in (self.tokens_per_minute, limits.tokens_per_minute) if t), default=None)
+        tpm = self.tokens_per_minute
+        if tpm and limits.tokens_per_minute and tpm >= limits.tokens_per_minute:
+            tpm = None  # the same: the hook reserves every attempt's tokens under the connection's limit
         return RateGate(rpm / self._shards if rpm else rpm, tpm / self._shards if tpm else tpm)
 
     def shards_at_once(self, context: Context) -> int:
@@ -235,8 +238,11 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         from airflow_agentchat.batch.shards import static_share_warning
 
         limits = self.hook.settings.limits
-        if self._shards > 1 and limits.requests_per_minute and not limits.backend_conn_id:
-            self.log.warning(static_share_warning(self.agentchat_conn_id, limits.requests_per_minute, self._shards))
+        if self._shards > 1 and (limits.requests_per_minute or limits.tokens_per_minute) and not limits.backend_conn_id:
+            warning = static_share_warning(
+                self.agentchat_conn_id, limits.requests_per_minute, limits.tokens_per_minute, self._shards
+            )
+            self.log.warning(warning)
 
     def resolve_output_path(self) -> str:
         if self.output_path:
@@ -385,6 +391,7 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
                 "requests_per_minute": self.gate.requests_per_minute,
                 "tokens_per_minute": self.gate.tokens_per_minute,
                 "connection_requests_per_minute": settings.limits.requests_per_minute,
+                "connection_tokens_per_minute": settings.limits.tokens_per_minute,
                 "shared_backend": settings.limits.backend_conn_id,
             },
         )
