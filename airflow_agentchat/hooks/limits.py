@@ -7,7 +7,7 @@ page all take a slot (and their token estimate) from the same limits, retries in
 * :class:`Pacer`: one slot every ``60 / (rpm * PACE)`` seconds on a fixed timeline, shared by every hook of
   the process for the same agent. Without a backend it *is* the limit (a mapped batch's shards each pace at
   a static share of it); with a backend it only smooths one process's sends, so no process bursts.
-* :class:`~airflow_agentchat.hooks.limit_backend.RedisWindow` (:mod:`.limit_backend`): the moving-window strategy of the ``limits`` library in the Redis named by
+* :class:`~.limit_backend.RedisWindow`: the moving-window strategy of the ``limits`` library in the Redis named by
   ``limit_backend_conn_id``: every sender of the agent, on every worker, takes its slot there, so the shares
   follow demand (a finished task's share goes to the others) and a waiting sender holds nothing but the
   request it is about to send. A 429 pause is kept there too, under the same key, so every sender stops.
