@@ -247,10 +247,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if all(ok for _, ok, _ in results) else 1
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
-
-
 def _closed_port() -> int:
     """A loopback port that nothing listens on (bound, then released)."""
     import socket
@@ -258,3 +254,7 @@ def _closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
