@@ -114,3 +114,16 @@ def tool_name(func: Callable[..., Any]) -> str:
             f"partial): {func!r} has {name!r}"
         )
     return name
+
+
+def rate_limit(name: str, value: Any) -> float | None:
+    """A rate limit after templating: a positive number, or ``None`` (also for an empty rendered text)."""
+    if value is None or value == "":
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a positive number, got {value!r}") from None
+    if number <= 0:
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
+    return number

@@ -126,13 +126,14 @@ def get_provider_info() -> dict[str, Any]:
                     },
                     "tokens_per_minute": {
                         "label": "Tokens per minute",
-                        "description": "The agent's token limit, applied to batches (estimated, corrected by usage).",
+                        "description": "The agent's token limit: every request through this connection reserves "
+                        "its estimate (prompt plus completion cap), corrected by usage.",
                         "schema": {"type": ["number", "null"], "exclusiveMinimum": 0},
                     },
                     "limit_backend_conn_id": {
                         "label": "Limit backend (redis connection id)",
-                        "description": "A redis connection that holds the request limit for every task and worker "
-                        "(without it each process keeps its own).",
+                        "description": "A redis connection that holds the request and token limits for every task "
+                        "and worker (without it each process keeps its own).",
                         "schema": {"type": ["string", "null"]},
                     },
                     "limit_backend_fallback": {

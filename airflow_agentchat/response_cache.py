@@ -248,15 +248,23 @@ class ResponseCache:
 
     # --------------------------------------------------------------------------------------- writing
 
-    def entry(self, key: str, completion: Any, fields: Mapping[str, Any], response: bytes | None = None) -> bytes:
-        """The object stored for one valid answer (``response``: ``completion.to_json()`` if already made)."""
+    def entry(
+        self,
+        key: str,
+        completion: Any,
+        fields: Mapping[str, Any],
+        response: bytes | None = None,
+        usage: Mapping[str, Any] | None = None,
+    ) -> bytes:
+        """The object stored for one valid answer (``response``: ``completion.to_json()`` if already made;
+        ``usage``: what getting it cost, repair rounds included, when more than this completion's)."""
         body = response if response is not None else completion.to_json()
         head = {
             "format": FORMAT,
             "key": key,
             "stored_at": time.time(),
             "fields": dict(fields),
-            "usage": completion.usage_dict(),
+            "usage": dict(usage) if usage is not None else completion.usage_dict(),
             "request_id": completion.meta.get("request_id"),
             "response_size": len(body),
             "response_hash": _digest(body),

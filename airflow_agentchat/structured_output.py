@@ -405,23 +405,36 @@ def message_of(completion: Any) -> dict[str, Any]:
     return out
 
 
-def result_fields(
-    spec: OutputSpec, completion: Any, secret: str | None = None
-) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """What a batch result line gets for one answer: ``({"output": value}, None)``, or ``({"raw": answer},
-    error)`` with the ``invalid_output`` error.
+def repair_request(spec: OutputSpec, request: Any, message: Mapping[str, Any], outcome: Outcome) -> Any:
+    """The next repair round of a built request (the batch's per-item loop): its conversation plus
+    :meth:`OutputSpec.repair_messages`, every other field (the schema's tool included) kept as it is.
 
-    The error keeps the paths and messages and what the agent answered (``raw``, the key redacted), so an
-    invalid row can be inspected, and it is sent again on a rerun with ``retry_failed``.
+    The single operator's loop (``operators/conversation.py``) appends the same messages to its own list.
     """
-    outcome = spec.parse(message_of(completion))
+    from airflow_agentchat.models import ChatMessage
+
+    added = [ChatMessage.model_validate(m) for m in spec.repair_messages(message, outcome)]
+    return request.model_copy(update={"messages": [*request.messages, *added]})
+
+
+def result_fields(
+    outcome: Outcome, secret: str | None = None, rounds: int = 1
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """What a batch result line gets for its last answer (``outcome``, :meth:`OutputSpec.parse` of it):
+    ``({"output": value}, None)``, or ``({"raw": answer}, error)`` with the ``invalid_output`` error.
+
+    The error keeps the paths and messages, what the agent answered (``raw``, the key redacted) and how many
+    answers were checked (``rounds``, as on :class:`OutputValidationError`), so an invalid row can be
+    inspected, and it is sent again on a rerun with ``retry_failed``.
+    """
     if outcome.ok:
         return {"output": outcome.value}, None
     outcome = outcome.redacted(secret)
     error = {
         "type": OutputValidationError.kind,
-        "message": f"the answer does not match the output schema: {outcome.describe(5)}",
+        "message": f"the answer does not match the output schema after {rounds} round(s): {outcome.describe(5)}",
         "errors": [list(pair) for pair in outcome.errors],
+        "rounds": rounds,
     }
     return {"raw": outcome.raw}, error
 

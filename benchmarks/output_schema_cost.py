@@ -82,7 +82,7 @@ def client_work(schema: Any, n: int = 5000) -> tuple[float, float, float]:
     import json
     import timeit
 
-    from airflow_agentchat.batch.runner import result_line
+    from airflow_agentchat.batch.results import result_line
     from airflow_agentchat.devserver import responses as wire
     from airflow_agentchat.devserver.answers import make_choices, prompt_tokens
     from airflow_agentchat.models import ChatCompletion, build_request

@@ -9,9 +9,11 @@
 
 Every result line of ``triage`` carries ``"output"``: a dict valid for :class:`Triage` (category, urgency,
 one-line summary), so ``aggregate`` works with fields, not free text. Answers the agent could not fit to the
-schema are ``invalid_output`` error lines, counted in the summary (``max_failed_fraction`` decides whether
-the task fails). Against the dev server, ``params.fault_rows`` rows carry its ``[[fault:invalid_output]]``
-marker so the demo shows such rows; set it to 0 for a real agent.
+schema are sent back with the errors (``output_retries`` repair rounds, 2 by default); what is still invalid
+after them becomes an ``invalid_output`` error line, counted in the summary (``max_failed_fraction`` decides
+whether the task fails). Against the dev server, ``params.fault_rows`` rows carry its
+``[[fault:invalid_output:times=9]]`` marker (invalid on every round) so the demo shows such rows; set it to 0
+for a real agent.
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ with DAG(
             "Our card was declined but the bank says it is fine.",
             "The API returns dates in the wrong time zone.",
         ]
-        marker = " [[fault:invalid_output]]"
+        marker = " [[fault:invalid_output:times=9]]"  # invalid on every round, repairs included
         return [
             {
                 "id": f"ticket-{n}",

@@ -184,6 +184,10 @@ class Runner:
                 print(f"  [{self.pair.name}] FAIL devserver: {line!r}", flush=True)
                 return False
             env["AIRFLOW_CONN_AGENTCHAT_DEFAULT"] = json.dumps({"conn_type": "agentchat", "host": url})
+            # example_agentchat_failover's primary: a loopback port nothing listens on, so it fails over.
+            env["AIRFLOW_CONN_AGENTCHAT_PRIMARY"] = json.dumps(
+                {"conn_type": "agentchat", "host": f"http://127.0.0.1:{_closed_port()}", "extra": {"max_retries": 0}}
+            )
             ok &= self.step(
                 "providers list",
                 [str(self.bin / "python"), "-c", _PROVIDERS_CHECK, airflow],
@@ -241,6 +245,15 @@ def main(argv: list[str] | None = None) -> int:
             + (f"  ({', '.join(failed)})" * bool(failed))
         )
     return 0 if all(ok for _, ok, _ in results) else 1
+
+
+def _closed_port() -> int:
+    """A loopback port that nothing listens on (bound, then released)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 if __name__ == "__main__":

@@ -437,6 +437,16 @@ def main(argv: list[str] | None = None) -> int:
             password=login["dev_key"],
             description="Offline dev server started by `make ui` (answers 'Echo: <your prompt>').",
         )
+        with socket.socket() as sock:  # example_agentchat_failover's primary: nothing listens there
+            sock.bind(("127.0.0.1", 0))
+            closed = sock.getsockname()[1]
+        store_connection(
+            "agentchat_primary",
+            conn_type="agentchat",
+            host=f"http://127.0.0.1:{closed}",
+            extra='{"max_retries": 0}',
+            description="A primary agent that is down, for example_agentchat_failover (it fails over).",
+        )
         print(f"Dev agent endpoint: {dev.url} (agentchat_default). Starting Airflow ...", flush=True)
         stack = AirflowStack(env, port=args.port, logs=logs)
         api = stack.api

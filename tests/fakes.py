@@ -1,7 +1,7 @@
 """The stand-ins shared by in-process tests, kept here so each is written once.
 
 The DAG tests run real Airflow; these replace only what an in-process ``execute`` cannot reach: the task
-instance, the task state store, and a fresh interpreter for measuring what an import loads.
+instance, the task state store, and a fresh interpreter for seeing what an import loads.
 """
 
 from __future__ import annotations
@@ -85,12 +85,11 @@ class FakeStateStore:
 
 @dataclass
 class Imported:
-    """What a fresh interpreter holds after an import: every module, the ones the import added, its seconds,
-    and the last line the code printed."""
+    """What a fresh interpreter holds after an import: every module, the ones the import added, and the last line
+    the code printed. How long the import took is make bench's to measure (benchmarks/import_cost.py), not a test's."""
 
     loaded: list[str]
     new: list[str]
-    seconds: float
     printed: str
 
     @staticmethod
@@ -99,22 +98,20 @@ class Imported:
 
 
 def import_in_fresh_python(code: str, *, after: str = "import airflow.sdk", then: str = "") -> Imported:
-    """Run ``after`` (what DAG parsing has loaded anyway), then ``code`` timed, then ``then``, in a new process.
+    """Run ``after`` (what DAG parsing has loaded anyway), then ``code``, then ``then``, in a new process.
 
-    ``new`` is what ``code`` and ``then`` added to ``sys.modules``; ``seconds`` times ``code`` alone.
+    ``new`` is what ``code`` and ``then`` added to ``sys.modules``.
     """
     script = "\n".join(
         [
-            "import sys, time",
+            "import sys",
             after,
             "before = set(sys.modules)",
-            "started = time.perf_counter()",
             code,
-            "seconds = time.perf_counter() - started",
             then,
             "loaded = sorted(sys.modules)",
             "import json",
-            "print(json.dumps({'loaded': loaded, 'new': sorted(set(loaded) - before), 'seconds': seconds}))",
+            "print(json.dumps({'loaded': loaded, 'new': sorted(set(loaded) - before)}))",
         ]
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout

@@ -452,7 +452,7 @@ def test_example_dag_runs_sharded_and_summarises(run_dag, canary_key):
 def test_importing_the_operator_stays_light():
     imported = import_in_fresh_python("import airflow_agentchat.operators.batch")
     assert Imported.matching(imported.loaded, ("airflow_agentchat.models", "aiolimiter", "httpx_aiohttp")) == []
-    assert imported.seconds < 0.05
+    # the time itself is measured by benchmarks/import_cost.py (make bench), not here
 
 
 def test_error_lines_carry_the_kind_of_the_error_class(make_conn, tmp_path):
@@ -479,7 +479,7 @@ def test_error_lines_carry_the_kind_of_the_error_class(make_conn, tmp_path):
 
 
 def test_result_lines_ok_and_error_have_one_shape():
-    from airflow_agentchat.batch.runner import result_line
+    from airflow_agentchat.batch.results import result_line
 
     answer = {"text": "hi", "finish_reason": "stop"}
     usage = {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
@@ -493,7 +493,7 @@ def test_result_lines_ok_and_error_have_one_shape():
 
 
 def test_the_response_on_a_line_is_the_whole_response():
-    from airflow_agentchat.batch.runner import result_line
+    from airflow_agentchat.batch.results import result_line
     from airflow_agentchat.models import ChatCompletion
 
     raw = {

@@ -113,6 +113,7 @@ def test_a_shard_paces_at_its_share_of_the_agent_s_limit(agent, server, tmp_path
         "requests_per_minute": limit / 4,
         "tokens_per_minute": None,
         "connection_requests_per_minute": None,
+        "connection_tokens_per_minute": None,
         "shared_backend": None,
     }
     stamps = sorted(server.stats()["timestamps"])
@@ -124,7 +125,7 @@ def test_a_shard_paces_at_its_share_of_the_agent_s_limit(agent, server, tmp_path
 
 def test_templated_rate_limits_become_numbers():
     """``requests_per_minute="{{ params.rpm }}"`` renders to text: the batch paces at that number."""
-    from airflow_agentchat.operators.batch import _limit
+    from airflow_agentchat.arguments import rate_limit as _limit
 
     assert _limit("requests_per_minute", "250") == 250.0
     assert _limit("requests_per_minute", "") is None

@@ -73,7 +73,8 @@ def test_stream(run_dag):
 @pytest.mark.parametrize("dag_file", sorted(p.name for p in (ROOT / "dags").glob("example_*.py")))
 def test_every_example_dag_has_a_test(dag_file):
     dag_id = dag_file.removesuffix(".py")
-    covered = Path(__file__).read_text() + "".join(p.read_text() for p in Path(__file__).parent.glob("test_batch*.py"))
+    here = Path(__file__).parent
+    covered = "".join(p.read_text() for p in (*here.glob("test_example*.py"), *here.glob("test_batch*.py")))
     assert f'"{dag_id}"' in covered, f"{dag_id} is not run by any test"
 
 

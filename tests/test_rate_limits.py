@@ -167,6 +167,31 @@ def test_a_sender_that_finishes_leaves_its_share_to_the_other(shared_conn, serve
     assert _max_in_window(_warm(stamps), seconds) <= LIMIT
 
 
+def test_two_processes_share_one_token_limit_through_redis(server, redis_server, make_conn, monkeypatch):
+    """Forked senders: this runs before any test that sends from this process (a fork copies its threads' locks)."""
+    from airflow_agentchat.hooks import limits
+
+    monkeypatch.setattr(limits, "TOKEN_WINDOW", 2)  # inherited by the forked senders
+    monkeypatch.setenv(
+        f"AIRFLOW_CONN_{BACKEND.upper()}",
+        json.dumps({"conn_type": "redis", "host": "127.0.0.1", "port": redis_server.port}),
+    )
+    from airflow_agentchat.spend import DEFAULT_COMPLETION_TOKENS, estimate
+
+    per_request = (
+        estimate([{"role": "user", "content": "limited 1"}]) + DEFAULT_COMPLETION_TOKENS
+    )  # the senders' prompts ("limited N") and no completion cap
+    tpm = 5 * per_request * 30  # five requests' worth in any two seconds
+    conn = make_conn(CONN, server.url, tokens_per_minute=tpm, limit_backend_conn_id=BACKEND)
+    reports = _senders({"conn_id": conn, "seconds": 10, "count": 3}, {"conn_id": conn, "seconds": 10, "count": 3})
+    assert [(report["sent"], report["error"]) for report in reports] == [(3, None), (3, None)]
+    stamps = _arrivals(server)
+    # Together five in the first window, the sixth once it has passed; each keeping its own budget, all six
+    # would go at once. (The cut is before the window's end: the cold first requests arrive a little late.)
+    assert len(stamps) == 6 and sum(t < stamps[0] + 1.5 for t in stamps) == 5
+    assert any(":tokens" in key.decode() for key in redis_server.client.keys("*"))
+
+
 def test_the_sync_path_takes_slots_of_the_same_limit(shared_conn, server):
     """create_chat_completion (the completion operator, the connection test) shares the limit with a batch."""
     amount, seconds = _window()
@@ -264,6 +289,7 @@ def test_without_a_backend_the_limit_is_per_process_and_sync_requests_are_paced(
     [
         ({"requests_per_minute": 0}, "'requests_per_minute' must be a positive number"),
         ({"tokens_per_minute": "lots"}, "'tokens_per_minute' must be a positive number"),
+        ({"tokens_per_minute": -100}, "'tokens_per_minute' must be a positive number"),
         ({"limit_backend_fallback": "open"}, "'limit_backend_fallback' must be one of fail, static_share"),
         ({"limit_backend_conn_id": 5}, "'limit_backend_conn_id' must be a connection id"),
     ],
@@ -333,7 +359,7 @@ def test_the_redis_connection_becomes_a_url_without_showing_its_password():
     from airflow.sdk import Connection
 
     from airflow_agentchat.exceptions import AgentChatError
-    from airflow_agentchat.hooks.limits import RedisWindow, redis_url
+    from airflow_agentchat.hooks.limit_backend import RedisWindow, redis_url
 
     conn = Connection(
         conn_id="r", conn_type="redis", host="redis.internal", port=6380, password="p@ss", extra='{"db": 2}'
@@ -349,3 +375,77 @@ def test_the_redis_connection_becomes_a_url_without_showing_its_password():
     )
     with pytest.raises(AgentChatError, match="extra 'db' must be a database number"):
         redis_url(Connection(conn_id="r", conn_type="redis", host="h", extra='{"db": "two"}'))
+
+
+# ------------------------------------------------------------------------------------------- tokens_per_minute
+
+
+def _reserved(prompt: str, max_tokens: int | None = None) -> int:
+    """What one attempt reserves: the one estimator's prompt tokens plus the completion cap (or its default)."""
+    from airflow_agentchat.spend import DEFAULT_COMPLETION_TOKENS, estimate
+
+    return estimate([{"role": "user", "content": prompt}]) + (max_tokens or DEFAULT_COMPLETION_TOKENS)
+
+
+@pytest.fixture()
+def short_token_window(monkeypatch) -> int:
+    """A token window of a second or two instead of ten, so a test sees it fill and free in a few seconds."""
+    from airflow_agentchat.hooks import limits
+
+    monkeypatch.setattr(limits, "TOKEN_WINDOW", 1)
+    monkeypatch.setattr(limits, "_TOKEN_WINDOWS", {})  # a window made with another length is not reused
+    return 1
+
+
+def test_the_sync_path_waits_for_token_budget(server, make_conn, short_token_window):
+    from airflow_agentchat.hooks.agent_chat import AgentChatHook
+
+    per_request = _reserved("tokens 1", 3)
+    conn = make_conn(CONN, server.url, tokens_per_minute=2 * per_request * 60)  # two requests' worth a second
+    hook = AgentChatHook(conn, max_retries=0)
+    for i in range(6):
+        hook.create_chat_completion([{"role": "user", "content": f"tokens {i}"}], max_tokens=3)
+    stamps = _arrivals(server)
+    # Unlimited, all six arrive within milliseconds; the budget lets two through a second, so no 0.9 s holds
+    # more than two (one more when the cold first ones arrive late at a window's edge).
+    assert len(stamps) == 6 and _max_in_window(stamps, 0.9) <= 3
+
+
+def test_the_async_path_waits_for_token_budget(server, make_conn, short_token_window):
+    import asyncio
+
+    from airflow_agentchat.hooks.agent_chat import AgentChatHook
+
+    per_request = _reserved("tokens 1", 3)
+    conn = make_conn(CONN, server.url, tokens_per_minute=2 * per_request * 60)
+    hook = AgentChatHook(conn, max_retries=0)
+
+    async def run() -> None:
+        try:
+            messages = [[{"role": "user", "content": f"tokens {i}"}] for i in range(6)]
+            await asyncio.gather(*(hook.acreate_chat_completion(m, max_tokens=3) for m in messages))
+        finally:
+            await hook.aclose()
+
+    asyncio.run(run())
+    stamps = _arrivals(server)
+    assert len(stamps) == 6 and _max_in_window(stamps, 0.9) <= 3  # as for the sync path
+
+
+def test_the_batch_leaves_the_connection_token_limit_to_the_hook(server, make_conn, tmp_path):
+    """One place takes the connection's token limit (the hook); the batch's own gate only a lower one."""
+    from airflow_agentchat.operators.batch import AgentChatBatchOperator
+
+    conn = make_conn(CONN, server.url, tokens_per_minute=60000)
+
+    def gate(tpm: float | None) -> Any:
+        op = AgentChatBatchOperator(
+            task_id="ask", prompts=["x"], output_path=f"file://{tmp_path}/o.jsonl", agentchat_conn_id=conn
+        )
+        op.tokens_per_minute = tpm
+        return op.gate
+
+    assert gate(None).tokens_per_minute is None
+    assert gate(90000).tokens_per_minute is None
+    assert gate(30000).tokens_per_minute == 30000
+    assert gate(None).active is False  # the gate holds no token limiter of its own

@@ -183,7 +183,7 @@ def test_ttl_and_modes(conn, server, tmp_path):
 
 def test_invalid_answers_are_not_cached(conn, server, tmp_path):
     schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
-    kwargs = {"output_schema": schema, "max_failed_fraction": 1.0}
+    kwargs = {"output_schema": schema, "max_failed_fraction": 1.0, "output_retries": 0}
     prompts = ["valid", "broken [[fault:invalid_output]]"]
     first = run(tmp_path, "one", prompts, **kwargs)
     assert first["invalid_output"] == 1

@@ -388,6 +388,7 @@ def batch(devserver, make_conn, tmp_path):
     def go(**kwargs) -> tuple[dict, list[dict]]:
         kwargs.setdefault("output_path", f"file://{tmp_path}/out.jsonl")
         kwargs.setdefault("max_failed_fraction", 1.0)
+        kwargs.setdefault("output_retries", 0)  # invalid answers stay invalid (repair rounds: test_batch_repair.py)
         operator = AgentChatBatchOperator(task_id="b", agentchat_conn_id=conn, **kwargs)
         summary = operator.execute({"ti": FakeTI()})
         lines = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
@@ -418,7 +419,7 @@ def test_batch_lines_carry_the_validated_output_and_invalid_ones_are_counted(bat
     assert summary["invalid_output"] == summary["failed"] == 3 and summary["succeeded"] == 9
     assert summary["error_types"] == {"invalid_output": 3}
     assert summary["usage"]["total_tokens"] == sum(line["usage"]["total_tokens"] for line in lines)
-    assert devserver.stats(timestamps=False)["total"] == 12  # one request per item: no repair rounds in a batch
+    assert devserver.stats(timestamps=False)["total"] == 12  # output_retries=0: one request per item
 
 
 def test_invalid_output_counts_towards_max_failed_fraction(batch):

@@ -17,7 +17,6 @@ def test_plugin_import_is_light_and_registers_app_and_view() -> None:
         after="import airflow.plugins_manager",
         then="print(P.fastapi_apps[0]['url_prefix'], P.external_views[0]['href'])",
     )
-    assert imported.seconds * 1000 < 50, imported.seconds
     heavy = ("airflow_agentchat.plugins.app", "airflow_agentchat.models", "airflow_agentchat.hooks.agent_chat")
     assert Imported.matching(imported.loaded, heavy) == []
     assert imported.printed.split() == ["/agentchat", "/agentchat/"]

@@ -1,8 +1,8 @@
 """The batch task's own rate limits: requests paced on a fixed timeline, and a token budget corrected by usage.
 
-The agent's limit belongs to its connection and the hook enforces it for every request
+The agent's limits belong to its connection and the hook enforces them for every request, its tokens included
 (:mod:`airflow_agentchat.hooks.limits`); the operator's ``requests_per_minute`` / ``tokens_per_minute`` can only
-lower it for one task, and that lower limit is kept here.
+lower them for one task, and only that lower limit is kept here (so no token is counted twice).
 
 ``requests_per_minute``: requests are *paced* one every ``60 / (rpm * PACE)`` seconds (no bursts), so no
 window ever holds more than the limit, retries included: the hook awaits :meth:`RateGate.before_attempt`

@@ -26,21 +26,19 @@ Per-item errors become error lines; only a bug in this module stops the batch. P
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import math
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from airflow_agentchat.batch.items import Prepared, Rejected
 from airflow_agentchat.batch.rate import RateGate
+from airflow_agentchat.batch.results import RunStats, duration, result_line, summed
 from airflow_agentchat.exceptions import APIError, InvalidRequestError
 from airflow_agentchat.metrics import error_kind
 from airflow_agentchat.redaction import redact
-from airflow_agentchat.structured_output import result_fields
-from airflow_agentchat.usage import ZERO, TokenUsage, UsageTally
+from airflow_agentchat.spend import estimate as spend_estimate
+from airflow_agentchat.structured_output import OutputValidationError, message_of, repair_request, result_fields
 
 if TYPE_CHECKING:
     from airflow_agentchat.batch.store import ResultStore
@@ -48,90 +46,7 @@ if TYPE_CHECKING:
     from airflow_agentchat.metrics import TaskMetrics
     from airflow_agentchat.response_cache import CachedAnswer, ResponseCache
     from airflow_agentchat.spend import Budget, Prices
-
-_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-
-
-def _line(record: dict[str, Any]) -> bytes:
-    """One output line. A lone surrogate (from an item's context or an error message) cannot be UTF-8: it is
-    written as its JSON escape (``\\ud800``), which reads back as the same string."""
-    return _encoder.encode(record).encode("utf-8", "backslashreplace")
-
-
-def result_line(
-    item_id: str,
-    error: dict[str, Any] | None,
-    *,
-    answer: dict[str, Any] | None = None,
-    usage: dict[str, Any] | None = None,
-    attempts: int,
-    latency_ms: float | None,
-    request_id: str | None = None,
-    context: Any = None,
-    response: bytes | None = None,
-    cost: float | None = None,
-    cached_usage: dict[str, Any] | None = None,
-) -> bytes:
-    """The one shape of a result line: ``status`` is ``ok``, or ``error`` with the ``error`` object.
-
-    ``answer`` holds what an answer adds (``text``, ``finish_reason``, ``output`` or ``raw``); an item with no
-    answer used no tokens. ``cost`` is there when the connection's prices are known. ``response`` is the
-    whole response already encoded (:meth:`ChatCompletion.to_json`), written last as it is. An answer from
-    the response cache has ``cached: true``, ``usage`` (and ``cost``) zero, since nothing was paid for it now,
-    and ``cached_usage``: what it cost the run that paid for it.
-    """
-    record: dict[str, Any] = {"id": item_id, "status": "ok" if error is None else "error"}
-    if error is not None:
-        record["error"] = error
-    if answer:
-        record.update(answer)
-    record["usage"] = usage if usage is not None else ZERO.as_dict()
-    if cached_usage is not None:
-        record.update(cached=True, cached_usage=cached_usage)
-    if cost is not None:
-        record["cost"] = cost
-    record.update(attempts=attempts, latency_ms=latency_ms)
-    if answer is not None:
-        record["request_id"] = request_id
-    if context is not None:
-        record["context"] = context
-    if response is None:
-        return _line(record)
-    return _line(record)[:-1] + b',"response":' + response + b"}"
-
-
-@dataclass
-class RunStats:
-    """Counters of this run (the composed output has the all-runs totals)."""
-
-    total: int = 0  # items expected in the input (for progress), if known
-    resumed: int = 0
-    sent: int = 0
-    cached: int = 0  # answered from the response cache: counted in succeeded, never sent
-    succeeded: int = 0
-    failed: int = 0
-    rejected: int = 0
-    attempts: int = 0
-    tokens: UsageTally = field(default_factory=UsageTally)
-    cached_tokens: UsageTally = field(default_factory=UsageTally)  # what the cached answers cost when paid
-    started: float = field(default_factory=time.monotonic)
-    finished: float | None = None
-
-    @property
-    def done(self) -> int:
-        return self.succeeded + self.failed + self.rejected
-
-    @property
-    def usage(self) -> TokenUsage:
-        return self.tokens.total()
-
-    @property
-    def elapsed(self) -> float:
-        return (self.finished or time.monotonic()) - self.started
-
-    def rate(self) -> float:
-        elapsed = self.elapsed
-        return (self.succeeded + self.failed) / elapsed if elapsed > 0 else 0.0
+    from airflow_agentchat.structured_output import Outcome
 
 
 class BatchRunner:
@@ -243,73 +158,176 @@ class BatchRunner:
                 self._writing = asyncio.create_task(self._write(store.take()))
 
     async def _send(self, hook: AgentChatHook, gate: RateGate, entry: Prepared) -> None:
-        """Send one item and record its line; a paid answer is recorded before anything else can wait."""
+        """Send one item (and, with an output schema, its repair rounds) and record its line once, after its
+        last round; a paid answer is recorded before anything else can wait."""
         cache, key = self.cache, None
         if cache is not None:
-            key = cache.key(entry.request)
+            key = cache.key(entry.request)  # the first request's: a repaired answer is found by it too
             if key is not None and cache.reads:
                 hit = cache.lookup(key) if cache.local else await self._remote(cache.lookup, key)
                 if hit is not None:
                     self._record_hit(entry, hit)
                     return
+        spec, stats, budget, metrics = self.output, self.stats, self.budget, self.metrics
+        request, prompt_estimate = entry.request, entry.est_prompt_tokens
+        completion: Any = None
+        outcome: Outcome | None = None
+        paid: list[dict[str, Any]] = []  # the usage of every answer of this item
+        attempts, latency, filtered = 0, 0.0, None
+        while True:
+            estimate = await self._reserve(hook, gate, prompt_estimate, entry.max_completion_tokens)
+            if estimate is None:  # over budget: not sent; requests in flight still finish
+                if completion is None:
+                    return  # not recorded: a rerun with a larger budget sends it
+                break  # no room for another repair round: the last (invalid) answer is recorded
+            if completion is None:
+                stats.sent += 1
+            stats.requests += 1
+            started = time.perf_counter()
+            try:
+                answer = await hook.asend(request)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a per-item failure is recorded, never raised
+                self._record_failure(entry, exc, started, estimate, prompt_estimate, paid, attempts)
+                return
+            completion = answer
+            meta = completion.meta
+            usage = completion.usage_dict()
+            paid.append(usage)
+            stats.tokens.add(usage)
+            tries = meta.get("attempts", 1)
+            attempts += tries
+            stats.attempts += tries
+            latency += meta.get("latency_ms") or 0.0
+            filtered = completion.content_filter_error()  # an error line of its own, its tokens still paid
+            outcome = spec.parse(message_of(completion)) if spec is not None and filtered is None else None
+            if outcome is None or outcome.ok or spec is None or len(paid) > spec.retries:
+                break
+            # Invalid and a repair round left: this answer is settled now, the next request sends the errors back.
+            self._settle(budget, prompt_estimate, estimate, usage)
+            if metrics is not None:
+                metrics.request(OutputValidationError.kind, tries, meta.get("latency_ms"), usage)
+            if gate.active or budget is not None:
+                await gate.settle(estimate, usage)
+            try:
+                request = repair_request(spec, request, message_of(completion), outcome)
+            except Exception:  # an answer that cannot be sent back (it cannot be validated): record it as it is
+                estimate = None
+                break
+            prompt_estimate = spend_estimate(request)
+        self._record_answer(entry, key, completion, outcome, filtered, paid, attempts, latency)
+        if estimate is None:  # the last answer was settled before a round that did not happen
+            return
+        usage = paid[-1]
+        self._settle(budget, prompt_estimate, estimate, usage)
+        if metrics is not None:
+            if filtered is not None:
+                kind = self._describe(filtered)["type"]
+            else:
+                kind = "ok" if outcome is None or outcome.ok else OutputValidationError.kind
+            metrics.request(kind, completion.meta.get("attempts", 1), completion.meta.get("latency_ms"), usage)
+        if gate.active or budget is not None:
+            await gate.settle(estimate, usage)
+
+    async def _reserve(self, hook: AgentChatHook, gate: RateGate, prompt_tokens: int, cap: int | None) -> int | None:
+        """Reserve one request's estimate in the budget and the token rate (its request slot is the hook's
+        ``before_attempt``); None when the budget has no room for it."""
         estimate = 0
         budget = self.budget
         if budget is not None:
-            estimate = gate.estimate(entry.est_prompt_tokens, entry.max_completion_tokens)
-            if not budget.reserve(entry.est_prompt_tokens, estimate - entry.est_prompt_tokens):
-                return  # over budget: not sent, not recorded; requests in flight still finish
+            estimate = gate.estimate(prompt_tokens, cap)
+            if not budget.reserve(prompt_tokens, estimate - prompt_tokens):
+                return None
         if gate.active:
             pause = hook.pause_remaining()
             while pause > 0:  # a 429 paused the hook: wait here, before reserving tokens
                 await asyncio.sleep(pause)
                 pause = hook.pause_remaining()
             if budget is None:
-                estimate = gate.estimate(entry.est_prompt_tokens, entry.max_completion_tokens)
-            await gate.reserve(estimate)  # the request slot is the hook's before_attempt
+                estimate = gate.estimate(prompt_tokens, cap)
+            await gate.reserve(estimate)
+        return estimate
+
+    @staticmethod
+    def _settle(budget: Budget | None, prompt_tokens: int, estimate: int, usage: dict[str, Any] | None) -> None:
+        if budget is not None:
+            budget.settle(prompt_tokens, estimate - prompt_tokens, usage)
+
+    def _record_failure(
+        self,
+        entry: Prepared,
+        exc: Exception,
+        started: float,
+        estimate: int,
+        prompt_estimate: int,
+        paid: list[dict[str, Any]],
+        attempts_before: int,
+    ) -> None:
+        """A request that failed: the item's error line carries what its earlier repair rounds paid."""
         stats = self.stats
-        stats.sent += 1
-        started = time.perf_counter()
-        try:
-            completion = await hook.asend(entry.request)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # a per-item failure is recorded, never raised
-            stats.failed += 1
-            # a request that cannot even be encoded never left this process
-            attempts = 0 if isinstance(exc, UnicodeError) else getattr(exc, "attempts", 0) or 1
-            stats.attempts += attempts
-            latency = round((time.perf_counter() - started) * 1000, 1)
-            error = self._describe(exc)
-            self._record(entry.id, self._error_line(entry.id, error, attempts, latency, entry.context))
-            if budget is not None:
-                budget.settle(entry.est_prompt_tokens, estimate - entry.est_prompt_tokens, None)
-            if self.metrics is not None and attempts:
-                self.metrics.request(error["type"], attempts, latency, None)
-            return
-        fields: dict[str, Any]
-        invalid: dict[str, Any] | None
-        filtered = completion.content_filter_error()  # a filtered answer is an error line, its tokens still paid
-        if filtered is not None:
-            fields, invalid = {}, self._describe(filtered)
+        stats.failed += 1
+        # a request that cannot even be encoded never left this process
+        attempts = 0 if isinstance(exc, UnicodeError) else getattr(exc, "attempts", 0) or 1
+        stats.attempts += attempts
+        latency = round((time.perf_counter() - started) * 1000, 1)
+        error = self._describe(exc)
+        if paid:
+            usage = summed(paid)
+            line = result_line(
+                entry.id,
+                error,
+                usage=usage,
+                attempts=attempts_before + attempts,
+                latency_ms=latency,
+                context=entry.context,
+                cost=self.prices.cost(usage) if self.prices is not None else None,
+            )
         else:
-            fields, invalid = result_fields(self.output, completion, self._secret) if self.output else ({}, None)
+            line = self._error_line(entry.id, error, attempts, latency, entry.context)
+        self._record(entry.id, line)
+        self._settle(self.budget, prompt_estimate, estimate, None)
+        if self.metrics is not None and attempts:
+            self.metrics.request(error["type"], attempts, latency, None)
+
+    def _record_answer(
+        self,
+        entry: Prepared,
+        key: str | None,
+        completion: Any,
+        outcome: Outcome | None,
+        filtered: Exception | None,
+        paid: list[dict[str, Any]],
+        attempts: int,
+        latency: float,
+    ) -> None:
+        """The item's line from its last answer, usage summed over its rounds; a valid answer is cached under
+        the item's first request."""
+        stats, cache = self.stats, self.cache
+        fields: dict[str, Any] = {}
+        invalid: dict[str, Any] | None = None
+        if filtered is not None:
+            invalid = self._describe(filtered)
+        elif outcome is not None:
+            fields, invalid = result_fields(outcome, self._secret, len(paid))
+            fields["rounds"] = len(paid)
         if invalid is not None:
             stats.failed += 1
         else:
             stats.succeeded += 1
+        if len(paid) > 1:
+            stats.repairs += len(paid) - 1
+        usage = paid[0] if len(paid) == 1 else summed(paid)
         meta = completion.meta
-        usage = completion.usage_dict()
-        stats.tokens.add(usage)
-        attempts = meta.get("attempts", 1)
-        stats.attempts += attempts
         response = completion.to_json() if self.include_response or key is not None else None
+        answer = {"text": completion.text, "finish_reason": completion.finish_reason, **fields}
         line = result_line(
             entry.id,
             invalid,
-            answer={"text": completion.text, "finish_reason": completion.finish_reason, **fields},
+            answer=answer,
             usage=usage,
             attempts=attempts,
-            latency_ms=meta.get("latency_ms"),
+            latency_ms=round(latency, 1) if len(paid) > 1 else meta.get("latency_ms"),
             request_id=meta.get("request_id"),
             context=entry.context,
             response=response if self.include_response else None,
@@ -319,15 +337,8 @@ class BatchRunner:
         # later pay again for) an answer already received.
         self._record(entry.id, line)
         if key is not None and invalid is None and cache is not None and cache.writes:
-            answer = {"text": completion.text, "finish_reason": completion.finish_reason, **fields}
-            self._cache_put(cache, key, cache.entry(key, completion, answer, response))
-        if budget is not None:
-            budget.settle(entry.est_prompt_tokens, estimate - entry.est_prompt_tokens, usage)
-        if self.metrics is not None:
-            outcome = invalid["type"] if invalid is not None else "ok"
-            self.metrics.request(outcome, attempts, meta.get("latency_ms"), usage)
-        if gate.active or budget is not None:
-            await gate.settle(estimate, usage)
+            answer.pop("rounds", None)  # how this run got it, not part of the answer
+            self._cache_put(cache, key, cache.entry(key, completion, answer, response, usage=usage))
 
     def _record_hit(self, entry: Prepared, hit: CachedAnswer) -> None:
         """Record a cached answer: nothing sent, nothing paid now (no budget, rate slot or request metric)."""
@@ -429,7 +440,7 @@ class BatchRunner:
         rate = s.rate()
         todo = max(0, s.total - s.resumed) if s.total else 0
         left = max(0, todo - s.done) if todo else 0
-        eta = _duration(left / rate) if rate > 0 and todo else "?"
+        eta = duration(left / rate) if rate > 0 and todo else "?"
         usage = s.usage
         self.log.info(
             "Batch %s: %d/%s done (%s%%), %d failed, %d invalid, %.1f items/s, %s %s, tokens %d "
@@ -442,22 +453,13 @@ class BatchRunner:
             s.rejected,
             rate,
             "elapsed" if final else "ETA",
-            _duration(s.elapsed) if final else eta,
+            duration(s.elapsed) if final else eta,
             usage.total_tokens,
             usage.prompt_tokens,
             usage.completion_tokens,
             s.resumed,
             s.cached,
         )
-
-
-def _duration(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "?"
-    total = round(seconds)
-    hours, rest = divmod(total, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}"
 
 
 def run_coroutine(coro: Any) -> Any:

@@ -78,3 +78,32 @@ def split_jsonl(
         shard.write_bytes(b"")
         uris.append(str(shard))
     return uris
+
+
+def shards_at_once(ti: Any, limited: bool, max_per_dagrun: Any, max_per_dag: Any) -> int:
+    """How many task instances of a (mapped) batch task can send at once: the divisor of the agent's limits.
+
+    1 when the task is not mapped or nothing is limited; else the number of mapped task instances in this run,
+    capped by ``max_active_tis_per_dagrun`` and ``max_active_tis_per_dag``. Static shares keep every window under
+    the limit however the shards overlap; to use the whole limit, let that many shards run at once (worker slots,
+    pools), or set ``max_active_tis_per_dagrun`` to the number that really can, or share the limit through a
+    backend (``limit_backend_conn_id``).
+    """
+    map_index = getattr(ti, "map_index", None)
+    if ti is None or not isinstance(map_index, int) or map_index < 0 or not limited:
+        return 1
+    mapped = ti.get_ti_count(dag_id=ti.dag_id, task_ids=[ti.task_id], run_ids=[ti.run_id])
+    caps = [int(c) for c in (mapped, max_per_dagrun, max_per_dag) if c]
+    return max(1, min(caps, default=1))
+
+
+def static_share_warning(conn_id: str, rpm: float | None, tpm: float | None, shards: int) -> str:
+    """What a task says when its shards split the connection's limits statically (no backend to split them by
+    demand)."""
+    limits = " and ".join(f"{value} {unit}/minute" for value, unit in ((rpm, "requests"), (tpm, "tokens")) if value)
+    return (
+        f"Connection {conn_id!r} limits the agent to {limits}, but names no limit_backend_conn_id: each of the "
+        f"{shards} shards that may run at once paces at 1/{shards} of it, and a shard that finishes early leaves its "
+        "share unused; tasks of other DAGs are not counted. Set limit_backend_conn_id to a redis connection to "
+        "share one limit by demand (docs/scale-out.md)."
+    )

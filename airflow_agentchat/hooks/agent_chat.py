@@ -58,7 +58,8 @@ class AgentChatHook(BaseHook):
         (1, 2, ...), after any shared pause is over: where a caller takes a rate-limit slot, so that time spent
         paused or backing off never takes one. The batch engine's request pacing uses it.
     :param limit_share: how many instances of this task may send at once (a mapped batch's shards): without
-        a shared limit backend, each paces at that share of the connection's ``requests_per_minute``.
+        a shared limit backend, each paces at that share of the connection's ``requests_per_minute`` and
+        ``tokens_per_minute``.
     :param transport: an ``httpx.BaseTransport`` and/or ``httpx.AsyncBaseTransport`` to send through instead
         of the hook's own (a test's ``httpx.MockTransport``, or a transport with custom TLS); it serves the
         paths it supports and is not closed by the hook.
@@ -113,7 +114,8 @@ class AgentChatHook(BaseHook):
             settings = ConnectionSettings.from_connection(conn)
             self.__dict__["settings"] = settings.overridden(timeout=self._timeout, max_retries=self._max_retries)
         backend = self.settings.limits.backend_conn_id
-        if "_limiter" not in self.__dict__ and backend and self.settings.limits.requests_per_minute:
+        limited = self.settings.limits.requests_per_minute or self.settings.limits.tokens_per_minute
+        if "_limiter" not in self.__dict__ and backend and limited:
             self.__dict__["_limiter"] = self._build_limiter(await self.aget_connection(backend))
         return self.settings
 
@@ -129,9 +131,10 @@ class AgentChatHook(BaseHook):
 
     @cached_property
     def _limiter(self) -> AgentLimiter | None:
-        """The connection's request limit (``requests_per_minute``), shared through its backend when it names one."""
+        """The connection's ``requests_per_minute`` and ``tokens_per_minute``, shared through its backend when it
+        names one."""
         limits = self.settings.limits
-        if limits.requests_per_minute is None:
+        if limits.requests_per_minute is None and limits.tokens_per_minute is None:
             return None
         return self._build_limiter(self.get_connection(limits.backend_conn_id) if limits.backend_conn_id else None)
 

@@ -108,12 +108,13 @@ class Sender:
         """
         url, headers, extensions = self.transport.wire
         content = request.to_json()
+        tokens = self._tokens(request)
         retries = self._retries()
         while True:
             while (pause := retries.wait()) > 0:
                 self.sleep(pause)  # ends early on cancel(); wait() then raises
-            if self.limiter is not None:
-                self.limiter.acquire(self.pause, self.sleep)  # the agent's slot: every attempt takes one
+            if self.limiter is not None:  # the agent's slot and token estimate: every attempt takes them
+                self.limiter.acquire(self.pause, self.sleep, tokens)
                 retries.wait()  # raises when cancelled while waiting for it
             retries.sent()
             response: httpx.Response | None = None
@@ -162,6 +163,7 @@ class Sender:
             "POST", url, headers=headers, stream=httpx.ByteStream(request.to_json()), extensions=extensions
         )
         http_request.read()
+        tokens = self._tokens(request)
         retries = self._retries()
         while True:
             while (pause := retries.wait()) > 0:
@@ -169,7 +171,7 @@ class Sender:
             if self.before_attempt is not None:
                 await self.before_attempt(retries.attempts + 1)
             if self.limiter is not None:  # last: a slot of the agent's shared limit is not held while waiting
-                await self.limiter.aacquire(self.pause, self.async_sleep)
+                await self.limiter.aacquire(self.pause, self.async_sleep, tokens)
             retries.sent()
             response: httpx.Response | None = None
             deadline = Deadline(self.settings.deadline, self.settings.completions_url)
@@ -198,6 +200,19 @@ class Sender:
             if self.limiter is not None and self.pause.until > paused:
                 await self.limiter.apublish_pause(self.pause.remaining())
             await self.async_sleep(delay)
+
+    def _tokens(self, request: ChatCompletionRequest) -> int:
+        """The tokens each attempt reserves under the connection's ``tokens_per_minute`` (0: no token limit)."""
+        if self.limiter is None or not self.limiter.counts_tokens:
+            return 0
+        from airflow_agentchat.spend import DEFAULT_COMPLETION_TOKENS, completion_cap, estimate
+
+        return estimate(request) + (completion_cap(request) or DEFAULT_COMPLETION_TOKENS)
+
+    def _settle(self, request: ChatCompletionRequest, completion: ChatCompletion) -> None:
+        """Charge what the answer used beyond its estimate to the next reservation."""
+        if self.limiter is not None and self.limiter.counts_tokens:
+            self.limiter.settle(self._tokens(request), getattr(completion.usage, "total_tokens", None))
 
     def _parse(self, response: httpx.Response, content: bytes, started: float) -> ChatCompletion:
         """The completion in a 2xx body; a body that is not one is an :class:`InvalidResponseError` (retried)."""
@@ -275,6 +290,7 @@ class Sender:
         started = time.perf_counter()
         consume = self._folder(started) if request.stream else self._reader(started)
         with self._open(request, consume) as completion:
+            self._settle(request, completion)
             return completion
 
     @contextmanager
@@ -301,6 +317,7 @@ class Sender:
         started = time.perf_counter()
         consume = self._afolder(started) if request.stream else self._areader(started)
         async with self._aopen(request, consume) as completion:
+            self._settle(request, completion)
             return completion
 
     @asynccontextmanager

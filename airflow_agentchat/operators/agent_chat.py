@@ -226,7 +226,7 @@ class AgentChatCompletionOperator(AgentChatPromptOperator):
 
         started = time.perf_counter()
         with paid_for(context, spend):  # also ends the task per on_budget_exhausted
-            if self.deferrable and not request.stream and self.toolbox is None and not state.resumed:
+            if self.deferrable and not (request.stream or state.resumed or self.toolbox or spend.cached(request)):
                 from airflow_agentchat.triggers.agent_chat import AgentChatCompletionTrigger
 
                 spend.check(request)  # the triggerer sends it: the budget is checked here

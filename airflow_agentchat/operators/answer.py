@@ -12,8 +12,9 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from airflow_agentchat.metrics import TaskMetrics, error_kind
+from airflow_agentchat.operators.answer_cache import TaskCache
 from airflow_agentchat.operators.task_state import SPEND_KEY, TaskStore, load_spend, save_spend
-from airflow_agentchat.spend import DEFAULT_COMPLETION_TOKENS, Budget, BudgetExhaustedError, completion_cap, estimate
+from airflow_agentchat.spend import Budget, BudgetExhaustedError, completion_cap, estimate
 from airflow_agentchat.usage import ZERO, TokenUsage
 
 if TYPE_CHECKING:
@@ -43,13 +44,20 @@ class TaskSpend:
         self.model: str | None = None  # as the last answer names it
         self.pushed = False
         self.on_budget_exhausted: str = getattr(operator, "on_budget_exhausted", "fail")
+        self.cache = TaskCache.of(operator)  # the response cache (cache_path), None when off
+
+    def cached(self, request: Any) -> bool:
+        """True when the response cache answers ``request`` (the first of the conversation): nothing to send."""
+        return self.cache is not None and self.cache.answer(request) is not None
 
     def check(self, request: Any) -> tuple[int, int]:
         """Reserve a request's estimate, or fail with what was used, the budget and what the request needed."""
         if not self.budget.active:
             return 0, 0
         prompt = estimate(request)
-        cap = completion_cap(request) or DEFAULT_COMPLETION_TOKENS  # the batch's rule: one estimate for both
+        # Without a cap nothing is reserved for the answer: one request is sent, and an answer that takes the
+        # spend over the budget ends the task (a batch reserves a mean instead, to pace many requests).
+        cap = completion_cap(request) or 0
         if not self.budget.reserve(prompt, cap):
             raise BudgetExhaustedError(
                 f"Budget exhausted: {self.budget.describe()} (this task's tries and repair rounds together); the "
@@ -58,7 +66,9 @@ class TaskSpend:
         return prompt, cap
 
     def send(self, request: Any, send: Callable[[Any], Any]) -> Any:
-        """Send through ``send`` within the budget and count the outcome."""
+        """Send through ``send`` within the budget and count the outcome; a response cache hit is neither."""
+        if self.cache is not None and (hit := self.cache.answer(request)) is not None:
+            return hit
         reservation = self.check(request)
         started = time.perf_counter()
         try:
@@ -219,10 +229,23 @@ def publish(
 ) -> Any:
     """Log the usage line, push ``response`` and ``usage`` (with ``cost`` when spend is tracked), return the
     ``return_value``. ``usage`` (default: the completion's) covers every round of a conversation. Both carry
-    ``conn_id``: the connection that answered."""
+    ``conn_id``: the connection that answered. With a response cache, ``cached`` says whether the answer came
+    from it; a hit pushes zero ``usage`` (nothing paid now) and its original usage as ``cached_usage``, and a
+    paid answer is stored when it is valid (publishing is the success path, or an invalid answer given up on)."""
     usage = dict(usage if usage is not None else completion.usage_dict())
+    cache = spend.cache if spend is not None else None
+    hit = cache is not None and cache.is_hit(completion)
+    if hit:  # the hit was the conversation's only answer: it was final, so no round followed it
+        ti.xcom_push(key="cached_usage", value=usage)
+        usage = ZERO.as_dict()
+    elif cache is not None and spend is not None and "invalid_output" not in spend.errors:
+        cache.keep(completion)
+    if cache is not None:
+        ti.xcom_push(key="cached", value=hit)
     log_usage(log, completion, usage, started)
     response = completion.to_dict()
+    if hit:
+        response["cached"] = True
     if conn_id := completion.meta.get("conn_id"):  # which connection answered (a fallback after a failover)
         response["conn_id"] = usage["conn_id"] = conn_id
     ti.xcom_push(key="response", value=response)

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from functools import cached_property, partial
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from airflow_agentchat import arguments as rules
 from airflow_agentchat.operators.base import AgentChatRequestOperator
 
 if TYPE_CHECKING:
@@ -56,7 +57,8 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         included, are paced to stay under it; the shards of a mapped task share it: each paces at the limit
         divided by the number of shards that can run at once (see :meth:`shards_at_once`).
     :param tokens_per_minute: this task's token limit (estimated up front, corrected by real usage), shared
-        by the shards the same way; the connection's ``tokens_per_minute`` caps it.
+        by the shards the same way. Like requests, the agent's own token limit is the connection's extra
+        ``tokens_per_minute`` (the hook reserves every attempt's estimate under it); this can only lower it.
     :param max_failed_fraction: after writing everything, fail the task when more than this fraction of
         the items in the output failed (default 0: any failure fails the task, and the retry resends them).
     :param retry_failed: on a rerun, send again the items whose recorded result is a retryable error.
@@ -71,8 +73,12 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
     :param output_schema: a pydantic model class or a JSON Schema dict (templated): each ok line gets
         ``"output"``, the validated value; an answer that does not match becomes an ``invalid_output`` error
         line (with ``raw``, what the agent answered), counted in the summary and sent again on a rerun with
-        ``retry_failed``. No repair rounds in a batch: one request per item and attempt.
+        ``retry_failed``.
     :param output_strategy: ``"auto"`` (default), ``"tool"`` or ``"json"``, as on the completion operator.
+    :param output_retries: repair rounds per item after an invalid answer (default 2), as on the completion
+        operator: the errors go back to the agent in one more request, until the answer is valid or the rounds
+        are spent. Each round is a request like any other (rate limits, budget, usage and cost of the item's
+        line, which says how many answers it took in ``rounds``); ``0`` sends one request per item.
 
     Spend (see ``docs/operations.md``):
 
@@ -140,6 +146,7 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         progress_interval: float = 5.0,
         output_schema: Any = None,
         output_strategy: str = "auto",
+        output_retries: int = 2,
         cache_path: str | None = None,
         cache_ttl: Any = None,
         cache_mode: str = "read_write",
@@ -149,6 +156,9 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
     ) -> None:
         super().__init__(**kwargs)
         from airflow_agentchat.response_cache import check_cache_args
+
+        rules.at_parse("output_strategy", rules.output_strategy(output_strategy))
+        rules.at_parse("output_retries", rules.output_retries(output_retries))
         from airflow_agentchat.spend import check_forecast
 
         check_cache_args(cache_path, cache_ttl, cache_mode, cache_nondeterministic)
@@ -178,7 +188,7 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         # A model class stays out of template_fields: Airflow "renders" a callable by calling it.
         self.output_model = output_schema if isinstance(output_schema, type) else None
         self.output_schema = None if self.output_model is not None else output_schema
-        self.output_strategy = output_strategy
+        self.output_strategy, self.output_retries = output_strategy, output_retries
         self._loop: Any = None
         self._main: Any = None
         self._shards = 1
@@ -193,28 +203,20 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         rpm = self.requests_per_minute
         if rpm and limits.requests_per_minute and rpm >= limits.requests_per_minute:
             rpm = None  # not lower than the connection's limit, which the hook enforces anyway
-        tpm = min((t for t in (self.tokens_per_minute, limits.tokens_per_minute) if t), default=None)
+        tpm = self.tokens_per_minute
+        if tpm and limits.tokens_per_minute and tpm >= limits.tokens_per_minute:
+            tpm = None  # the same: the hook reserves every attempt's tokens under the connection's limit
         return RateGate(rpm / self._shards if rpm else rpm, tpm / self._shards if tpm else tpm)
 
     def shards_at_once(self, context: Context) -> int:
-        """How many task instances of this (mapped) task can send at once: the divisor of the agent's limits.
+        """How many task instances of this (mapped) task can send at once (see :func:`.shards.shards_at_once`)."""
+        from airflow_agentchat.batch.shards import shards_at_once
 
-        1 when the task is not mapped; else the number of mapped task instances in this run, capped by
-        ``max_active_tis_per_dagrun`` and ``max_active_tis_per_dag``. Static shares keep every window under
-        the limit however the shards overlap; to use the whole limit, let that many shards run at once (worker
-        slots, pools), or set ``max_active_tis_per_dagrun`` to the number that really can.
-        """
-        ti = context.get("ti")
-        map_index = getattr(ti, "map_index", None)
-        limited = self.requests_per_minute or self.tokens_per_minute
-        if not limited and ti is not None:  # the connection's limits are shared by the shards too
+        limited = bool(self.requests_per_minute or self.tokens_per_minute)
+        if not limited and context.get("ti") is not None:  # the connection's limits are shared by the shards too
             limits = self.hook.settings.limits
-            limited = limits.requests_per_minute or limits.tokens_per_minute
-        if ti is None or not isinstance(map_index, int) or map_index < 0 or not limited:
-            return 1
-        mapped = ti.get_ti_count(dag_id=ti.dag_id, task_ids=[ti.task_id], run_ids=[ti.run_id])
-        caps = [int(c) for c in (mapped, self.max_active_tis_per_dagrun, self.max_active_tis_per_dag) if c]
-        return max(1, min(caps, default=1))
+            limited = bool(limits.requests_per_minute or limits.tokens_per_minute)
+        return shards_at_once(context.get("ti"), limited, self.max_active_tis_per_dagrun, self.max_active_tis_per_dag)
 
     @cached_property
     def hook(self) -> AgentChatHook:
@@ -233,19 +235,14 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         await self.gate.before_attempt(attempt)
 
     def _warn_static_share(self) -> None:
-        """Say so when shards split the connection's limit statically (no shared backend to split it by demand)."""
+        from airflow_agentchat.batch.shards import static_share_warning
+
         limits = self.hook.settings.limits
-        if self._shards > 1 and limits.requests_per_minute and not limits.backend_conn_id:
-            self.log.warning(
-                "Connection %r limits the agent to %s requests/minute, but names no limit_backend_conn_id: each of "
-                "the %d shards that may run at once paces at 1/%d of it, and a shard that finishes early leaves its "
-                "share unused; tasks of other DAGs are not counted. Set limit_backend_conn_id to a redis "
-                "connection to share one limit by demand (docs/scale-out.md).",
-                self.agentchat_conn_id,
-                limits.requests_per_minute,
-                self._shards,
-                self._shards,
+        if self._shards > 1 and (limits.requests_per_minute or limits.tokens_per_minute) and not limits.backend_conn_id:
+            warning = static_share_warning(
+                self.agentchat_conn_id, limits.requests_per_minute, limits.tokens_per_minute, self._shards
             )
+            self.log.warning(warning)
 
     def resolve_output_path(self) -> str:
         if self.output_path:
@@ -265,8 +262,8 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         if (self.prompts is None) == (self.input_path is None):
             raise ValueError("give exactly one of prompts or input_path")
         # Templated limits arrive as text ("{{ params.rpm }}"): numbers from here on.
-        self.requests_per_minute = _limit("requests_per_minute", self.requests_per_minute)
-        self.tokens_per_minute = _limit("tokens_per_minute", self.tokens_per_minute)
+        self.requests_per_minute = rules.rate_limit("requests_per_minute", self.requests_per_minute)
+        self.tokens_per_minute = rules.rate_limit("tokens_per_minute", self.tokens_per_minute)
         self._shards = self.shards_at_once(context)  # before the gate exists: it paces at this shard's share
         self.__dict__.pop("hook", None)  # made again with this share of the connection's limit
         self._warn_static_share()
@@ -307,6 +304,7 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         from airflow_agentchat.batch.items import InputStats, count_jsonl, iter_jsonl, parse_prompts, prepare
         from airflow_agentchat.batch.runner import BatchRunner, run_coroutine
         from airflow_agentchat.batch.store import to_path
+        from airflow_agentchat.batch.summary import run_summary
         from airflow_agentchat.exceptions import AgentChatError
         from airflow_agentchat.metrics import TaskMetrics
         from airflow_agentchat.models import DEFAULT_MODEL
@@ -378,47 +376,29 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         run = run_coroutine(self._run(runner, work, total, len(scan.done)))
         composed = store.compose()
         elapsed = time.monotonic() - started
-        fraction = composed.failed / composed.total if composed.total else 0.0
-        summary: dict[str, Any] = {
-            "output_path": str(store.output),
-            "total": composed.total,
-            "succeeded": composed.succeeded,
-            "failed": composed.failed,
-            "failed_fraction": round(fraction, 6),
-            "error_types": composed.error_types,
-            "invalid_output": composed.error_types.get("invalid_output", 0),
-            "usage": composed.usage.as_dict(),
-            "sent": run.sent,
-            "attempts": run.attempts,
-            "run_usage": run.usage.as_dict(),
-            "cached": run.cached,
-            "cached_usage": run.cached_tokens.total().as_dict(),
-            "resumed": input_stats.resumed,
-            "duplicates": input_stats.duplicates,
-            "invalid": input_stats.rejected,
-            "elapsed_s": round(elapsed, 3),
-            "items_per_s": round(run.sent / run.elapsed, 1) if run.elapsed > 0 else 0.0,
-            "rate_share": {
+        summary = run_summary(
+            store.output,
+            composed,
+            run,
+            input_stats,
+            elapsed,
+            total,
+            prices=prices,
+            budget=budget,
+            forecast=forecast,
+            rate_share={
                 "shards_at_once": self._shards,
                 "requests_per_minute": self.gate.requests_per_minute,
                 "tokens_per_minute": self.gate.tokens_per_minute,
                 "connection_requests_per_minute": settings.limits.requests_per_minute,
+                "connection_tokens_per_minute": settings.limits.tokens_per_minute,
                 "shared_backend": settings.limits.backend_conn_id,
             },
-        }
-        if prices.known:
-            summary["cost"] = prices.cost(summary["usage"])
-            summary["run_cost"] = prices.cost(summary["run_usage"])
-        if forecast is not None:
-            actual = {"items": run.sent, "cached": run.cached, "total_tokens": run.usage.total_tokens}
-            summary["forecast"] = {**forecast.as_dict(), "actual": {**actual, "cost": summary.get("run_cost")}}
-        if budget.active:
-            not_sent = max(0, total - input_stats.resumed - input_stats.duplicates - run.done)
-            summary.update(budget_exhausted=budget.exhausted, not_sent=not_sent if budget.exhausted else 0)
+        )
         self._facts.update(
             model=shared.get("model") or settings.model or DEFAULT_MODEL,  # what every request named
             usage=summary["usage"],
-            requests=run.sent,
+            requests=run.requests,
             attempts=run.attempts,
             errors=composed.error_types,
             cost=summary.get("cost"),
@@ -441,6 +421,7 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
                 context["ti"].xcom_push(key="summary", value=summary)
                 raise BudgetExhaustedError(message)
             self.log.warning("%s on_budget_exhausted='succeed': the task succeeds.", message)
+        fraction = composed.failed / composed.total if composed.total else 0.0
         if fraction > self.max_failed_fraction:
             context["ti"].xcom_push(key="summary", value=summary)
             raise AgentChatError(
@@ -477,7 +458,9 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         from airflow_agentchat.structured_output import OutputSpec
 
         spec = OutputSpec.build(
-            self.output_model or load_json("output_schema", self.output_schema), strategy=self.output_strategy
+            self.output_model or load_json("output_schema", self.output_schema),
+            strategy=self.output_strategy,
+            retries=self.output_retries,
         )
         return spec, spec.builder(build)
 
@@ -511,16 +494,3 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         loop, main = self._loop, self._main
         if loop is not None and main is not None and not loop.is_closed():
             loop.call_soon_threadsafe(main.cancel)
-
-
-def _limit(name: str, value: Any) -> float | None:
-    """A rate limit after templating: a positive number, or ``None`` (also for an empty rendered text)."""
-    if value is None or value == "":
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a positive number, got {value!r}") from None
-    if number <= 0:
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
-    return number
