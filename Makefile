@@ -28,8 +28,8 @@ typecheck: venv
 # The shared-limit tests fork sender processes (a task on another worker); a fork of a process that has run the
 # rest of the suite inherits its threads' held locks and hangs, so they run first, in a pytest of their own.
 test: lint typecheck
-	$(VENV)/bin/pytest $(PYTEST_ARGS) tests/test_rate_limits.py
-	$(VENV)/bin/pytest $(PYTEST_ARGS) --ignore=tests/test_rate_limits.py
+	$(VENV)/bin/pytest $(PYTEST_ARGS) tests/hooks/test_limits.py
+	$(VENV)/bin/pytest $(PYTEST_ARGS) --ignore=tests/hooks/test_limits.py
 
 QUIET_VENV = @out=$$($(MAKE) --no-print-directory venv 2>&1) || { echo "$$out"; exit 1; }
 

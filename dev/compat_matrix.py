@@ -41,6 +41,7 @@ UNIT_TESTS = [
     "tests/test_streaming.py",
     "tests/test_usage.py",
     "tests/test_metrics.py",
+    "tests/integration/test_metrics.py",
 ]
 #: Run conf per example DAG: a review would wait for a person forever under ``airflow dags test``.
 DAG_CONF = {"example_agentchat_support": {"require_approval": False}}
@@ -202,7 +203,8 @@ class Runner:
         finally:
             server.terminate()
             server.wait(timeout=30)
-        pytest = [str(self.bin / "pytest"), *UNIT_TESTS, "-q", "-p", "no:cacheprovider", "-o", "addopts=-ra"]
+        pytest = [str(self.bin / "pytest"), *UNIT_TESTS, "-q", "-p", "no:cacheprovider"]
+        pytest += ["-o", "addopts=-ra --import-mode=importlib"]  # only the options the matrix's TEST_DEPS serve
         if self.unit:
             ok &= self.step("unit tests", pytest, env)
         return ok

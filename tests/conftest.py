@@ -1,6 +1,6 @@
-"""Session-wide test set-up: one throw-away AIRFLOW_HOME, one metadata DB, one dev server, one scripted server.
+"""Session-wide test set-up: one metadata DB, one dev server, one scripted server, one moto S3 server.
 
-Airflow reads its configuration at import, so the environment is set here, before any test imports it.
+The environment (a throw-away AIRFLOW_HOME) is set by ``suite``, imported first, before any test imports Airflow.
 Connections are real ``AIRFLOW_CONN_<ID>`` JSON environment variables, as users define them.
 """
 
@@ -10,7 +10,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -18,32 +17,13 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="agentchat-airflow-home-"))
-# One dags folder holding the example DAGs and the tests' own DAGs (links, so edits show up at once).
-DAGS_FOLDER = AIRFLOW_HOME / "dags"
-DAGS_FOLDER.mkdir()
-for source in (ROOT / "dags", ROOT / "tests" / "dags"):
-    for entry in source.iterdir() if source.is_dir() else ():
-        if entry.name != "__pycache__" and not (DAGS_FOLDER / entry.name).exists():
-            (DAGS_FOLDER / entry.name).symlink_to(entry)
-os.environ.update(
-    {
-        "AIRFLOW_HOME": str(AIRFLOW_HOME),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
-        "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
-        "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
-    }
-)
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(ROOT))  # the checkout-only helpers in dev/ (make ui's launcher)
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the support modules: suite, fakes, the servers
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # dev/ (make ui's launcher)
 
-from fault_server import FaultServer  # noqa: E402
-from scripted_server import ScriptedServer  # noqa: E402
-
-#: A key that must never show up in logs, XCom, exception text or UI responses.
-CANARY_KEY = "sk-canary-7f3a9c-DO-NOT-LEAK"
+# suite sets AIRFLOW_HOME; none of these imports Airflow, and no test module is imported before this conftest.
+from fault_server import FaultServer
+from scripted_server import ScriptedServer
+from suite import AIRFLOW_HOME, CANARY_KEY
 
 
 @pytest.fixture(scope="session")
@@ -127,12 +107,6 @@ def moto_url() -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(10)
-
-
-def make_bucket(url: str, bucket: str) -> str:
-    """Create ``bucket`` on the S3 server at ``url``; return ``url``."""
-    urllib.request.urlopen(urllib.request.Request(f"{url}/{bucket}", method="PUT"), timeout=10).close()
-    return url
 
 
 @pytest.fixture()

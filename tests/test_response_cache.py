@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import make_bucket
 from fakes import FakeTI
+from suite import make_bucket
 
 from airflow_agentchat.batch.items import stable_id
 

@@ -1,6 +1,6 @@
 """Python tools: the loop the operator runs, against a scripted server (exact wire) and the dev server (streaming).
 
-The retry that resumes in a new process under a real scheduler is in ``test_airflow_stack.py``; here the
+The retry that resumes in a new process under a real scheduler is in ``integration/test_approval.py``; here the
 in-process tests use a dict in place of the task state store to check what is saved after each step.
 """
 

@@ -1,4 +1,4 @@
-"""The agent picks a branch, under real Airflow against the dev server; tests/test_branch.py runs it once."""
+"""The agent picks a branch, under real Airflow against the dev server; integration/test_branch.py runs it once."""
 
 from __future__ import annotations
 

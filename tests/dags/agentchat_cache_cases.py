@@ -1,4 +1,4 @@
-"""``@task.agent_chat(cache_path=...)`` under real Airflow; tests/test_operator_cache.py runs it twice."""
+"""``@task.agent_chat(cache_path=...)`` under real Airflow; tests/integration/test_operator_cache.py runs it twice."""
 
 from __future__ import annotations
 

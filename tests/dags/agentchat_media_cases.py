@@ -1,5 +1,5 @@
 """Images and prompt caching from a DAG: ``@task.agent_chat`` with ``images=`` (a local file, templated, and an
-https URL) and ``cache_prompt``; tests/test_media.py writes the image and runs it.
+https URL) and ``cache_prompt``; tests/integration/test_media.py writes the image and runs it.
 
 The image folder comes from ``AGENTCHAT_EXAMPLE_OUTPUT_DIR`` (the tests' AIRFLOW_HOME).
 """

@@ -1,4 +1,4 @@
-"""One DAG with a task per operator feature; tests/test_operator.py runs it once and checks every task's XCom."""
+"""One DAG with a task per operator feature; integration/test_operator.py runs it once and checks every task's XCom."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Output schemas under real Airflow against the dev server; tests/test_structured_output.py runs it once."""
+"""Output schemas under real Airflow against the dev server; integration/test_structured_output.py runs it once."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Python tools and human review under a real scheduler; tests/test_approval.py runs it on its own stack.
+"""Python tools and human review under a real scheduler; tests/integration/test_approval.py runs it on its own stack.
 
 Every task talks to ``agentchat_scripted`` (the test's scripted server) and answers according to its prompt.
 ``tool_retry`` counts its tool's calls in a file (``AGENTCHAT_TEST_DIR``), so a tool run twice shows even

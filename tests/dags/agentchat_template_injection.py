@@ -1,6 +1,6 @@
 """Upstream data that looks like a template (and ends in ".json") must reach the agent as literal text.
 
-tests/test_template_injection.py runs this DAG against a scripted server and checks what the server received.
+integration/test_template_injection.py runs this DAG against a scripted server and checks what the server received.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""A long tool round (one answer, many slow calls) for tests/test_tool_sigterm.py, which stops it with SIGTERM."""
+"""A long tool round (one answer, many slow calls) for integration/test_tool_sigterm.py, which stops it with SIGTERM."""
 
 from __future__ import annotations
 
