@@ -16,6 +16,7 @@ body, arrival and reply times on ``time.monotonic()``), so tests can assert what
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -26,6 +27,40 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 RESET = "RESET"
+
+# ------------------------------------------------------------------------- what a scripted agent answers
+
+#: The smallest conversation, and a complete answer to it.
+USER = [{"role": "user", "content": "hello"}]
+OK_BODY = json.dumps(
+    {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "m",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi there"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
+    }
+).encode()
+OK = (200, {"Content-Type": "application/json", "x-request-id": "req-ok"}, OK_BODY)
+
+
+def sse(*events: object) -> list[bytes]:
+    """A list body of SSE events (JSON objects, or raw bytes as given)."""
+    out = [b"data: " + (e if isinstance(e, bytes) else json.dumps(e).encode()) + b"\n\n" for e in events]
+    return out
+
+
+def chunk(content: str | None = None, finish: str | None = None, **delta: object) -> dict:
+    """One ``chat.completion.chunk`` with this delta."""
+    if content is not None:
+        delta["content"] = content
+    return {
+        "id": "c1",
+        "object": "chat.completion.chunk",
+        "model": "m",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,8 @@ os.environ.update(
 
 #: A key that must never show up in logs, XCom, exception text or UI responses.
 CANARY_KEY = "sk-canary-7f3a9c-DO-NOT-LEAK"
+#: The key the dev server of tests/devserver/ requires, so every call there exercises auth.
+DEVSERVER_KEY = "devserver-test-key"
 
 
 def make_bucket(url: str, bucket: str) -> str:

@@ -4,31 +4,14 @@ what the dev server counted or on the output files, never on wall-clock time."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
+from batches import CONN, lines_of, make_op
 from fakes import FakeTI
-
-CONN = "agentchat_batch"
 
 
 @pytest.fixture()
 def conn(server, make_conn) -> str:
     return make_conn(CONN, server.url)
-
-
-def make_op(tmp_path: Path, **kwargs):
-    from airflow_agentchat.operators.batch import AgentChatBatchOperator
-
-    kwargs.setdefault("output_path", f"file://{tmp_path}/out.jsonl")
-    kwargs.setdefault("agentchat_conn_id", CONN)
-    kwargs.setdefault("progress_interval", 0.5)
-    return AgentChatBatchOperator(task_id="batch", **kwargs)
-
-
-def lines_of(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 # ------------------------------------------------------------------------------------------------ limits

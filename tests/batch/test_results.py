@@ -4,25 +4,9 @@ error kind on an error line."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
+from batches import lines_of, make_op
 from fakes import FakeTI
-
-CONN = "agentchat_batch"
-
-
-def make_op(tmp_path: Path, **kwargs):
-    from airflow_agentchat.operators.batch import AgentChatBatchOperator
-
-    kwargs.setdefault("output_path", f"file://{tmp_path}/out.jsonl")
-    kwargs.setdefault("agentchat_conn_id", CONN)
-    kwargs.setdefault("progress_interval", 0.5)
-    return AgentChatBatchOperator(task_id="batch", **kwargs)
-
-
-def lines_of(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
-    # the time itself is measured by benchmarks/import_cost.py (make bench), not here
 
 
 def test_error_lines_carry_the_kind_of_the_error_class(make_conn, tmp_path):

@@ -12,31 +12,17 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from typing import Any
 
 import jsonschema
 import openai
 import pytest
+from suite import DEVSERVER_KEY as KEY
 
 from airflow_agentchat.devserver import DevServer
 from airflow_agentchat.devserver.answers import example_for_schema
 
-KEY = "devserver-test-key"
 USER = [{"role": "user", "content": "hello there world"}]
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[DevServer]:
-    with DevServer(api_key=KEY) as srv:
-        yield srv
-
-
-@pytest.fixture()
-def client(server: DevServer) -> openai.OpenAI:
-    server.reset()
-    server.configure(latency_ms=0, chunk_latency_ms=0)
-    return openai.OpenAI(base_url=server.base_url, api_key=KEY, max_retries=0, timeout=10)
 
 
 def post(server: DevServer, body: bytes, key: str | None = KEY) -> tuple[int, dict[str, str], bytes]:

@@ -3,28 +3,12 @@ lifetime, seen through the official ``openai`` SDK (an independent client)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import openai
-import pytest
 
 from airflow_agentchat.devserver import DevServer
 
-KEY = "devserver-content-key"
 SHARED = ("You label support tickets. " * 30).strip()
 SYSTEM = {"role": "system", "content": [{"type": "text", "text": SHARED, "cache_control": {"type": "ephemeral"}}]}
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[DevServer]:
-    with DevServer(api_key=KEY) as srv:
-        yield srv
-
-
-@pytest.fixture()
-def client(server: DevServer) -> openai.OpenAI:
-    server.reset()
-    return openai.OpenAI(base_url=server.base_url, api_key=KEY, max_retries=0, timeout=10)
 
 
 def test_the_same_cached_prefix_is_read_within_its_lifetime(server: DevServer, client: openai.OpenAI) -> None:

@@ -3,23 +3,15 @@ it is its own error kind, and the operator fails keeping the filtered text and t
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from fakes import FakeTI
+from suite import DEVSERVER_KEY as KEY
 
 from airflow_agentchat.devserver import DevServer
 
-KEY = "devserver-content-key"
 PNG = "data:image/png;base64,iVBORw0KGgo="
 SHARED = ("You label support tickets. " * 30).strip()
 SYSTEM = {"role": "system", "content": [{"type": "text", "text": SHARED, "cache_control": {"type": "ephemeral"}}]}
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[DevServer]:
-    with DevServer(api_key=KEY) as srv:
-        yield srv
 
 
 def test_content_filter_marker_reaches_the_hook_as_its_error_kind(server: DevServer, make_conn) -> None:

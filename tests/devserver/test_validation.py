@@ -3,27 +3,10 @@ through the official ``openai`` SDK (an independent client), and a bad part is a
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import openai
 import pytest
 
-from airflow_agentchat.devserver import DevServer
-
-KEY = "devserver-content-key"
 PNG = "data:image/png;base64,iVBORw0KGgo="
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[DevServer]:
-    with DevServer(api_key=KEY) as srv:
-        yield srv
-
-
-@pytest.fixture()
-def client(server: DevServer) -> openai.OpenAI:
-    server.reset()
-    return openai.OpenAI(base_url=server.base_url, api_key=KEY, max_retries=0, timeout=10)
 
 
 def test_the_openai_sdk_sends_parts_and_the_echo_counts_the_images(client: openai.OpenAI) -> None:

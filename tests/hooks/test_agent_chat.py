@@ -8,7 +8,7 @@ import json
 import logging
 
 import pytest
-from scripted_server import Delay
+from scripted_server import OK, OK_BODY, USER, Delay, chunk, sse
 
 from airflow_agentchat.exceptions import (
     AgentChatError,
@@ -20,74 +20,6 @@ from airflow_agentchat.exceptions import (
     ServerError,
 )
 from airflow_agentchat.hooks.agent_chat import AgentChatHook
-from airflow_agentchat.hooks.retry import RetryPolicy
-
-USER = [{"role": "user", "content": "hello"}]
-OK_BODY = json.dumps(
-    {
-        "id": "chatcmpl-1",
-        "object": "chat.completion",
-        "created": 1,
-        "model": "m",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi there"}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
-    }
-).encode()
-OK = (200, {"Content-Type": "application/json", "x-request-id": "req-ok"}, OK_BODY)
-
-
-def sse(*events: object) -> list[bytes]:
-    out = [b"data: " + (e if isinstance(e, bytes) else json.dumps(e).encode()) + b"\n\n" for e in events]
-    return out
-
-
-def chunk(content: str | None = None, finish: str | None = None, **delta: object) -> dict:
-    if content is not None:
-        delta["content"] = content
-    return {
-        "id": "c1",
-        "object": "chat.completion.chunk",
-        "model": "m",
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-    }
-
-
-class Sleeps:
-    """Records the delays the hook asks for instead of sleeping."""
-
-    def __init__(self) -> None:
-        self.delays: list[float] = []
-
-    def __call__(self, seconds: float) -> None:
-        self.delays.append(round(seconds, 3))
-
-    async def asleep(self, seconds: float) -> None:
-        self.delays.append(round(seconds, 3))
-
-
-@pytest.fixture()
-def hook_for(scripted, make_conn):
-    created: list[AgentChatHook] = []
-
-    def make(**kwargs) -> tuple[AgentChatHook, Sleeps]:
-        conn_id = make_conn("scripted", scripted.url, **kwargs.pop("extra", {}))
-        sleeps = Sleeps()
-        hook = AgentChatHook(
-            conn_id,
-            retry_policy=RetryPolicy(max_retries=kwargs.pop("max_retries", 3), jitter=lambda: 1.0),
-            sleep=sleeps,
-            async_sleep=sleeps.asleep,
-            **kwargs,
-        )
-        # A 429 pauses the whole hook in real time; the recorded sleeps stand in for it here.
-        hook._pause.remaining = lambda: 0.0  # type: ignore[method-assign]
-        created.append(hook)
-        return hook, sleeps
-
-    yield make
-    for hook in created:
-        hook.close()
-
 
 # ------------------------------------------------------------------------------------------ request rules
 

@@ -3,35 +3,7 @@ templated schemas, the decorator, and exhausted retries failing the task."""
 
 from __future__ import annotations
 
-import datetime
-from typing import Any, Literal
-
 import pytest
-from fakes import FakeTI
-from pydantic import BaseModel
-
-from airflow_agentchat.operators.agent_chat import AgentChatCompletionOperator
-
-
-class Label(BaseModel):
-    category: Literal["billing", "login", "other"]
-    urgency: int
-    due: datetime.date
-
-
-@pytest.fixture()
-def run(scripted, make_conn):
-    def go(*replies, **kwargs) -> tuple[Any, FakeTI]:
-        scripted.script(*replies)
-        ti = FakeTI()
-        kwargs.setdefault("prompt", "Label this ticket")
-        operator = AgentChatCompletionOperator(task_id="t", agentchat_conn_id=make_conn("so", scripted.url), **kwargs)
-        return operator.execute({"ti": ti}), ti
-
-    return go
-
-
-# ---------------------------------------------------------------------------------------------- real Airflow
 
 
 @pytest.fixture(scope="module")

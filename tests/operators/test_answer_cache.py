@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from fakes import FakeTI
 
 from airflow_agentchat.operators.agent_chat import AgentChatCompletionOperator
 
@@ -16,21 +17,6 @@ SCHEMA = {
 }
 
 
-class TI:
-    def __init__(self) -> None:
-        self.xcom: dict[str, object] = {}
-
-    def xcom_push(self, key: str, value: object) -> None:
-        self.xcom[key] = value
-
-
-@pytest.fixture()
-def server(devserver):
-    devserver.reset()
-    yield devserver
-    devserver.reset()
-
-
 def sent(server) -> int:
     return server.stats(timestamps=False)["total"]
 
@@ -39,7 +25,7 @@ def run(conn_id: str, cache: Path, **kwargs):
     """Execute a fresh operator (as a new task run would) and return its return_value and XComs."""
     kwargs.setdefault("prompt", "What changed in the orders table?")
     operator = AgentChatCompletionOperator(task_id="t", agentchat_conn_id=conn_id, cache_path=str(cache), **kwargs)
-    ti = TI()
+    ti = FakeTI()
     value = operator.execute({"ti": ti})
     return value, ti.xcom
 

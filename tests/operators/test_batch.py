@@ -14,31 +14,17 @@ import time
 from pathlib import Path
 
 import pytest
+from batches import CONN, lines_of, make_op
 from fakes import FakeTI, Imported, import_in_fresh_python
 
 from airflow_agentchat.batch.items import stable_id
 from airflow_agentchat.batch.store import iter_records
 from airflow_agentchat.exceptions import AgentChatError, InvalidRequestError
 
-CONN = "agentchat_batch"
-
 
 @pytest.fixture()
 def conn(server, make_conn) -> str:
     return make_conn(CONN, server.url)
-
-
-def make_op(tmp_path: Path, **kwargs):
-    from airflow_agentchat.operators.batch import AgentChatBatchOperator
-
-    kwargs.setdefault("output_path", f"file://{tmp_path}/out.jsonl")
-    kwargs.setdefault("agentchat_conn_id", CONN)
-    kwargs.setdefault("progress_interval", 0.5)
-    return AgentChatBatchOperator(task_id="batch", **kwargs)
-
-
-def lines_of(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 # ------------------------------------------------------------------------------------------------- outputs

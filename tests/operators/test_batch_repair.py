@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fakes import FakeTI
 
 CONN = "agentchat_batch_repair"
 PROMPT_PRICE = 2.5  # per million prompt tokens
@@ -28,34 +29,18 @@ IMPOSSIBLE = {
 }
 
 
-class TI:
-    def __init__(self) -> None:
-        self.xcom: dict[str, Any] = {}
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        json.dumps(value)
-        self.xcom[key] = value
-
-
-@pytest.fixture()
-def server(devserver):
-    devserver.reset()
-    yield devserver
-    devserver.reset()
-
-
 @pytest.fixture()
 def conn(server, make_conn) -> str:
     return make_conn(CONN, server.url, prompt_token_price=PROMPT_PRICE, completion_token_price=COMPLETION_PRICE)
 
 
-def run(tmp_path: Path, name: str = "out", **kwargs: Any) -> tuple[dict[str, Any], list[dict[str, Any]], TI]:
+def run(tmp_path: Path, name: str = "out", **kwargs: Any) -> tuple[dict[str, Any], list[dict[str, Any]], FakeTI]:
     from airflow_agentchat.operators.batch import AgentChatBatchOperator
 
     kwargs.setdefault("output_path", f"file://{tmp_path}/{name}.jsonl")
     kwargs.setdefault("max_failed_fraction", 1.0)
     kwargs.setdefault("output_schema", SCHEMA)
-    ti = TI()
+    ti = FakeTI()
     summary = AgentChatBatchOperator(task_id="repair", agentchat_conn_id=CONN, **kwargs).execute({"ti": ti})
     path = tmp_path / f"{name}.jsonl"
     lines = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
