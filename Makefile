@@ -25,11 +25,17 @@ lint: venv
 typecheck: venv
 	$(VENV)/bin/mypy
 
-# The shared-limit tests fork sender processes (a task on another worker); a fork of a process that has run the
-# rest of the suite inherits its threads' held locks and hangs, so they run first, in a pytest of their own.
+# Three pytest runs. First, alone, the tests marked serial: they judge pacing or a limit's use by arrival times, which
+# other work on the machine would skew. The shared-limit tests among them fork sender processes; a fork of a process
+# that has run other tests inherits its threads' held locks and hangs, so tests/hooks/test_limits.py runs on its own.
+# Then the rest on TEST_WORKERS xdist workers, a whole file per worker (a file's module-wide servers and Airflow
+# runs start once; tests/conftest.py puts the long integration files first); most tests wait
+# on subprocesses and sockets, so more workers than cores pay off.
+TEST_WORKERS ?= 4
 test: lint typecheck
 	$(VENV)/bin/pytest $(PYTEST_ARGS) tests/hooks/test_limits.py
-	$(VENV)/bin/pytest $(PYTEST_ARGS) --ignore=tests/hooks/test_limits.py
+	$(VENV)/bin/pytest $(PYTEST_ARGS) -m serial --ignore=tests/hooks/test_limits.py
+	$(VENV)/bin/pytest $(PYTEST_ARGS) -m "not serial" -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --ignore=tests/hooks/test_limits.py
 
 QUIET_VENV = @out=$$($(MAKE) --no-print-directory venv 2>&1) || { echo "$$out"; exit 1; }
 

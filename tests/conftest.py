@@ -6,8 +6,10 @@ Connections are real ``AIRFLOW_CONN_<ID>`` JSON environment variables, as users 
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -24,6 +26,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # dev/ (make ui
 from fault_server import FaultServer
 from scripted_server import ScriptedServer
 from suite import AIRFLOW_HOME, CANARY_KEY
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The integration tests first: they take longest, so under xdist (which hands out whole files in this order,
+    ``make test`` runs ``--dist loadfile --no-loadscope-reorder``) they must not be the last to start."""
+    items.sort(key=lambda item: "integration" not in item.path.parts)  # stable: a file's tests stay in order
 
 
 @pytest.fixture(scope="session")
@@ -126,12 +134,31 @@ def make_aws_conn(monkeypatch: pytest.MonkeyPatch) -> Callable[..., str]:
 
 
 @pytest.fixture(scope="session")
-def airflow_db() -> Path:
-    """Migrate the session's SQLite metadata DB once; tests that run DAGs depend on this."""
+def airflow_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Migrate the session's SQLite metadata DB once; tests that run DAGs depend on this.
+
+    Under xdist each worker has an AIRFLOW_HOME of its own: the first worker to get here migrates, and the
+    others copy its freshly migrated DB instead of paying for the migration again.
+    """
+    db = AIRFLOW_HOME / "airflow.db"
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        _migrate()
+        return AIRFLOW_HOME
+    shared = tmp_path_factory.getbasetemp().parent / "migrated-airflow.db"
+    with open(shared.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if shared.exists():
+            shutil.copyfile(shared, db)
+        else:
+            _migrate()
+            shutil.copyfile(db, shared)
+    return AIRFLOW_HOME
+
+
+def _migrate() -> None:
     subprocess.run(
         [sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True, env=os.environ.copy()
     )
-    return AIRFLOW_HOME
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,8 @@ import pytest
 from batches import CONN, lines_of, make_op
 from fakes import FakeTI
 
+pytestmark = pytest.mark.serial  # judges pacing by the arrival times of requests
+
 
 @pytest.fixture()
 def conn(server, make_conn) -> str:

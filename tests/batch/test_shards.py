@@ -35,6 +35,7 @@ def test_shards_at_once_divides_the_agent_s_limit(map_index, mapped, max_active,
         assert ti.asked == [{"dag_id": "dag", "task_ids": ["ask"], "run_ids": ["run"]}]
 
 
+@pytest.mark.serial  # judges pacing by the arrival times of requests
 def test_a_shard_paces_at_its_share_of_the_agent_s_limit(agent, server, tmp_path):
     from airflow_agentchat.operators.batch import AgentChatBatchOperator
 

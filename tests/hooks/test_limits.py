@@ -23,7 +23,10 @@ import pytest
 from fakes import FakeTI
 from suite import CANARY_KEY
 
-pytestmark = pytest.mark.skipif(not shutil.which("redis-server"), reason="needs redis-server (.ci/run installs it)")
+pytestmark = [
+    pytest.mark.skipif(not shutil.which("redis-server"), reason="needs redis-server (.ci/run installs it)"),
+    pytest.mark.serial,  # judges how much of a limit senders use, by arrival times
+]
 
 CONN = "limited_agent"
 BACKEND = "limits_redis"

@@ -28,6 +28,7 @@ pytestmark = [
         not shutil.which("redis-server") and not os.environ.get("CI"),
         reason="needs Debian's redis-server (.ci/run installs it)",
     ),
+    pytest.mark.serial,  # judges how much of the agent's limit the shards use
 ]
 
 ITEMS, SHARDS = 2000, 4
