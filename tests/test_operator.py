@@ -90,6 +90,43 @@ def test_prompt_from_xcom_and_decorator(cases):
     assert rv(cases, "decorated") == "Echo: Decorated: prompt from an upstream task"
 
 
+def test_a_deferred_decorated_task_resumes_with_its_prompt(cases):
+    """The resumed instance never called the function: its prompt comes with the resume."""
+    assert rv(cases, "decorated_deferred") == "Echo: Deferred: prompt from an upstream task"
+    assert rv(cases, "decorated_deferred", "usage")["total_tokens"] > 0
+
+
+def test_a_deferred_decorated_task_carries_what_the_function_returned(devserver, make_conn):
+    """The triggerer keeps the defer ``kwargs`` beside the event: the function's answer travels, it runs once."""
+    import asyncio
+
+    from airflow.sdk import task
+    from airflow.sdk.exceptions import TaskDeferred
+
+    make_conn("agentchat_default", devserver.url, allow_insecure_http=True)
+    calls: list[str] = []
+
+    @task.agent_chat(deferrable=True)
+    def ask(city: str) -> str:
+        calls.append(city)
+        return f"Weather in {city}?"
+
+    with pytest.raises(TaskDeferred) as deferred:
+        ask("Oslo").operator.execute({})
+    assert deferred.value.kwargs == {"returned": "Weather in Oslo?"}
+
+    async def first_event(trigger):
+        async for event in trigger.run():
+            return event.payload
+
+    event = asyncio.run(first_event(deferred.value.trigger))
+    pushed: dict = {}
+    ti = type("TI", (), {"xcom_push": lambda self, key, value: pushed.__setitem__(key, value)})()
+    resumed = ask("Oslo").operator  # a new instance, as after the resume: it has not called the function
+    assert resumed.execute_complete({"ti": ti}, event, **deferred.value.kwargs) == "Echo: Weather in Oslo?"
+    assert calls == ["Oslo"] and pushed["usage"]["total_tokens"] > 0
+
+
 def test_every_task_logs_one_usage_line(cases):
     assert cases["_log"].count("Agent chat completion:") >= 12
 
