@@ -59,6 +59,8 @@ class Lane:
 
     def succeeded(self) -> None:
         if self.breaker is not None:
+            if self.breaker.state == "half_open":
+                self.hook.log.info("Connection %r answered the probe: breaker closed", self.conn_id)
             self.breaker.succeeded()
 
     def failed(self) -> None:

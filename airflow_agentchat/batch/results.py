@@ -78,7 +78,7 @@ class RunStats:
     requests: int = 0  # requests made: one per item, plus its repair rounds
     repairs: int = 0  # repair rounds of items recorded
     cached: int = 0  # answered from the response cache: counted in succeeded, never sent
-    failovers: int = 0  # requests that failed for good on one connection and moved to the next
+    failovers: int = 0  # items sent to a next connection after their request failed for good on one
     succeeded: int = 0
     failed: int = 0
     rejected: int = 0
@@ -86,16 +86,8 @@ class RunStats:
     tokens: UsageTally = field(default_factory=UsageTally)
     cached_tokens: UsageTally = field(default_factory=UsageTally)  # what the cached answers cost when paid
     cost: float = 0.0  # the cost of this run's lines, each priced by the connection that answered it
-    connections: dict[str, dict[str, int]] = field(default_factory=dict)  # conn_id -> {"answers", "errors"}
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
-
-    def count(self, conn_id: str, answered: bool, cost: float | None) -> None:
-        """One line of this run, by the connection that answered it (or was tried last)."""
-        counts = self.connections.setdefault(conn_id, {"answers": 0, "errors": 0})
-        counts["answers" if answered else "errors"] += 1
-        if cost:
-            self.cost += cost
 
     @property
     def done(self) -> int:

@@ -1,4 +1,4 @@
-"""The batch engine: many requests in flight through one hook, within the agent's limits, results streamed out.
+"""The batch engine: many requests in flight through the connections' hooks, within each agent's limits.
 
 Shape: ``max_concurrency`` worker coroutines pull from one lazy iterator of prepared items (so input is read
 as it is consumed, never all at once) and send each through :meth:`AgentChatHook.asend`, which owns
@@ -8,7 +8,12 @@ write syscall for everything recorded in an event-loop turn); on object storage 
 buffer into a new part every ``flush_interval`` seconds, so storage latency never stalls the requests. The
 ticker also renews the output's lease, and a lost lease stops the batch.
 
-Limits, all shared by every worker:
+Connections: the primary, then each of ``fallback_conn_ids``, as :class:`~airflow_agentchat.batch.lanes.Lane`
+objects. An item goes to the next one when its first request failed for good with an error another agent could
+answer, or when the connection's breaker (:mod:`airflow_agentchat.batch.breaker`) is open; its line names the
+connection in ``conn_id``. Each lane has its own hook, and so its own limits below.
+
+Limits, all shared by every worker (per connection):
 
 * concurrency: the number of workers (and the hook's connection pool size);
 * ``requests_per_minute`` and ``tokens_per_minute``: the :class:`~airflow_agentchat.batch.rate.RateGate`.
@@ -172,12 +177,12 @@ class BatchRunner:
                 return
             if not lane.allow():
                 continue
+            if failure is not None:
+                self.stats.failovers += 1
             error = await self._ask(lane, entry, key, item)
             if error is None:
                 return
             failure = self._last_failure = (lane, error)
-            if lane is not self.lanes[-1]:
-                self.stats.failovers += 1
         if failure is None:  # every breaker open: the error that opened the last one
             failure = self._last_failure or (self.lanes[-1], AgentChatError("no connection is available"))
             item.skipped = True
@@ -319,7 +324,7 @@ class BatchRunner:
             error["breaker"] = "open"  # not sent: every connection's breaker was open
         usage = summed(paid) if paid else None
         cost = lane.priced.cost(usage) if lane.priced is not None else None
-        self._count(lane, None, cost)
+        self.stats.cost += cost or 0.0
         line = result_line(
             entry.id,
             error,
@@ -364,7 +369,7 @@ class BatchRunner:
         response = completion.to_json() if self.include_response or key is not None else None
         answer = {"text": completion.text, "finish_reason": completion.finish_reason, **fields}
         cost = lane.priced.cost(usage) if lane.priced is not None else None
-        self._count(lane, invalid, cost)
+        self.stats.cost += cost or 0.0
         line = result_line(
             entry.id,
             invalid,
@@ -392,7 +397,7 @@ class BatchRunner:
         stats.succeeded += 1
         stats.cached_tokens.add(hit.usage)
         cost = 0.0 if lane.priced is not None else None
-        self._count(lane, None, cost)
+        self.stats.cost += cost or 0.0
         line = result_line(
             entry.id,
             None,
@@ -407,10 +412,6 @@ class BatchRunner:
             conn_id=lane.conn_id,
         )
         self._record(entry.id, line)
-
-    def _count(self, lane: Lane, error: dict[str, Any] | None, cost: float | None) -> None:
-        """This run's lines per connection and their cost."""
-        self.stats.count(lane.conn_id, error is None, cost)
 
     def _describe(self, exc: BaseException) -> dict[str, Any]:
         error: dict[str, Any] = {"type": error_kind(exc), "message": redact(str(exc), self._secret)}
