@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -226,6 +227,40 @@ def test_when_every_connection_fails_the_item_is_an_error_line_of_the_last_one(m
     assert summary["failed"] == 6 and summary["connections"] == {FALLBACK: {"answers": 0, "errors": 6}}
 
 
+def test_an_answer_a_fallback_gave_is_cached_for_that_connection(dev, make_conn, tmp_path):
+    """Run 1: the primary is down, the fallback answers and its cache keeps the answers. Run 2 (a new output,
+    the primary still down): the primary's cache has nothing, the fallback's cache answers before anything is
+    sent to the fallback; the lines name the fallback as the connection whose cache held them."""
+    make_conn(PRIMARY, f"http://127.0.0.1:{_free_port()}", max_retries=0)
+    make_conn(FALLBACK, dev.url)
+    cache = f"file://{tmp_path}/cache"
+    prompts = _prompts(4, "cached")
+    first = _op(tmp_path, prompts=prompts, cache_path=cache, temperature=0, max_concurrency=1).execute({"ti": _TI()})
+    assert first["connections"] == {FALLBACK: {"answers": 4, "errors": 0}} and first["cached"] == 0
+    sent = dev.stats(timestamps=False)["total"]
+    second = _op(
+        tmp_path, prompts=prompts, cache_path=cache, temperature=0, output_path=f"file://{tmp_path}/again.jsonl"
+    ).execute({"ti": _TI()})
+    assert second["cached"] == 4 and dev.stats(timestamps=False)["total"] == sent
+    lines = [json.loads(line) for line in (tmp_path / "again.jsonl").read_text().splitlines()]
+    assert all(line["cached"] and line["conn_id"] == FALLBACK for line in lines)
+
+
+def test_the_lineage_facet_names_the_connections_that_answered(primary, dev, make_conn, tmp_path):
+    def responder(recorded: Recorded):
+        return _error(502, "gateway") if _prompt(recorded).endswith(("1", "2")) else _answer(recorded)
+
+    primary.script()
+    primary.responder = responder
+    make_conn(PRIMARY, primary.url, max_retries=0)
+    make_conn(FALLBACK, dev.url)
+    op = _op(tmp_path, prompts=_prompts(5, "lineage"), max_concurrency=1, breaker_failures=10)
+    op.execute({"ti": _TI()})
+    facet = op.get_openlineage_facets_on_complete(None).run_facets["agentChat"]
+    assert facet.connId == PRIMARY and facet.answersByConn == {PRIMARY: 3, FALLBACK: 2}
+    assert facet.errors == 0 and facet.requests == 7  # the two failed requests on the primary count
+
+
 # ------------------------------------------------------------------------------------------- limits, budget
 
 
@@ -389,22 +424,71 @@ DAG_FILE = textwrap.dedent(
 )
 
 
+class _Statsd:
+    """A StatsD server on a free UDP port: the ``name:value|c`` counters it received."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.lines: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.lines.extend(self.sock.recv(65535).decode("utf-8", "replace").splitlines())
+            except TimeoutError:
+                continue
+
+    def close(self) -> dict[str, int]:
+        self._stop.set()
+        self._thread.join()
+        self.sock.close()
+        counters: dict[str, int] = {}
+        for line in self.lines:
+            name, _, rest = line.partition(":")
+            value, _, kind = rest.partition("|")
+            if kind.startswith("c"):
+                counters[name] = counters.get(name, 0) + int(float(value))
+        return counters
+
+
 def test_airflow_dags_test_runs_a_batch_that_fails_over(run_dag, dev, tmp_path, canary_key):
+    """Under Airflow: templated fallbacks from params, lines and summary name the fallback, and the metrics of
+    each request carry the connection it went to."""
     dags = tmp_path / "dags"
     dags.mkdir()
     (dags / "batch_failover_case.py").write_text(DAG_FILE)
     down = {"conn_type": "agentchat", "host": f"http://127.0.0.1:{_free_port()}", "password": canary_key}
     up = {"conn_type": "agentchat", "host": dev.url, "password": canary_key}
+    statsd = _Statsd()
     env = {
         "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
         "AIRFLOW_CONN_BF_DAG_PRIMARY": json.dumps({**down, "extra": {"max_retries": 0}}),
         "AIRFLOW_CONN_BF_DAG_FALLBACK": json.dumps(up),
+        "AIRFLOW__METRICS__STATSD_ON": "True",
+        "AIRFLOW__METRICS__STATSD_HOST": "127.0.0.1",
+        "AIRFLOW__METRICS__STATSD_PORT": str(statsd.port),
+        "AIRFLOW__METRICS__STATSD_PREFIX": "airflow",
     }
     output = tmp_path / "out.jsonl"
     conf = {"output_path": f"file://{output}", "fallbacks": '["bf_dag_fallback"]'}
-    xcoms = run_dag("agentchat_batch_failover_case", conf=conf, env=env)
+    try:
+        xcoms = run_dag("agentchat_batch_failover_case", conf=conf, env=env)
+    finally:
+        counters = statsd.close()
     summary = xcoms[("batch", -1, "return_value")]
     assert summary["succeeded"] == 6 and summary["connections"] == {"bf_dag_fallback": {"answers": 6, "errors": 0}}
     lines = [json.loads(line) for line in output.read_text().splitlines()]
     assert {line["conn_id"] for line in lines} == {"bf_dag_fallback"} and len(lines) == 6
     assert canary_key not in xcoms["_log"] and canary_key not in output.read_text()
+    names = ".agentchat_batch_failover_case.batch"
+    refused = counters.get(f"airflow.agentchat.requests.bf_dag_primary{names}.connection_refused", 0)
+    assert 2 <= refused <= 3  # breaker_failures=2, and one more may have been in flight (max_concurrency=2)
+    assert refused == summary["failovers"]
+    assert counters[f"airflow.agentchat.requests.bf_dag_fallback{names}.ok"] == 6
+    assert f"airflow.agentchat.requests.bf_dag_primary{names}.ok" not in counters
