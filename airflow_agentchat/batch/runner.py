@@ -92,7 +92,8 @@ class BatchRunner:
         self.log = log or logging.getLogger(__name__)
         self.stats = RunStats()
         self._writing: asyncio.Task[None] | None = None
-        self._secret = secret
+        # every connection's key is kept out of the lines (the hooks remove their own; this is the second guard)
+        self._secrets = [key for key in {secret, *(lane.hook.settings.api_key for lane in self.lanes)} if key]
         self._sync_pending = False
         self.output = output  # a structured_output.OutputSpec: every answer is validated against it
         # Spend: an active budget stops sending when the next request's estimate would go over it.
@@ -356,7 +357,7 @@ class BatchRunner:
         if filtered is not None:
             invalid = self._describe(filtered)
         elif outcome is not None:
-            fields, invalid = result_fields(outcome, self._secret, len(paid))
+            fields, invalid = result_fields(outcome, lane.hook.settings.api_key, len(paid))
             fields["rounds"] = len(paid)
         if invalid is not None:
             stats.failed += 1
@@ -414,7 +415,10 @@ class BatchRunner:
         self._record(entry.id, line)
 
     def _describe(self, exc: BaseException) -> dict[str, Any]:
-        error: dict[str, Any] = {"type": error_kind(exc), "message": redact(str(exc), self._secret)}
+        message = str(exc)
+        for secret in self._secrets:
+            message = redact(message, secret)
+        error: dict[str, Any] = {"type": error_kind(exc), "message": message}
         if isinstance(exc, APIError):
             error.update(status=exc.status, code=exc.code, request_id=exc.request_id)
         if isinstance(exc, InvalidRequestError) and exc.errors:

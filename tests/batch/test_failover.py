@@ -261,6 +261,24 @@ def test_the_lineage_facet_names_the_connections_that_answered(primary, dev, mak
     assert facet.errors == 0 and facet.requests == 7  # the two failed requests on the primary count
 
 
+def test_no_connection_s_key_reaches_the_lines(primary, make_conn, tmp_path, canary_key):
+    """The fallback has a key of its own and echoes it in its error message: no line carries it."""
+    fallback_key = "sk-fallback-4d1e-DO-NOT-LEAK"
+
+    def responder(recorded: Recorded):
+        return _error(500, f"bad gateway for {recorded.headers.get('authorization')}")
+
+    primary.script()
+    primary.responder = responder
+    make_conn(PRIMARY, f"http://127.0.0.1:{_free_port()}", max_retries=0)
+    make_conn(FALLBACK, primary.url, password=fallback_key, max_retries=0)
+    _op(tmp_path, prompts=_prompts(3, "secret"), max_concurrency=1).execute({"ti": _TI()})
+    assert fallback_key in primary.requests[0].headers["authorization"]  # the server did get it
+    text = (tmp_path / "out.jsonl").read_text()
+    assert fallback_key not in text and canary_key not in text
+    assert all(line["conn_id"] == FALLBACK and line["error"]["status"] == 500 for line in _lines(tmp_path).values())
+
+
 # ------------------------------------------------------------------------------------------- limits, budget
 
 
