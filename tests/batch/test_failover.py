@@ -335,6 +335,15 @@ def test_a_cost_budget_counts_each_answer_at_the_prices_of_its_connection(dev, m
     assert summary["cost"] == pytest.approx(summary["usage"]["total_tokens"] / 1e6)
 
 
+def test_a_missing_fallback_connection_fails_the_task_before_anything_is_sent(primary, make_conn, tmp_path):
+    primary.script()
+    primary.responder = _answer
+    make_conn(PRIMARY, primary.url)
+    with pytest.raises(Exception, match="bf_nowhere"):
+        _op(tmp_path, prompts=["x"], fallback_conn_ids=["bf_nowhere"]).execute({"ti": _TI()})
+    assert primary.requests == []
+
+
 def test_arguments_are_checked_when_the_dag_is_parsed():
     from airflow_agentchat.operators.batch import AgentChatBatchOperator
 
