@@ -77,7 +77,7 @@ class BatchRunner:
         progress_interval: float = 5.0,
         log: logging.Logger | Any = None,
         secret: str | None = None,
-        output: Any = None,
+        spec: Any = None,
         budget: LaneBudget | None = None,
     ) -> None:
         if max_concurrency < 1:
@@ -95,7 +95,7 @@ class BatchRunner:
         # every connection's key is kept out of the lines (the hooks remove their own; this is the second guard)
         self._secrets = [key for key in {secret, *(lane.hook.settings.api_key for lane in self.lanes)} if key]
         self._sync_pending = False
-        self.output = output  # a structured_output.OutputSpec: every answer is validated against it
+        self.spec = spec  # a structured_output.OutputSpec: every answer is validated against it
         # Spend: an active budget stops sending when the next request's estimate would go over it.
         self.budget = budget if budget is not None and budget.active else None
         self._last_failure: tuple[Lane, BaseException] | None = None  # the latest request that failed over
@@ -194,7 +194,7 @@ class BatchRunner:
         """Send one item (and, with an output schema, its repair rounds) to one connection and record its line
         once, after its last round; a paid answer is recorded before anything else can wait. Returns the error
         when the first request failed over (nothing recorded)."""
-        spec, stats, budget, metrics, gate = self.output, self.stats, self.budget, lane.metrics, lane.gate
+        spec, stats, budget, metrics, gate = self.spec, self.stats, self.budget, lane.metrics, lane.gate
         request, prompt_estimate = entry.request, entry.est_prompt_tokens
         completion: Any = None
         outcome: Outcome | None = None
@@ -243,7 +243,7 @@ class BatchRunner:
             if metrics is not None:
                 metrics.request(OutputValidationError.kind, tries, meta.get("latency_ms"), usage)
             if gate.active or budget is not None:
-                await gate.settle(estimate, usage)
+                await gate.correct(estimate, usage)
             try:
                 request = repair_request(spec, request, message_of(completion), outcome)
             except Exception:  # an answer that cannot be sent back (it cannot be validated): record it as it is
@@ -266,7 +266,7 @@ class BatchRunner:
                 kind = "ok" if outcome is None or outcome.ok else OutputValidationError.kind
             metrics.request(kind, completion.meta.get("attempts", 1), completion.meta.get("latency_ms"), usage)
         if gate.active or budget is not None:
-            await gate.settle(estimate, usage)
+            await gate.correct(estimate, usage)
         return None
 
     async def _reserve(self, lane: Lane, prompt_tokens: int, cap: int | None) -> int | None:
@@ -285,7 +285,7 @@ class BatchRunner:
                 pause = lane.hook.pause_remaining()
             if budget is None:
                 estimate = gate.estimate(prompt_tokens, cap)
-            await gate.reserve(estimate)
+            await gate.acquire(estimate)
         return estimate
 
     def _settle(self, lane: Lane, prompt_tokens: int, estimate: int, usage: dict[str, Any] | None) -> None:

@@ -263,8 +263,8 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         self._shards = self.shards_at_once(context)  # before the gate exists: it paces at this shard's share
         self.__dict__.pop("hook", None)  # made again with this share of the connection's limit
         shared = self.body_params()
-        output, build_request = self._output()
-        self._check_shared(shared, output)
+        spec, build_request = self._output_spec()
+        self._check_shared(shared, spec)
         from airflow_agentchat.spend import Budget
 
         prices = self.prices()
@@ -280,7 +280,7 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         )
         store.open()  # before anything is paid for: the output is writable and no other live run holds it
         try:
-            return self._execute(context, store, shared, output, build_request, started, prices)
+            return self._execute(context, store, shared, spec, build_request, started, prices)
         finally:
             store.release()
 
@@ -289,7 +289,7 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         context: Context,
         store: Any,
         shared: dict[str, Any],
-        output: Any,
+        spec: Any,
         build_request: Any,
         started: float,
         prices: Any,
@@ -305,7 +305,7 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         from airflow_agentchat.models import DEFAULT_MODEL
         from airflow_agentchat.spend import BudgetExhaustedError
 
-        schema = output.schema if output is not None else None
+        schema = spec.schema if spec is not None else None
         self._lanes = lanes = open_lanes(self, context, schema)  # every connection read before anything is sent
         scan = store.scan(retry_failed=self.retry_failed)
         budget = starting_budget(self, lanes, scan)
@@ -360,7 +360,7 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
             progress_interval=self.progress_interval,
             log=self.log,
             secret=settings.api_key,
-            output=output,
+            spec=spec,
             budget=budget,
         )
         self._facts = {"host": settings.base_url, "input": self.input_path, "output": str(self.resolve_output_path())}
@@ -425,12 +425,12 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         return summary
 
     @staticmethod
-    def _check_shared(shared: dict[str, Any], output: Any) -> None:
+    def _check_shared(shared: dict[str, Any], spec: Any) -> None:
         """Check the fields every item shares, as fields (with the output schema's additions), once and before
         anything else: a bad temperature fails the task, not every item."""
         from airflow_agentchat.models import build_fields
 
-        build_fields(**(output.apply([], shared)[1] if output is not None else shared))
+        build_fields(**(spec.apply([], shared)[1] if spec is not None else shared))
 
     def _push_spend(self, context: Context, usage: dict[str, Any], cost: float | None) -> None:
         ti = context.get("ti")
@@ -440,7 +440,7 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         if cost is not None:
             ti.xcom_push(key="cost", value=cost)
 
-    def _output(self) -> tuple[Any, Any]:
+    def _output_spec(self) -> tuple[Any, Any]:
         """The output spec (None without a schema) and the request builder that adds it to every item."""
         from airflow_agentchat.prompt_cache import caching
 
