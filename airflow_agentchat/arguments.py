@@ -127,3 +127,17 @@ def rate_limit(name: str, value: Any) -> float | None:
     if number <= 0:
         raise ValueError(f"{name} must be a positive number, got {value!r}")
     return number
+
+
+def breaker_failures(value: Any) -> str | None:
+    """``breaker_failures``: failures in a row of one connection that open its breaker (a batch with fallbacks)."""
+    return whole_number(value, 1)
+
+
+def breaker_cooldown(value: Any) -> float:
+    """``breaker_cooldown`` in seconds (a number or a ``timedelta``); ``ValueError`` naming the field otherwise."""
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value < float("inf"):
+        return float(value)
+    raise ValueError(f"breaker_cooldown must be seconds >= 0 (a number or a timedelta), got {value!r}")

@@ -66,6 +66,7 @@ def _facet_class() -> type:
         errorTypes: dict[str, int] = attrs.field(factory=dict)
         cost: float | None = None
         connId: str | None = None  # the connection that answered (a fallback after a failover)
+        answersByConn: dict[str, int] = attrs.field(factory=dict)  # a batch: answers per connection
 
         @staticmethod
         def _get_schema() -> str:
@@ -97,6 +98,7 @@ def operator_lineage(
         errorTypes=errors,
         cost=facts.get("cost"),
         connId=facts.get("conn_id"),
+        answersByConn=dict(facts.get("answers_by_conn") or {}),
     )
     return OperatorLineage(
         inputs=[Dataset(namespace=ns, name=name) for ns, name in inputs],

@@ -1,10 +1,13 @@
-"""Batch prompting: many prompts through one agent connection, bounded, rate limited and resumable.
+"""Batch prompting: many prompts through an agent connection (and its fallbacks), bounded, rate limited and resumable.
 
 The pieces, one job per module::
 
     items.py   input forms (strings, message lists, {"id", "prompt"|"messages", ...}) -> BatchItem, stable ids
     store.py   resumable JSONL results in object storage: rolling part files, torn-line tolerant, compose
-    runner.py  the async engine: N requests in flight through the hook, progress
+    runner.py  the async engine: N requests in flight through the hooks, failover per item, progress
+    lanes.py   one lane per connection: its hook, rate gate, prices, metrics, cache, breaker; the priced budget
+    breaker.py the circuit breaker of one connection (decisions only)
+    cache_io.py  response-cache lookups and batched writes off the event loop
     rate.py    request pacing and the token budget, shared by every request of a batch
     shards.py  split a JSONL input into shard files for dynamic task mapping
     forecast.py  the items, tokens and cost a run will send, before it sends anything

@@ -7,9 +7,9 @@ lower them for one task, and only that lower limit is kept here (so no token is 
 ``requests_per_minute``: requests are *paced* one every ``60 / (rpm * PACE)`` seconds (no bursts), so no
 window ever holds more than the limit, retries included: the hook awaits :meth:`RateGate.before_attempt`
 before every attempt. The pacing is the hook's :class:`~airflow_agentchat.hooks.limits.Pacer`.
-``tokens_per_minute``: each item reserves an estimate (prompt size + running mean of
-completion tokens) from a bucket holding ten seconds of budget; after the answer the difference to the real
-usage is charged, so the long-run rate follows the true usage.
+``tokens_per_minute``: each item acquires an estimate (prompt size + running mean of
+completion tokens) from a bucket holding ten seconds of budget; after the answer it is corrected by the real
+usage, so the long-run rate follows the true usage (a budget's reserve/settle is about money, not rate).
 """
 
 from __future__ import annotations
@@ -54,12 +54,12 @@ class RateGate:
         completion = self._mean_completion if max_completion is None else min(self._mean_completion, max_completion)
         return int(prompt_tokens + completion + 0.999)
 
-    async def reserve(self, estimate: int) -> None:
+    async def acquire(self, estimate: int) -> None:
         """Wait for ``estimate`` tokens of budget (once per item, before its first attempt)."""
         if self._tokens is not None:
             await self._tokens.acquire(min(float(estimate), self._tokens.max_rate))
 
-    async def settle(self, estimate: int, usage: dict[str, Any]) -> None:
+    async def correct(self, estimate: int, usage: dict[str, Any]) -> None:
         """Charge the difference between the estimate and the real usage (refunds are not possible)."""
         completion = usage.get("completion_tokens")
         if isinstance(completion, int):

@@ -36,6 +36,7 @@ def result_line(
     response: bytes | None = None,
     cost: float | None = None,
     cached_usage: dict[str, Any] | None = None,
+    conn_id: str | None = None,
 ) -> bytes:
     """The one shape of a result line: ``status`` is ``ok``, or ``error`` with the ``error`` object.
 
@@ -43,7 +44,9 @@ def result_line(
     answer used no tokens. ``cost`` is there when the connection's prices are known. ``response`` is the
     whole response already encoded (:meth:`ChatCompletion.to_json`), written last as it is. An answer from
     the response cache has ``cached: true``, ``usage`` (and ``cost``) zero, since nothing was paid for it now,
-    and ``cached_usage``: what it cost the run that paid for it.
+    and ``cached_usage``: what it cost the run that paid for it. ``conn_id`` is on every line: the connection
+    that answered (for a cached answer, the connection whose cache held it), the last one tried for an error,
+    and null for an item never sent (an invalid item).
     """
     record: dict[str, Any] = {"id": item_id, "status": "ok" if error is None else "error"}
     if error is not None:
@@ -55,7 +58,7 @@ def result_line(
         record.update(cached=True, cached_usage=cached_usage)
     if cost is not None:
         record["cost"] = cost
-    record.update(attempts=attempts, latency_ms=latency_ms)
+    record.update(attempts=attempts, latency_ms=latency_ms, conn_id=conn_id)
     if answer is not None:
         record["request_id"] = request_id
     if context is not None:
@@ -75,12 +78,14 @@ class RunStats:
     requests: int = 0  # requests made: one per item, plus its repair rounds
     repairs: int = 0  # repair rounds of items recorded
     cached: int = 0  # answered from the response cache: counted in succeeded, never sent
+    failovers: int = 0  # items sent to a next connection after their request failed for good on one
     succeeded: int = 0
     failed: int = 0
     rejected: int = 0
     attempts: int = 0
     tokens: UsageTally = field(default_factory=UsageTally)
     cached_tokens: UsageTally = field(default_factory=UsageTally)  # what the cached answers cost when paid
+    cost: float = 0.0  # the cost of this run's lines, each priced by the connection that answered it
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
 
@@ -99,6 +104,33 @@ class RunStats:
     def rate(self) -> float:
         elapsed = self.elapsed
         return (self.succeeded + self.failed) / elapsed if elapsed > 0 else 0.0
+
+    def progress(self, final: bool = False) -> tuple[Any, ...]:
+        """A progress log line's format and arguments."""
+        rate = self.rate()
+        todo = max(0, self.total - self.resumed) if self.total else 0
+        left = max(0, todo - self.done) if todo else 0
+        eta = duration(left / rate) if rate > 0 and todo else "?"
+        usage = self.usage
+        return (
+            "Batch %s: %d/%s done (%s%%), %d failed, %d invalid, %.1f items/s, %s %s, tokens %d "
+            "(%d prompt + %d completion), resumed %d, cached %d, failed over %d",
+            "finished" if final else "progress",
+            self.done,
+            todo or "?",
+            f"{100 * self.done / todo:.0f}" if todo else "?",
+            self.failed,
+            self.rejected,
+            rate,
+            "elapsed" if final else "ETA",
+            duration(self.elapsed) if final else eta,
+            usage.total_tokens,
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            self.resumed,
+            self.cached,
+            self.failovers,
+        )
 
 
 def duration(seconds: float) -> str:

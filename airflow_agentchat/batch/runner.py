@@ -1,4 +1,4 @@
-"""The batch engine: many requests in flight through one hook, within the agent's limits, results streamed out.
+"""The batch engine: many requests in flight through the connections' hooks, within each agent's limits.
 
 Shape: ``max_concurrency`` worker coroutines pull from one lazy iterator of prepared items (so input is read
 as it is consumed, never all at once) and send each through :meth:`AgentChatHook.asend`, which owns
@@ -8,7 +8,12 @@ write syscall for everything recorded in an event-loop turn); on object storage 
 buffer into a new part every ``flush_interval`` seconds, so storage latency never stalls the requests. The
 ticker also renews the output's lease, and a lost lease stops the batch.
 
-Limits, all shared by every worker:
+Connections: the primary, then each of ``fallback_conn_ids``, as :class:`~airflow_agentchat.batch.lanes.Lane`
+objects. An item goes to the next one when its first request failed for good with an error another agent could
+answer, or when the connection's breaker (:mod:`airflow_agentchat.batch.breaker`) is open; its line names the
+connection in ``conn_id``. Each lane has its own hook, and so its own limits below.
+
+Limits, all shared by every worker (per connection):
 
 * concurrency: the number of workers (and the hook's connection pool size);
 * ``requests_per_minute`` and ``tokens_per_minute``: the :class:`~airflow_agentchat.batch.rate.RateGate`.
@@ -28,25 +33,35 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from airflow_agentchat.batch.cache_io import CacheIO
 from airflow_agentchat.batch.items import Prepared, Rejected
-from airflow_agentchat.batch.rate import RateGate
-from airflow_agentchat.batch.results import RunStats, duration, result_line, summed
-from airflow_agentchat.exceptions import APIError, InvalidRequestError
+from airflow_agentchat.batch.results import RunStats, result_line, summed
+from airflow_agentchat.exceptions import AgentChatError, APIError, InvalidRequestError
+from airflow_agentchat.failover import fails_over
 from airflow_agentchat.metrics import error_kind
 from airflow_agentchat.redaction import redact
 from airflow_agentchat.spend import estimate as spend_estimate
 from airflow_agentchat.structured_output import OutputValidationError, message_of, repair_request, result_fields
 
 if TYPE_CHECKING:
+    from airflow_agentchat.batch.lanes import Lane, LaneBudget
     from airflow_agentchat.batch.store import ResultStore
-    from airflow_agentchat.hooks.agent_chat import AgentChatHook
-    from airflow_agentchat.metrics import TaskMetrics
-    from airflow_agentchat.response_cache import CachedAnswer, ResponseCache
-    from airflow_agentchat.spend import Budget, Prices
+    from airflow_agentchat.response_cache import CachedAnswer
     from airflow_agentchat.structured_output import Outcome
+
+
+@dataclass
+class _Item:
+    """What one item's requests added up to across its connections (its line's ``attempts`` and latency)."""
+
+    attempts: int = 0
+    latency: float = 0.0
+    sent: bool = False  # counted in ``sent`` once, whichever connection it went to
+    skipped: bool = False  # every connection's breaker was open: not sent at all
 
 
 class BatchRunner:
@@ -54,43 +69,37 @@ class BatchRunner:
 
     def __init__(
         self,
-        hook: AgentChatHook,
+        lanes: Sequence[Lane],
         store: ResultStore,
         *,
         max_concurrency: int = 50,
-        gate: RateGate | None = None,
         include_response: bool = True,
         progress_interval: float = 5.0,
         log: logging.Logger | Any = None,
         secret: str | None = None,
-        output: Any = None,
-        budget: Budget | None = None,
-        prices: Prices | None = None,
-        metrics: TaskMetrics | None = None,
-        cache: ResponseCache | None = None,
+        spec: Any = None,
+        budget: LaneBudget | None = None,
     ) -> None:
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
-        self.hook = hook
+        if not lanes:
+            raise ValueError("a batch needs at least one connection")
+        self.lanes = list(lanes)  # the primary connection, then each fallback (see batch/lanes.py)
         self.store = store
         self.max_concurrency = int(max_concurrency)
-        self.gate = gate or RateGate()
         self.include_response = include_response
         self.progress_interval = progress_interval
         self.log = log or logging.getLogger(__name__)
         self.stats = RunStats()
         self._writing: asyncio.Task[None] | None = None
-        self._secret = secret
+        # every connection's key is kept out of the lines (the hooks remove their own; this is the second guard)
+        self._secrets = [key for key in {secret, *(lane.hook.settings.api_key for lane in self.lanes)} if key]
         self._sync_pending = False
-        self.output = output  # a structured_output.OutputSpec: every answer is validated against it
+        self.spec = spec  # a structured_output.OutputSpec: every answer is validated against it
         # Spend: an active budget stops sending when the next request's estimate would go over it.
         self.budget = budget if budget is not None and budget.active else None
-        self.prices = prices if prices is not None and prices.known else None
-        self.metrics = metrics  # None when metrics are off
-        self.cache = cache  # answers from earlier runs; valid new answers are added in batches
-        self._cache_pending: list[tuple[str, bytes]] = []
-        self._cache_pool: Any = None  # threads for object-store lookups: one per worker, not asyncio's few
-        self._cache_writing: asyncio.Task[None] | None = None
+        self._last_failure: tuple[Lane, BaseException] | None = None  # the latest request that failed over
+        self._caches = CacheIO(self.max_concurrency)  # answers from earlier runs; new valid answers are added
 
     # --------------------------------------------------------------------------------------------- run
 
@@ -117,18 +126,10 @@ class BatchRunner:
             await asyncio.gather(ticker, return_exceptions=True)
             if self._writing is not None:
                 await asyncio.gather(self._writing, return_exceptions=True)
-            if self._cache_writing is not None:
-                await asyncio.gather(self._cache_writing, return_exceptions=True)
-            if self.cache is not None and self._cache_pending:
-                self.cache.store_many(self._cache_pending)  # synchronous, like the last flush
-                self._cache_pending = []
-            if self._cache_pool is not None:
-                self._cache_pool.shutdown(wait=False, cancel_futures=True)
-                self._cache_pool = None
+            await self._caches.finish()
             self.store.flush()  # synchronous on purpose: it must happen even while being cancelled
             self.stats.finished = time.monotonic()
-            if self.metrics is not None:
-                self.metrics.flush()
+            self._flush_metrics()
             self._log_progress(final=True)
         return self.stats
 
@@ -145,59 +146,92 @@ class BatchRunner:
         self.store.sync()
 
     async def _worker(self, work: Iterator[Prepared | Rejected]) -> None:
-        hook, gate, stats, store, budget = self.hook, self.gate, self.stats, self.store, self.budget
+        stats, store, budget = self.stats, self.store, self.budget
         for entry in work:
             if budget is not None and budget.exhausted:
                 break  # the entry taken stays unsent and unrecorded: a rerun with a larger budget sends it
-            if isinstance(entry, Rejected):
+            if isinstance(entry, Rejected):  # never sent: no connection (and no cost) to name
                 stats.rejected += 1
-                self._record(entry.id, self._error_line(entry.id, self._describe(entry.error), 0, 0.0, entry.context))
+                cost = 0.0 if self.lanes[0].priced is not None else None
+                error = self._describe(entry.error)
+                line = result_line(entry.id, error, attempts=0, latency_ms=0.0, context=entry.context, cost=cost)
+                self._record(entry.id, line)
             else:
-                await self._send(hook, gate, entry)
+                await self._send(entry)
             if store.due() and self._writing is None:
                 self._writing = asyncio.create_task(self._write(store.take()))
 
-    async def _send(self, hook: AgentChatHook, gate: RateGate, entry: Prepared) -> None:
-        """Send one item (and, with an output schema, its repair rounds) and record its line once, after its
-        last round; a paid answer is recorded before anything else can wait."""
-        cache, key = self.cache, None
-        if cache is not None:
-            key = cache.key(entry.request)  # the first request's: a repaired answer is found by it too
-            if key is not None and cache.reads:
-                hit = cache.lookup(key) if cache.local else await self._remote(cache.lookup, key)
-                if hit is not None:
-                    self._record_hit(entry, hit)
-                    return
-        spec, stats, budget, metrics = self.output, self.stats, self.budget, self.metrics
+    async def _send(self, entry: Prepared) -> None:
+        """Send one item through its connections in order and record its line once.
+
+        Each connection's response cache is looked up first (a hit is recorded with that connection). An item
+        leaves a connection whose breaker is open, or whose first request failed for good with an error another
+        agent could answer (:func:`~airflow_agentchat.failover.fails_over`); repair rounds stay on the
+        connection that answered. When no connection is left, the item's line is the last error.
+        """
+        item = _Item()
+        failure: tuple[Lane, BaseException] | None = None
+        for lane in self.lanes:
+            key, hit = await self._caches.look_up(lane.cache, entry.request)
+            if hit is not None:
+                self._record_hit(entry, hit, lane)
+                return
+            if not lane.allow():
+                continue
+            if failure is not None:
+                self.stats.failovers += 1
+            error = await self._ask(lane, entry, key, item)
+            if error is None:
+                return
+            failure = self._last_failure = (lane, error)
+        if failure is None:  # every breaker open: the error that opened the last one
+            failure = self._last_failure or (self.lanes[-1], AgentChatError("no connection is available"))
+            item.skipped = True
+        lane, error = failure
+        self._record_error(entry, lane, error, item, [])
+
+    async def _ask(self, lane: Lane, entry: Prepared, key: str | None, item: _Item) -> BaseException | None:
+        """Send one item (and, with an output schema, its repair rounds) to one connection and record its line
+        once, after its last round; a paid answer is recorded before anything else can wait. Returns the error
+        when the first request failed over (nothing recorded)."""
+        spec, stats, budget, metrics, gate = self.spec, self.stats, self.budget, lane.metrics, lane.gate
         request, prompt_estimate = entry.request, entry.est_prompt_tokens
         completion: Any = None
         outcome: Outcome | None = None
         paid: list[dict[str, Any]] = []  # the usage of every answer of this item
-        attempts, latency, filtered = 0, 0.0, None
+        latency, filtered = 0.0, None
         while True:
-            estimate = await self._reserve(hook, gate, prompt_estimate, entry.max_completion_tokens)
+            estimate = await self._reserve(lane, prompt_estimate, entry.max_completion_tokens)
             if estimate is None:  # over budget: not sent; requests in flight still finish
                 if completion is None:
-                    return  # not recorded: a rerun with a larger budget sends it
+                    lane.abandoned()
+                    return None  # not recorded: a rerun with a larger budget sends it
                 break  # no room for another repair round: the last (invalid) answer is recorded
-            if completion is None:
+            if not item.sent:
+                item.sent = True
                 stats.sent += 1
             stats.requests += 1
             started = time.perf_counter()
             try:
-                answer = await hook.asend(request)
+                answer = await lane.hook.asend(request)
             except asyncio.CancelledError:
+                lane.abandoned()
                 raise
             except Exception as exc:  # a per-item failure is recorded, never raised
-                self._record_failure(entry, exc, started, estimate, prompt_estimate, paid, attempts)
-                return
+                moves = self._failed_request(lane, exc, started, estimate, prompt_estimate, item)
+                if moves and not paid:
+                    return exc
+                self._record_error(entry, lane, exc, item, paid)
+                return None
+            if completion is None:
+                lane.succeeded()
             completion = answer
             meta = completion.meta
             usage = completion.usage_dict()
             paid.append(usage)
             stats.tokens.add(usage)
             tries = meta.get("attempts", 1)
-            attempts += tries
+            item.attempts += tries
             stats.attempts += tries
             latency += meta.get("latency_ms") or 0.0
             filtered = completion.content_filter_error()  # an error line of its own, its tokens still paid
@@ -205,22 +239,26 @@ class BatchRunner:
             if outcome is None or outcome.ok or spec is None or len(paid) > spec.retries:
                 break
             # Invalid and a repair round left: this answer is settled now, the next request sends the errors back.
-            self._settle(budget, prompt_estimate, estimate, usage)
+            self._settle(lane, prompt_estimate, estimate, usage)
             if metrics is not None:
                 metrics.request(OutputValidationError.kind, tries, meta.get("latency_ms"), usage)
             if gate.active or budget is not None:
-                await gate.settle(estimate, usage)
+                await gate.correct(estimate, usage)
             try:
                 request = repair_request(spec, request, message_of(completion), outcome)
             except Exception:  # an answer that cannot be sent back (it cannot be validated): record it as it is
                 estimate = None
                 break
             prompt_estimate = spend_estimate(request)
-        self._record_answer(entry, key, completion, outcome, filtered, paid, attempts, latency)
+        if item.latency or len(paid) > 1:  # failed over first, or repaired: the sum
+            item.latency = round(item.latency + latency, 1)
+        else:
+            item.latency = completion.meta.get("latency_ms") or 0.0
+        self._record_answer(entry, lane, key, completion, outcome, filtered, paid, item)
         if estimate is None:  # the last answer was settled before a round that did not happen
-            return
+            return None
         usage = paid[-1]
-        self._settle(budget, prompt_estimate, estimate, usage)
+        self._settle(lane, prompt_estimate, estimate, usage)
         if metrics is not None:
             if filtered is not None:
                 kind = self._describe(filtered)["type"]
@@ -228,88 +266,98 @@ class BatchRunner:
                 kind = "ok" if outcome is None or outcome.ok else OutputValidationError.kind
             metrics.request(kind, completion.meta.get("attempts", 1), completion.meta.get("latency_ms"), usage)
         if gate.active or budget is not None:
-            await gate.settle(estimate, usage)
+            await gate.correct(estimate, usage)
+        return None
 
-    async def _reserve(self, hook: AgentChatHook, gate: RateGate, prompt_tokens: int, cap: int | None) -> int | None:
-        """Reserve one request's estimate in the budget and the token rate (its request slot is the hook's
-        ``before_attempt``); None when the budget has no room for it."""
+    async def _reserve(self, lane: Lane, prompt_tokens: int, cap: int | None) -> int | None:
+        """Reserve one request's estimate in the budget (at the connection's prices) and the connection's token
+        rate (its request slot is the hook's ``before_attempt``); None when the budget has no room for it."""
         estimate = 0
-        budget = self.budget
+        budget, gate = self.budget, lane.gate
         if budget is not None:
             estimate = gate.estimate(prompt_tokens, cap)
-            if not budget.reserve(prompt_tokens, estimate - prompt_tokens):
+            if not budget.reserve_at(lane.priced, prompt_tokens, estimate - prompt_tokens):
                 return None
         if gate.active:
-            pause = hook.pause_remaining()
+            pause = lane.hook.pause_remaining()
             while pause > 0:  # a 429 paused the hook: wait here, before reserving tokens
                 await asyncio.sleep(pause)
-                pause = hook.pause_remaining()
+                pause = lane.hook.pause_remaining()
             if budget is None:
                 estimate = gate.estimate(prompt_tokens, cap)
-            await gate.reserve(estimate)
+            await gate.acquire(estimate)
         return estimate
 
-    @staticmethod
-    def _settle(budget: Budget | None, prompt_tokens: int, estimate: int, usage: dict[str, Any] | None) -> None:
-        if budget is not None:
-            budget.settle(prompt_tokens, estimate - prompt_tokens, usage)
+    def _settle(self, lane: Lane, prompt_tokens: int, estimate: int, usage: dict[str, Any] | None) -> None:
+        if self.budget is not None:
+            self.budget.settle_at(lane.priced, prompt_tokens, estimate - prompt_tokens, usage)
 
-    def _record_failure(
-        self,
-        entry: Prepared,
-        exc: Exception,
-        started: float,
-        estimate: int,
-        prompt_estimate: int,
-        paid: list[dict[str, Any]],
-        attempts_before: int,
-    ) -> None:
-        """A request that failed: the item's error line carries what its earlier repair rounds paid."""
-        stats = self.stats
-        stats.failed += 1
+    def _failed_request(
+        self, lane: Lane, exc: Exception, started: float, estimate: int, prompt_estimate: int, item: _Item
+    ) -> bool:
+        """Count a request that failed (attempts, latency, metrics, the budget's reservation released, the
+        breaker told); True when it fails over."""
         # a request that cannot even be encoded never left this process
         attempts = 0 if isinstance(exc, UnicodeError) else getattr(exc, "attempts", 0) or 1
-        stats.attempts += attempts
+        self.stats.attempts += attempts
+        item.attempts += attempts
         latency = round((time.perf_counter() - started) * 1000, 1)
-        error = self._describe(exc)
-        if paid:
-            usage = summed(paid)
-            line = result_line(
-                entry.id,
-                error,
-                usage=usage,
-                attempts=attempts_before + attempts,
-                latency_ms=latency,
-                context=entry.context,
-                cost=self.prices.cost(usage) if self.prices is not None else None,
-            )
+        item.latency += latency
+        self._settle(lane, prompt_estimate, estimate, None)
+        if lane.metrics is not None and attempts:
+            lane.metrics.request(error_kind(exc), attempts, latency, None)
+        moves = fails_over(exc)
+        if moves:
+            lane.failed()
+        elif attempts:
+            lane.succeeded()  # an error of the request, not of the connection
         else:
-            line = self._error_line(entry.id, error, attempts, latency, entry.context)
+            lane.abandoned()
+        return moves
+
+    def _record_error(
+        self, entry: Prepared, lane: Lane, exc: BaseException, item: _Item, paid: list[dict[str, Any]]
+    ) -> None:
+        """The item's error line, naming the last connection tried; it carries what earlier repair rounds paid."""
+        self.stats.failed += 1
+        error = self._describe(exc)
+        if item.skipped:
+            error["breaker"] = "open"  # not sent: every connection's breaker was open
+        usage = summed(paid) if paid else None
+        cost = lane.priced.cost(usage) if lane.priced is not None else None
+        self.stats.cost += cost or 0.0
+        line = result_line(
+            entry.id,
+            error,
+            usage=usage,
+            attempts=item.attempts,
+            latency_ms=round(item.latency, 1),
+            context=entry.context,
+            cost=cost,
+            conn_id=lane.conn_id,
+        )
         self._record(entry.id, line)
-        self._settle(self.budget, prompt_estimate, estimate, None)
-        if self.metrics is not None and attempts:
-            self.metrics.request(error["type"], attempts, latency, None)
 
     def _record_answer(
         self,
         entry: Prepared,
+        lane: Lane,
         key: str | None,
         completion: Any,
         outcome: Outcome | None,
         filtered: Exception | None,
         paid: list[dict[str, Any]],
-        attempts: int,
-        latency: float,
+        item: _Item,
     ) -> None:
         """The item's line from its last answer, usage summed over its rounds; a valid answer is cached under
-        the item's first request."""
-        stats, cache = self.stats, self.cache
+        the item's first request, in the cache of the connection that answered."""
+        stats, cache = self.stats, lane.cache
         fields: dict[str, Any] = {}
         invalid: dict[str, Any] | None = None
         if filtered is not None:
             invalid = self._describe(filtered)
         elif outcome is not None:
-            fields, invalid = result_fields(outcome, self._secret, len(paid))
+            fields, invalid = result_fields(outcome, lane.hook.settings.api_key, len(paid))
             fields["rounds"] = len(paid)
         if invalid is not None:
             stats.failed += 1
@@ -321,31 +369,36 @@ class BatchRunner:
         meta = completion.meta
         response = completion.to_json() if self.include_response or key is not None else None
         answer = {"text": completion.text, "finish_reason": completion.finish_reason, **fields}
+        cost = lane.priced.cost(usage) if lane.priced is not None else None
+        self.stats.cost += cost or 0.0
         line = result_line(
             entry.id,
             invalid,
             answer=answer,
             usage=usage,
-            attempts=attempts,
-            latency_ms=round(latency, 1) if len(paid) > 1 else meta.get("latency_ms"),
+            attempts=item.attempts,
+            latency_ms=item.latency,
             request_id=meta.get("request_id"),
             context=entry.context,
             response=response if self.include_response else None,
-            cost=self.prices.cost(usage) if self.prices is not None else None,
+            cost=cost,
+            conn_id=lane.conn_id,
         )
         # Record first: settling the token budget may wait, and a kill during that wait must not lose (and
         # later pay again for) an answer already received.
         self._record(entry.id, line)
         if key is not None and invalid is None and cache is not None and cache.writes:
             answer.pop("rounds", None)  # how this run got it, not part of the answer
-            self._cache_put(cache, key, cache.entry(key, completion, answer, response, usage=usage))
+            self._caches.put(cache, key, cache.entry(key, completion, answer, response, usage=usage))
 
-    def _record_hit(self, entry: Prepared, hit: CachedAnswer) -> None:
+    def _record_hit(self, entry: Prepared, hit: CachedAnswer, lane: Lane) -> None:
         """Record a cached answer: nothing sent, nothing paid now (no budget, rate slot or request metric)."""
         stats = self.stats
         stats.cached += 1
         stats.succeeded += 1
         stats.cached_tokens.add(hit.usage)
+        cost = 0.0 if lane.priced is not None else None
+        self.stats.cost += cost or 0.0
         line = result_line(
             entry.id,
             None,
@@ -355,40 +408,17 @@ class BatchRunner:
             request_id=hit.request_id,
             context=entry.context,
             response=hit.response if self.include_response else None,
-            cost=0.0 if self.prices is not None else None,
+            cost=cost,
             cached_usage=hit.usage,
+            conn_id=lane.conn_id,
         )
         self._record(entry.id, line)
 
-    async def _remote(self, call: Any, *args: Any) -> Any:
-        if self._cache_pool is None:
-            from concurrent.futures import ThreadPoolExecutor
-
-            self._cache_pool = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="agentchat-cache")
-        return await asyncio.get_running_loop().run_in_executor(self._cache_pool, call, *args)
-
-    def _cache_put(self, cache: ResponseCache, key: str, data: bytes) -> None:
-        """Queue a cache entry; a thread writes them in batches so storage never stalls the requests."""
-        self._cache_pending.append((key, data))
-        if len(self._cache_pending) >= 256 and self._cache_writing is None:
-            batch, self._cache_pending = self._cache_pending, []
-            self._cache_writing = asyncio.create_task(self._cache_write(cache, batch))
-
-    async def _cache_write(self, cache: ResponseCache, batch: list[tuple[str, bytes]]) -> None:
-        try:
-            if cache.local:  # one thread: creating files is the file system's work, not more threads'
-                await asyncio.to_thread(cache.store_many, batch)
-            else:  # one put per entry, many at once, in the lookups' threads
-                await asyncio.gather(*(self._remote(cache.store_many, [entry]) for entry in batch))
-        finally:
-            self._cache_writing = None
-
-    def _error_line(self, item_id: str, error: dict[str, Any], attempts: int, latency_ms: float, context: Any) -> bytes:
-        cost = 0.0 if self.prices is not None else None
-        return result_line(item_id, error, attempts=attempts, latency_ms=latency_ms, context=context, cost=cost)
-
     def _describe(self, exc: BaseException) -> dict[str, Any]:
-        error: dict[str, Any] = {"type": error_kind(exc), "message": redact(str(exc), self._secret)}
+        message = str(exc)
+        for secret in self._secrets:
+            message = redact(message, secret)
+        error: dict[str, Any] = {"type": error_kind(exc), "message": message}
         if isinstance(exc, APIError):
             error.update(status=exc.status, code=exc.code, request_id=exc.request_id)
         if isinstance(exc, InvalidRequestError) and exc.errors:
@@ -432,34 +462,15 @@ class BatchRunner:
             if now >= next_log:
                 next_log += self.progress_interval
                 self._log_progress()
-            if self.metrics is not None:
-                self.metrics.flush()
+            self._flush_metrics()
+
+    def _flush_metrics(self) -> None:
+        for lane in self.lanes:
+            if lane.metrics is not None:
+                lane.metrics.flush()
 
     def _log_progress(self, final: bool = False) -> None:
-        s = self.stats
-        rate = s.rate()
-        todo = max(0, s.total - s.resumed) if s.total else 0
-        left = max(0, todo - s.done) if todo else 0
-        eta = duration(left / rate) if rate > 0 and todo else "?"
-        usage = s.usage
-        self.log.info(
-            "Batch %s: %d/%s done (%s%%), %d failed, %d invalid, %.1f items/s, %s %s, tokens %d "
-            "(%d prompt + %d completion), resumed %d, cached %d",
-            "finished" if final else "progress",
-            s.done,
-            todo or "?",
-            f"{100 * s.done / todo:.0f}" if todo else "?",
-            s.failed,
-            s.rejected,
-            rate,
-            "elapsed" if final else "ETA",
-            duration(s.elapsed) if final else eta,
-            usage.total_tokens,
-            usage.prompt_tokens,
-            usage.completion_tokens,
-            s.resumed,
-            s.cached,
-        )
+        self.log.info(*self.stats.progress(final))
 
 
 def run_coroutine(coro: Any) -> Any:

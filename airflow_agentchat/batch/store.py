@@ -103,6 +103,8 @@ class ScanResult:
     parts: int = 0
     usage: TokenUsage = ZERO  # tokens paid for by the lines found (a budget counts them as spent)
     paid: int = 0  # lines whose answer was paid for (their mean completion helps a forecast)
+    cost: float = 0.0  # the ``cost`` of the lines found, each priced by the connection that answered it
+    unpriced: TokenUsage = ZERO  # the usage of lines with no ``cost`` (written while prices were unset)
 
 
 @dataclass
@@ -114,6 +116,8 @@ class ComposeResult:
     failed: int = 0
     usage: TokenUsage = ZERO
     error_types: dict[str, int] = field(default_factory=dict)
+    cost: float = 0.0  # the lines' ``cost``, each priced by the connection that answered it
+    connections: dict[str, dict[str, Any]] = field(default_factory=dict)  # conn_id -> answers, errors, cost
 
 
 class Lease:
@@ -325,7 +329,7 @@ class ResultStore:
         retry: set[str] = set()
         sources = self._sources()
         result.parts = len(sources) - (1 if sources and sources[0] == self.output else 0)
-        tally = UsageTally()
+        tally, unpriced = UsageTally(), UsageTally()
         for source in sources:
             for _line, record in iter_records(source):
                 item_id = record["id"]
@@ -334,6 +338,10 @@ class ResultStore:
                 if isinstance(usage, dict):
                     tally.add(usage)
                     result.paid += 1 if usage.get("completion_tokens") else 0
+                    if isinstance(cost := record.get("cost"), int | float):
+                        result.cost += cost
+                    else:
+                        unpriced.add(usage)
                 self._occurrences[item_id] = self._occurrences.get(item_id, 0) + 1
                 error = record.get("error")
                 failed = record.get("status") == "error" or error is not None
@@ -346,6 +354,7 @@ class ResultStore:
                     result.done.add(item_id)
         result.retrying = len(retry)
         result.usage = tally.total()
+        result.unpriced = unpriced.total()
         return result
 
     # ----------------------------------------------------------------------------------------- writing
@@ -470,7 +479,8 @@ class ResultStore:
 def _tally(result: ComposeResult, tally: UsageTally, record: dict[str, Any]) -> None:
     result.total += 1
     error = record.get("error")
-    if record.get("status") == "error" or error is not None:
+    failed = record.get("status") == "error" or error is not None
+    if failed:
         result.failed += 1
         kind = str(error.get("type")) if isinstance(error, dict) else "error"
         result.error_types[kind] = result.error_types.get(kind, 0) + 1
@@ -479,3 +489,11 @@ def _tally(result: ComposeResult, tally: UsageTally, record: dict[str, Any]) -> 
     usage = record.get("usage")
     if isinstance(usage, dict):
         tally.add(usage)
+    cost = record["cost"] if isinstance(record.get("cost"), int | float) else None
+    result.cost += cost or 0.0
+    conn_id = record.get("conn_id")
+    if isinstance(conn_id, str):  # an invalid item, never sent, names no connection
+        counts = result.connections.setdefault(conn_id, {"answers": 0, "errors": 0})
+        counts["errors" if failed else "answers"] += 1
+        if cost is not None:
+            counts["cost"] = round(counts.get("cost", 0.0) + cost, 6)

@@ -1,7 +1,9 @@
 """A batch run's summary: the one dict a task returns, logs and pushes to XCom.
 
-``usage``, ``cost``, ``succeeded`` and ``failed`` are over the whole output (every run that wrote to it);
-the ``run_*`` fields, ``sent``, ``requests``, ``repairs`` and ``cached`` are this run's.
+``usage``, ``cost``, ``succeeded``, ``failed`` and ``connections`` are over the whole output (every run that
+wrote to it); the ``run_*`` fields, ``sent``, ``requests``, ``repairs``, ``cached`` and ``failovers`` are this
+run's. ``connections`` maps each connection to the lines it answered (``answers``), the error lines it was the
+last one tried for (``errors``) and, when priced, their ``cost``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ def run_summary(
     budget: Any,
     forecast: Any,
     rate_share: dict[str, Any],
+    failover: bool = False,
 ) -> dict[str, Any]:
     """The summary of a run from the composed output, the run's counters and the input's."""
     fraction = composed.failed / composed.total if composed.total else 0.0
@@ -40,6 +43,8 @@ def run_summary(
         "run_usage": run.usage.as_dict(),
         "cached": run.cached,
         "cached_usage": run.cached_tokens.total().as_dict(),
+        "failovers": run.failovers,
+        "connections": composed.connections,
         "resumed": input_stats.resumed,
         "duplicates": input_stats.duplicates,
         "invalid": input_stats.rejected,
@@ -47,7 +52,9 @@ def run_summary(
         "items_per_s": round(run.sent / run.elapsed, 1) if run.elapsed > 0 else 0.0,
         "rate_share": rate_share,
     }
-    if prices.known:
+    if failover:  # each line priced by the connection that answered it
+        summary["cost"], summary["run_cost"] = round(composed.cost, 6), round(run.cost, 6)
+    elif prices.known:
         summary["cost"] = prices.cost(summary["usage"])
         summary["run_cost"] = prices.cost(summary["run_usage"])
     if forecast is not None:

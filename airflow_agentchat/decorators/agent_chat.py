@@ -42,10 +42,19 @@ class _AgentChatDecoratedOperator(DecoratedOperator, AgentChatCompletionOperator
         super().__init__(python_callable=python_callable, op_args=op_args, op_kwargs=op_kwargs, **kwargs)
 
     def execute(self, context: Context) -> Any:
+        self._returned = self._call(context)
+        return AgentChatCompletionOperator.execute(self, context)
+
+    def _call(self, context: Context) -> Any:
+        """Call the function and take its prompt, messages or request."""
         from airflow_agentchat.compat import determine_kwargs
 
         context_merge(context, self.op_kwargs)
         result = self.python_callable(*self.op_args, **determine_kwargs(self.python_callable, self.op_args, context))
+        self._take(result)
+        return result
+
+    def _take(self, result: Any) -> None:
         if isinstance(result, str):
             self.prompt = result
         elif isinstance(result, Mapping):
@@ -57,7 +66,21 @@ class _AgentChatDecoratedOperator(DecoratedOperator, AgentChatCompletionOperator
                 "@task.agent_chat functions return a prompt string, a list of messages or a request dict, "
                 f"not {type(result).__name__}"
             )
-        return AgentChatCompletionOperator.execute(self, context)
+
+    # A deferred task resumes in a new operator instance that has not called the function. What it returned
+    # travels with the resume (the triggerer keeps ``kwargs`` beside the event), so the function runs once;
+    # where the resume carries only the event (``airflow dags test``), the function is called again.
+    def defer(self, *, kwargs: dict[str, Any] | None = None, **rest: Any) -> Any:
+        if rest.get("method_name") == "execute_complete":
+            kwargs = {**(kwargs or {}), "returned": self._returned}
+        return super().defer(kwargs=kwargs, **rest)
+
+    def execute_complete(self, context: Context, event: dict[str, Any], returned: Any = None) -> Any:
+        if returned is None:
+            self._call(context)
+        else:
+            self._take(returned)
+        return AgentChatCompletionOperator.execute_complete(self, context, event)
 
 
 def agent_chat_task(python_callable: Callable | None = None, **kwargs: Any) -> TaskDecorator:

@@ -241,7 +241,7 @@ class AgentLimiter:
             tokens, self._debt = tokens + self._debt, 0
         return tokens
 
-    def settle(self, estimate: int, used: Any) -> None:
+    def correct(self, estimate: int, used: Any) -> None:
         """Remember what an answer used beyond its estimate; the next reservation takes it too."""
         if self.counts_tokens and isinstance(used, int) and used > estimate:
             with self._debt_lock:

@@ -212,7 +212,7 @@ class Sender:
     def _settle(self, request: ChatCompletionRequest, completion: ChatCompletion) -> None:
         """Charge what the answer used beyond its estimate to the next reservation."""
         if self.limiter is not None and self.limiter.counts_tokens:
-            self.limiter.settle(self._tokens(request), getattr(completion.usage, "total_tokens", None))
+            self.limiter.correct(self._tokens(request), getattr(completion.usage, "total_tokens", None))
 
     def _parse(self, response: httpx.Response, content: bytes, started: float) -> ChatCompletion:
         """The completion in a 2xx body; a body that is not one is an :class:`InvalidResponseError` (retried)."""

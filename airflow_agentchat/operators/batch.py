@@ -68,6 +68,14 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         loses there. On local files every result is appended as it arrives and these do not apply.
     :param progress_interval: seconds between progress log lines.
 
+    Failover (see ``docs/failover.md``):
+
+    :param fallback_conn_ids: connections an item goes to, in order, when its request failed for good on the
+        previous one with an error another agent could answer (templated). Each connection keeps its own
+        limits, prices, cache and breaker; every line's ``conn_id`` names the one that answered.
+    :param breaker_failures: failures in a row that open a connection's breaker (default 5): items then skip
+        it for ``breaker_cooldown`` seconds (default 60, or a ``timedelta``), after which one item probes it.
+
     Typed results (see ``docs/output-schemas.md``):
 
     :param output_schema: a pydantic model class or a JSON Schema dict (templated): each ok line gets
@@ -152,9 +160,13 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         cache_mode: str = "read_write",
         cache_nondeterministic: bool = False,
         forecast: str | None = None,
+        breaker_failures: int = 5,
+        breaker_cooldown: Any = 60.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        rules.at_parse("breaker_failures", rules.breaker_failures(breaker_failures))
+        self.breaker_failures, self.breaker_cooldown = breaker_failures, rules.breaker_cooldown(breaker_cooldown)
         from airflow_agentchat.response_cache import check_cache_args
 
         rules.at_parse("output_strategy", rules.output_strategy(output_strategy))
@@ -193,20 +205,14 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         self._main: Any = None
         self._shards = 1
         self._facts: dict[str, Any] = {}  # what this run did, for lineage (see get_openlineage_facets_on_complete)
+        self._lanes: list[Any] = []  # the connections of this run (batch/lanes.py)
 
     @cached_property
     def gate(self) -> RateGate:
         """Request pacing and token budget (this shard's share); the hook calls it before every retry, too."""
-        from airflow_agentchat.batch.rate import RateGate
+        from airflow_agentchat.batch.lanes import task_gate
 
-        limits = self.hook.settings.limits
-        rpm = self.requests_per_minute
-        if rpm and limits.requests_per_minute and rpm >= limits.requests_per_minute:
-            rpm = None  # not lower than the connection's limit, which the hook enforces anyway
-        tpm = self.tokens_per_minute
-        if tpm and limits.tokens_per_minute and tpm >= limits.tokens_per_minute:
-            tpm = None  # the same: the hook reserves every attempt's tokens under the connection's limit
-        return RateGate(rpm / self._shards if rpm else rpm, tpm / self._shards if tpm else tpm)
+        return task_gate(self.requests_per_minute, self.tokens_per_minute, self.hook.settings.limits, self._shards)
 
     def shards_at_once(self, context: Context) -> int:
         """How many task instances of this (mapped) task can send at once (see :func:`.shards.shards_at_once`)."""
@@ -234,16 +240,6 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
     async def _before_attempt(self, attempt: int) -> None:
         await self.gate.before_attempt(attempt)
 
-    def _warn_static_share(self) -> None:
-        from airflow_agentchat.batch.shards import static_share_warning
-
-        limits = self.hook.settings.limits
-        if self._shards > 1 and (limits.requests_per_minute or limits.tokens_per_minute) and not limits.backend_conn_id:
-            warning = static_share_warning(
-                self.agentchat_conn_id, limits.requests_per_minute, limits.tokens_per_minute, self._shards
-            )
-            self.log.warning(warning)
-
     def resolve_output_path(self) -> str:
         if self.output_path:
             return str(self.output_path)
@@ -266,10 +262,9 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         self.tokens_per_minute = rules.rate_limit("tokens_per_minute", self.tokens_per_minute)
         self._shards = self.shards_at_once(context)  # before the gate exists: it paces at this shard's share
         self.__dict__.pop("hook", None)  # made again with this share of the connection's limit
-        self._warn_static_share()
         shared = self.body_params()
-        output, build_request = self._output()
-        self._check_shared(shared, output)
+        spec, build_request = self._output_spec()
+        self._check_shared(shared, spec)
         from airflow_agentchat.spend import Budget
 
         prices = self.prices()
@@ -285,7 +280,7 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         )
         store.open()  # before anything is paid for: the output is writable and no other live run holds it
         try:
-            return self._execute(context, store, shared, output, build_request, started, prices)
+            return self._execute(context, store, shared, spec, build_request, started, prices)
         finally:
             store.release()
 
@@ -294,7 +289,7 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         context: Context,
         store: Any,
         shared: dict[str, Any],
-        output: Any,
+        spec: Any,
         build_request: Any,
         started: float,
         prices: Any,
@@ -302,17 +297,18 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         import time
 
         from airflow_agentchat.batch.items import InputStats, count_jsonl, iter_jsonl, parse_prompts, prepare
+        from airflow_agentchat.batch.lanes import answered_by, open_lanes, starting_budget
         from airflow_agentchat.batch.runner import BatchRunner, run_coroutine
         from airflow_agentchat.batch.store import to_path
         from airflow_agentchat.batch.summary import run_summary
         from airflow_agentchat.exceptions import AgentChatError
-        from airflow_agentchat.metrics import TaskMetrics
         from airflow_agentchat.models import DEFAULT_MODEL
-        from airflow_agentchat.response_cache import ResponseCache
-        from airflow_agentchat.spend import Budget, BudgetExhaustedError
+        from airflow_agentchat.spend import BudgetExhaustedError
 
+        schema = spec.schema if spec is not None else None
+        self._lanes = lanes = open_lanes(self, context, schema)  # every connection read before anything is sent
         scan = store.scan(retry_failed=self.retry_failed)
-        budget = Budget(self.max_total_tokens, self.max_cost, prices, used=scan.usage)
+        budget = starting_budget(self, lanes, scan)
         if scan.lines:
             self.log.info(
                 "Resuming %s: %d ids already recorded (%d failed ones will be sent again), %d parts",
@@ -345,8 +341,7 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         )
 
         items = partial(prepare, build_request=build_request, system_prompt=self.system_prompt, shared=shared)
-        schema = output.schema if output is not None else None
-        cache = ResponseCache.for_task(self, settings.base_url, schema)
+        cache = lanes[0].cache
         forecast = None
         if self.forecast:
             from airflow_agentchat.batch.forecast import forecast_run
@@ -358,19 +353,15 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         input_stats = InputStats()
         work = items(values, skip=scan.done, stats=input_stats)
         runner = BatchRunner(
-            self.hook,
+            lanes,
             store,
             max_concurrency=self.max_concurrency,
-            gate=self.gate,
             include_response=self.include_response,
             progress_interval=self.progress_interval,
             log=self.log,
             secret=settings.api_key,
-            output=output,
+            spec=spec,
             budget=budget,
-            prices=prices,
-            metrics=TaskMetrics.create(self.agentchat_conn_id, context),
-            cache=cache,
         )
         self._facts = {"host": settings.base_url, "input": self.input_path, "output": str(self.resolve_output_path())}
         run = run_coroutine(self._run(runner, work, total, len(scan.done)))
@@ -394,6 +385,7 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
                 "connection_tokens_per_minute": settings.limits.tokens_per_minute,
                 "shared_backend": settings.limits.backend_conn_id,
             },
+            failover=len(lanes) > 1 and any(lane.prices.known for lane in lanes),
         )
         self._facts.update(
             model=shared.get("model") or settings.model or DEFAULT_MODEL,  # what every request named
@@ -402,6 +394,7 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
             attempts=run.attempts,
             errors=composed.error_types,
             cost=summary.get("cost"),
+            **answered_by(composed.connections),
         )
         self.log.info("Batch summary: %s", summary)
         # Usage and cost first: they reach XCom even when the task fails below.
@@ -432,12 +425,12 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         return summary
 
     @staticmethod
-    def _check_shared(shared: dict[str, Any], output: Any) -> None:
+    def _check_shared(shared: dict[str, Any], spec: Any) -> None:
         """Check the fields every item shares, as fields (with the output schema's additions), once and before
         anything else: a bad temperature fails the task, not every item."""
         from airflow_agentchat.models import build_fields
 
-        build_fields(**(output.apply([], shared)[1] if output is not None else shared))
+        build_fields(**(spec.apply([], shared)[1] if spec is not None else shared))
 
     def _push_spend(self, context: Context, usage: dict[str, Any], cost: float | None) -> None:
         ti = context.get("ti")
@@ -447,7 +440,7 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
         if cost is not None:
             ti.xcom_push(key="cost", value=cost)
 
-    def _output(self) -> tuple[Any, Any]:
+    def _output_spec(self) -> tuple[Any, Any]:
         """The output spec (None without a schema) and the request builder that adds it to every item."""
         from airflow_agentchat.prompt_cache import caching
 
@@ -473,7 +466,8 @@ class AgentChatBatchOperator(AgentChatRequestOperator):
             return await runner.run(work, total=total, resumed=resumed)
         finally:
             self._main = None
-            await self.hook.aclose()
+            for lane in self._lanes:
+                await lane.hook.aclose()
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
         """Input file (or the upstream XCom) and output file as datasets, and the run facet; never a part file."""

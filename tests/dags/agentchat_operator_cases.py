@@ -59,5 +59,10 @@ with DAG(
     def decorated(text: str) -> str:
         return f"Decorated: {text}"
 
+    @task.agent_chat(deferrable=True)
+    def decorated_deferred(text: str) -> str:
+        return f"Deferred: {text}"
+
     AgentChatCompletionOperator(task_id="xcom_prompt", prompt=make_prompt())
     decorated(make_prompt())
+    decorated_deferred(make_prompt())

@@ -57,3 +57,33 @@ def test_anything_else_is_refused_naming_its_type_before_any_request(scripted, m
     with pytest.raises(TypeError, match="return a prompt string, a list of messages or a request dict, not int"):
         operator.execute({"ti": FakeTI()})
     assert scripted.requests == []
+
+
+def test_a_deferred_decorated_task_carries_what_the_function_returned(devserver, make_conn):
+    """The triggerer keeps the defer ``kwargs`` beside the event: the function's answer travels, it runs once."""
+    import asyncio
+
+    from airflow.sdk import task
+    from airflow.sdk.exceptions import TaskDeferred
+
+    make_conn("agentchat_default", devserver.url, allow_insecure_http=True)
+    calls: list[str] = []
+
+    @task.agent_chat(deferrable=True)
+    def ask(city: str) -> str:
+        calls.append(city)
+        return f"Weather in {city}?"
+
+    with pytest.raises(TaskDeferred) as deferred:
+        ask("Oslo").operator.execute({})
+    assert deferred.value.kwargs == {"returned": "Weather in Oslo?"}
+
+    async def first_event(trigger):
+        async for event in trigger.run():
+            return event.payload
+
+    event = asyncio.run(first_event(deferred.value.trigger))
+    ti = FakeTI()
+    resumed = ask("Oslo").operator  # a new instance, as after the resume: it has not called the function
+    assert resumed.execute_complete({"ti": ti}, event, **deferred.value.kwargs) == "Echo: Weather in Oslo?"
+    assert calls == ["Oslo"] and ti.xcom["usage"]["total_tokens"] > 0

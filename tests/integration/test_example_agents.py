@@ -85,4 +85,10 @@ def test_failover_from_a_failing_primary(run_dag):
     assert x[("ask", -1, "return_value")] == "Echo: Summarise yesterday's failed loads in one line."
     assert x[("ask", -1, "response")]["conn_id"] == "agentchat_default"
     assert x[("ask", -1, "usage")]["conn_id"] == "agentchat_default"
-    assert len(primary.requests) == 2  # the primary's own retry came first
+    summary = x[("label_tickets", -1, "return_value")]
+    assert summary["succeeded"] == 6 and summary["connections"]["agentchat_default"]["answers"] == 6
+    lines = [json.loads(line) for line in Path(summary["output_path"].removeprefix("file://")).read_text().splitlines()]
+    assert {line["conn_id"] for line in lines} == {"agentchat_default"}
+    # The task's request tried the primary twice (its own retry), and so did the batch's first two items;
+    # then the primary's breaker opened (breaker_failures=2) and the other four items went straight on.
+    assert len(primary.requests) == 2 + 2 * 2

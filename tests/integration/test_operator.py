@@ -87,6 +87,12 @@ def test_prompt_from_xcom_and_decorator(cases):
     assert rv(cases, "decorated") == "Echo: Decorated: prompt from an upstream task"
 
 
+def test_a_deferred_decorated_task_resumes_with_its_prompt(cases):
+    """The resumed instance never called the function: its prompt comes with the resume."""
+    assert rv(cases, "decorated_deferred") == "Echo: Deferred: prompt from an upstream task"
+    assert rv(cases, "decorated_deferred", "usage")["total_tokens"] > 0
+
+
 def test_every_task_logs_one_usage_line(cases):
     assert cases["_log"].count("Agent chat completion:") >= 12
 

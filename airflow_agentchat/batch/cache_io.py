@@ -1,0 +1,71 @@
+"""The batch's reads and writes of the response cache, kept off the event loop.
+
+A local cache is read in the loop (a file open is quick) and written in batches by one thread; an object-store
+cache is read in a pool of one thread per worker (asyncio's default pool has a few) and written one put per
+entry in those threads. A batch with fallback connections has one cache per connection (the key names the
+endpoint), so pending entries are kept per cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from airflow_agentchat.response_cache import CachedAnswer, ResponseCache
+
+#: Entries queued for one cache before a thread writes them.
+WRITE_BATCH = 256
+
+
+class CacheIO:
+    """Lookups and batched writes of the caches of one batch run."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self._pending: dict[ResponseCache, list[tuple[str, bytes]]] = {}
+        self._pool: Any = None
+        self._writing: asyncio.Task[None] | None = None
+
+    async def look_up(self, cache: ResponseCache | None, request: Any) -> tuple[str | None, CachedAnswer | None]:
+        """The request's key in ``cache`` and the answer stored under it, if any (``(None, None)`` without one)."""
+        if cache is None:
+            return None, None
+        key = cache.key(request)  # the first request's: a repaired answer is found by it too
+        if key is None or not cache.reads:
+            return key, None
+        return key, cache.lookup(key) if cache.local else await self._remote(cache.lookup, key)
+
+    async def _remote(self, call: Any, *args: Any) -> Any:
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="agentchat-cache")
+        return await asyncio.get_running_loop().run_in_executor(self._pool, call, *args)
+
+    def put(self, cache: ResponseCache, key: str, data: bytes) -> None:
+        """Queue a cache entry; a thread writes them in batches so storage never stalls the requests."""
+        pending = self._pending.setdefault(cache, [])
+        pending.append((key, data))
+        if len(pending) >= WRITE_BATCH and self._writing is None:
+            self._writing = asyncio.create_task(self._write(cache, self._pending.pop(cache)))
+
+    async def _write(self, cache: ResponseCache, batch: list[tuple[str, bytes]]) -> None:
+        try:
+            if cache.local:  # one thread: creating files is the file system's work, not more threads'
+                await asyncio.to_thread(cache.store_many, batch)
+            else:  # one put per entry, many at once, in the lookups' threads
+                await asyncio.gather(*(self._remote(cache.store_many, [entry]) for entry in batch))
+        finally:
+            self._writing = None
+
+    async def finish(self) -> None:
+        """Wait for the write under way, write what is queued (synchronously, like the store's last flush)."""
+        if self._writing is not None:
+            await asyncio.gather(self._writing, return_exceptions=True)
+        pending, self._pending = self._pending, {}
+        for cache, entries in pending.items():
+            cache.store_many(entries)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
