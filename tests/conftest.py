@@ -23,9 +23,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the support modules:
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # dev/ (make ui's launcher)
 
 # suite sets AIRFLOW_HOME; none of these imports Airflow, and no test module is imported before this conftest.
+from fakes import BUCKET, JPEG, PNG, STORAGE_CONN
 from fault_server import FaultServer
 from scripted_server import ScriptedServer
-from suite import AIRFLOW_HOME, CANARY_KEY
+from suite import AIRFLOW_HOME, CANARY_KEY, make_bucket
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -115,6 +116,26 @@ def moto_url() -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def media_s3(moto_url: str) -> str:
+    """The session's S3 server with the media tests' bucket and images (see ``fakes.BUCKET``)."""
+    import boto3
+
+    make_bucket(moto_url, BUCKET)
+    client = boto3.client(
+        "s3", endpoint_url=moto_url, aws_access_key_id="k", aws_secret_access_key="s", region_name="us-east-1"
+    )
+    client.put_object(Bucket=BUCKET, Key="claims/dent.jpg", Body=JPEG)
+    client.put_object(Bucket=BUCKET, Key="claims/big.png", Body=PNG + bytes(5000))
+    return moto_url
+
+
+@pytest.fixture()
+def storage_conn(media_s3: str, make_aws_conn: Callable[..., str]) -> str:
+    """The ``aws`` connection to ``media_s3``."""
+    return make_aws_conn(STORAGE_CONN, media_s3, "media-key", "media-secret")
 
 
 @pytest.fixture()

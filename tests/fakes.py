@@ -12,6 +12,13 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
+#: The smallest files whose bytes say PNG and JPEG: the images the media tests attach and store in S3.
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + bytes(range(64))
+JPEG = b"\xff\xd8\xff\xe0" + b"JFIF" + bytes(32)
+#: Where the ``storage_conn`` fixture keeps them (``claims/dent.jpg``, and ``claims/big.png`` over 5,000 bytes).
+BUCKET = "agentchat-media"
+STORAGE_CONN = "media_s3"
+
 
 class FakeTI:
     """Stands in for ``context["ti"]`` of an in-process ``execute``.

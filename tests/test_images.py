@@ -6,15 +6,10 @@ from __future__ import annotations
 import base64
 
 import pytest
-from suite import make_bucket
+from fakes import BUCKET, JPEG, PNG
 
 from airflow_agentchat.exceptions import InvalidRequestError
 from airflow_agentchat.operators.agent_chat import AgentChatCompletionOperator
-
-PNG = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + bytes(range(64))
-JPEG = b"\xff\xd8\xff\xe0" + b"JFIF" + bytes(32)
-BUCKET = "agentchat-media"
-STORAGE_CONN = "media_s3"
 
 
 def user_parts(op: AgentChatCompletionOperator) -> list[dict]:
@@ -71,25 +66,6 @@ def test_an_image_over_the_cap_is_refused_naming_it_and_the_cap(tmp_path):
     assert decoded(user_parts(op)[1])[1] == PNG  # exactly at the cap is fine
     with pytest.raises(ValueError, match="max_image_bytes must be a whole number >= 1"):
         AgentChatCompletionOperator(task_id="t", prompt="x", max_image_bytes=0)
-
-
-@pytest.fixture(scope="module")
-def s3_url(moto_url):
-    """The session's S3 server with this module's bucket and the images the tests read from it."""
-    import boto3
-
-    make_bucket(moto_url, BUCKET)
-    client = boto3.client(
-        "s3", endpoint_url=moto_url, aws_access_key_id="k", aws_secret_access_key="s", region_name="us-east-1"
-    )
-    client.put_object(Bucket=BUCKET, Key="claims/dent.jpg", Body=JPEG)
-    client.put_object(Bucket=BUCKET, Key="claims/big.png", Body=PNG + bytes(5000))
-    return moto_url
-
-
-@pytest.fixture()
-def storage_conn(s3_url, make_aws_conn) -> str:
-    return make_aws_conn(STORAGE_CONN, s3_url, "media-key", "media-secret")
 
 
 def test_an_object_storage_uri_is_read_through_the_storage_connection(storage_conn):
