@@ -87,7 +87,17 @@ def image_part(ref: Any, *, field: str, conn_id: str | None, max_bytes: int, loc
 
 
 def _read(ref: str, *, field: str, conn_id: str | None, max_bytes: int, uri: bool) -> bytes:
-    """The file's bytes, read in chunks and refused as soon as they pass ``max_bytes``."""
+    """The file's bytes, read in chunks and refused as soon as they pass ``max_bytes``.
+
+    A batch prepares its items inside its event loop. An object store's file system (s3fs, gcsfs) created in a
+    thread with a running loop takes that loop for its own and hands out coroutines nobody awaits, so a URI is
+    then read from a thread of its own (the loop waits for it, as it waits for any synchronous read).
+    """
+    if uri and _in_event_loop():
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(1, thread_name_prefix="agentchat-image") as pool:
+            return pool.submit(_read, ref, field=field, conn_id=conn_id, max_bytes=max_bytes, uri=uri).result()
     try:
         if uri:
             from airflow.sdk import ObjectStoragePath
@@ -108,6 +118,16 @@ def _read(ref: str, *, field: str, conn_id: str | None, max_bytes: int, uri: boo
     if size > max_bytes:
         raise InvalidRequestError([(field, f"{ref!r} is larger than max_image_bytes={max_bytes}")])
     return b"".join(chunks)
+
+
+def _in_event_loop() -> bool:
+    import asyncio
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def attach_images(messages: list[dict[str, Any]], parts: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -20,11 +20,6 @@ def test_images_need_a_user_message():
         op.prepare()
 
 
-@pytest.mark.xfail(
-    reason="bug: in a process that has not read S3 before, a batch item's s3://conn@bucket image is an invalid_item "
-    "(RuntimeWarning: coroutine 'AioSession.get_credentials' was never awaited, batch/items.py); it passes only "
-    "after another test of the process read S3 (as on main, where an earlier test of the same file did)",
-)
 def test_a_batch_sends_item_images_and_reads_its_cached_prefix(devserver, make_conn, tmp_path, storage_conn):
     from airflow_agentchat.operators.batch import AgentChatBatchOperator
 
