@@ -25,7 +25,6 @@ ELSEWHERE = {
     "plugins/app.py": "integration/test_ui_api.py",
     # New with batch failover; for now tested through it (each connection's lane, breaker, limits and prices)
     # and through the batch's response cache (read and written off the event loop), until they get their own.
-    "batch/lanes.py": "batch/test_failover.py",
     "batch/cache_io.py": "test_response_cache.py",
 }
 
