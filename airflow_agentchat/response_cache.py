@@ -46,6 +46,8 @@ _LOCAL = ("file", "local", "")
 _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 _RESPONSE = b',"response":'
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+_READ = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
+_CHUNK = 1 << 16
 
 
 def _digest(data: bytes) -> str:
@@ -61,10 +63,20 @@ def _write_all(fd: int, data: bytes) -> None:
         os.close(fd)
 
 
-def _from_json(data: bytes) -> Any:
-    from pydantic_core import from_json
-
-    return from_json(data)
+def _read_local(path: str) -> bytes:
+    """A local entry's bytes: ``os.open`` and ``os.read`` (the file object ``open`` builds costs more syscalls
+    than the entry itself); a short read is the end of a regular file."""
+    fd = os.open(path, _READ)
+    try:
+        data = os.read(fd, _CHUNK)
+        if len(data) < _CHUNK:
+            return data
+        chunks = [data]
+        while chunk := os.read(fd, _CHUNK):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 log = logging.getLogger(__name__)
@@ -152,6 +164,10 @@ class ResponseCache:
         schema_text = json.dumps(schema, sort_keys=True, separators=(",", ":"), default=str) if schema else ""
         self._prefix = f"{FORMAT}\n{host}\n{schema_text}\n".encode()
         self.hits = self.misses = self.stored = self.errors = 0
+        self._bodies = True  # key batch items by the body they carry (see key_of, confirm)
+        from pydantic_core import from_json  # here, not at module level: DAG files import check_cache_args
+
+        self._from_json = from_json
         self._token, self._seq = f"{os.getpid()}-{os.urandom(4).hex()}", 0  # temporary names no one else uses
 
     @classmethod
@@ -190,6 +206,30 @@ class ResponseCache:
         body = request.to_json() if hasattr(request, "to_json") else _encoder.encode(request).encode()
         return hashlib.blake2b(self._prefix + body, digest_size=20).hexdigest()
 
+    def key_of(self, entry: Any) -> str | None:
+        """:meth:`key` of a batch item (:class:`~airflow_agentchat.batch.items.Prepared`): from the body it
+        carries when it has one (a plain prompt, whose request is then never built for a hit), else from its
+        request."""
+        body = entry.body if self._bodies else None
+        if body is None:
+            return self.key(entry.request)
+        if not self.nondeterministic and not deterministic(entry.like):
+            return None
+        return hashlib.blake2b(self._prefix + body, digest_size=20).hexdigest()
+
+    def confirm(self, key: str | None, entry: Any) -> str | None:
+        """The key a new answer of ``entry`` is stored under: :meth:`key` of the request it sent, so an entry
+        is only ever filed under the body that got its answer. Should an item's body ever differ from its
+        request's, its key is not trusted again in this run (lookups build the requests) and a warning says so.
+        """
+        if entry.body is None or not self._bodies:
+            return key
+        sent = self.key(entry.request)
+        if sent != key:
+            self._bodies = False
+            log.warning("A batch item's body differs from its request's; the cache now keys the requests themselves")
+        return sent
+
     def _local_file(self, key: str) -> str:
         return f"{self._root}/{key[:2]}/{key}.json"
 
@@ -204,8 +244,7 @@ class ResponseCache:
             return None
         try:
             if self.local:
-                with open(self._local_file(key), "rb") as handle:
-                    data = handle.read()
+                data = _read_local(self._local_file(key))
             else:
                 data = self._object(key).read_bytes()
         except FileNotFoundError:
@@ -231,7 +270,7 @@ class ResponseCache:
             return None
         response = data[cut + len(_RESPONSE) : -1]
         try:
-            record = _from_json(data[:cut] + b"}")
+            record = self._from_json(data[:cut] + b"}")
         except ValueError:
             return None
         if not isinstance(record, dict) or record.get("format") != FORMAT or record.get("key") != key:

@@ -12,6 +12,7 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from airflow_agentchat.batch.items import Prepared
     from airflow_agentchat.response_cache import CachedAnswer, ResponseCache
 
 #: Entries queued for one cache before a thread writes them.
@@ -26,15 +27,26 @@ class CacheIO:
         self._pending: dict[ResponseCache, list[tuple[str, bytes]]] = {}
         self._pool: Any = None
         self._writing: asyncio.Task[None] | None = None
+        self._hits = 0
 
-    async def look_up(self, cache: ResponseCache | None, request: Any) -> tuple[str | None, CachedAnswer | None]:
-        """The request's key in ``cache`` and the answer stored under it, if any (``(None, None)`` without one)."""
+    async def look_up(self, cache: ResponseCache | None, entry: Prepared) -> tuple[str | None, CachedAnswer | None]:
+        """The item's key in ``cache`` and the answer stored under it, if any (``(None, None)`` without one).
+
+        The key is the item's first request's (a repaired answer is found by it too), from the body a plain
+        prompt carries (:meth:`ResponseCache.key_of`: its request is never built for a hit); after a miss, the
+        key a new answer is filed under (:meth:`ResponseCache.confirm`).
+        """
         if cache is None:
             return None, None
-        key = cache.key(request)  # the first request's: a repaired answer is found by it too
-        if key is None or not cache.reads:
-            return key, None
-        return key, cache.lookup(key) if cache.local else await self._remote(cache.lookup, key)
+        key = cache.key_of(entry)
+        if key is not None and cache.reads:
+            hit = cache.lookup(key) if cache.local else await self._remote(cache.lookup, key)
+            if hit is not None:
+                self._hits += 1
+                if self._hits % WRITE_BATCH == 0:  # local hits never wait: let the ticker and writers run
+                    await asyncio.sleep(0)
+                return key, hit
+        return cache.confirm(key, entry), None
 
     async def _remote(self, call: Any, *args: Any) -> Any:
         if self._pool is None:

@@ -84,7 +84,7 @@ def make_forecast(
             forecast.rejected += 1
             continue
         if cache is not None and cache.reads:
-            hit = cache.lookup(cache.key(entry.request))
+            hit = cache.lookup(cache.key_of(entry))
             if hit is not None:
                 forecast.cached += 1
                 cached_completion += TokenUsage.of(hit.usage).completion_tokens

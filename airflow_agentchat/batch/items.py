@@ -27,6 +27,7 @@ import hashlib
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from airflow_agentchat.compat import file_lines
@@ -69,15 +70,109 @@ def stable_id(value: Any) -> str:
     return hashlib.blake2b(canonical_json(value).encode("utf-8", "surrogatepass"), digest_size=10).hexdigest()
 
 
-@dataclass(slots=True)
 class Prepared:
-    """An item ready to send: its id, the validated request, and what to copy to its output line."""
+    """An item ready to send: its id, its request, and what to copy to its output line.
 
-    id: str
-    request: Any  # ChatCompletionRequest; typed loosely to keep pydantic out of module import
-    context: Any = None
-    est_prompt_tokens: int = 0
-    max_completion_tokens: int | None = None  # spend.completion_cap of the request (bounds the estimate)
+    A plain prompt (no messages, images, system prompt or body fields of its own) is validated into its
+    request only when :attr:`request` is first read, and carries ``body``: the request body it will send,
+    written from the batch's :class:`_Template`. The response cache keys it by that body, so a batch answered
+    from the cache never builds (validates) the requests it does not send.
+    """
+
+    __slots__ = ("_cap", "_estimate", "_make", "_request", "body", "context", "id", "like")
+
+    def __init__(
+        self,
+        id: str,
+        request: Any = None,  # ChatCompletionRequest; typed loosely to keep pydantic out of module import
+        context: Any = None,
+        *,
+        body: bytes | None = None,
+        like: Any = None,
+        make: Callable[[], Any] | None = None,
+    ) -> None:
+        self.id = id
+        self.context = context
+        self.body = body  # the body as it will be sent, when known before the request is built
+        self.like = like  # a request with the same body fields but the prompt (what decides determinism)
+        self._request = request
+        self._make = make
+        self._estimate: int | None = None
+        self._cap: int | None = None
+
+    @property
+    def request(self) -> Any:
+        if self._request is None:
+            self._request = self._make()  # type: ignore[misc]
+        return self._request
+
+    @property
+    def est_prompt_tokens(self) -> int:
+        if self._estimate is None:
+            self._estimate = estimate(self.request)
+            self._cap = completion_cap(self.request)
+        return self._estimate
+
+    @property
+    def max_completion_tokens(self) -> int | None:
+        """:func:`spend.completion_cap` of the request (bounds the completion estimate)."""
+        if self._estimate is None:
+            self.est_prompt_tokens  # noqa: B018 - computes both
+        return self._cap
+
+
+class _Template:
+    """A plain prompt's request body around the prompt: built and validated once per batch, then written for
+    each prompt by inserting the prompt's JSON text between ``head`` and ``tail``.
+
+    Every step from prompt to body (the messages, the output schema's instruction or tool, ``cache_prompt``'s
+    marks, the model's default, validation, encoding) treats the prompt as an opaque string, and a JSON string
+    escapes each character on its own, so the inserted text gives the very bytes the built request encodes
+    to. :meth:`make` checks that on two marker prompts, one of them full of characters JSON escapes; anything
+    else (an error, a marker not found exactly once) means no template, and every item is built as before.
+    """
+
+    __slots__ = ("head", "like", "tail")
+
+    def __init__(self, head: bytes, tail: bytes, like: Any) -> None:
+        self.head, self.tail, self.like = head, tail, like
+
+    @classmethod
+    def make(cls, build: Callable[[str], Any]) -> _Template | None:
+        import os
+
+        marker = f"agentchat-prompt-{os.urandom(8).hex()}"
+        try:
+            like = build(marker)
+            body = like.to_json()
+            if body.count(marker.encode()) != 1:
+                return None
+            head, tail = body.split(marker.encode())
+            template = cls(head, tail, like)
+            probe = marker + _ESCAPED
+            if build(probe).to_json() != template.body(probe):
+                return None
+        except Exception:
+            return None
+        return template
+
+    def body(self, prompt: str) -> bytes | None:
+        """The body of ``prompt``'s request, or None when the prompt cannot be encoded (a lone surrogate)."""
+        try:
+            text = _json_text(prompt)
+        except ValueError:
+            return None
+        return self.head + text[1:-1] + self.tail
+
+
+#: Characters JSON writes escaped or as multi-byte UTF-8: the template is checked on them.
+_ESCAPED = '"\\/\n\r\t\b\f\x00\x1f\x7f \u00e9\u20ac\u2028\U0001f600'
+
+
+def _json_text(value: str) -> bytes:
+    from pydantic_core import to_json  # the serializer that encodes the request
+
+    return to_json(value)
 
 
 @dataclass(slots=True)
@@ -186,6 +281,12 @@ def prepare(
     """
     stats = stats if stats is not None else InputStats()
     shared_extra = dict(shared.get("extra_body") or {})
+
+    def plain(prompt: str) -> Any:  # what a plain prompt's request is
+        return build_request(compose_messages(prompt=prompt, system_prompt=system_prompt), **dict(shared))
+
+    template: _Template | None = None
+    templated = False  # the template is made at the first plain prompt (None when it cannot be)
     for value in values:
         stats.seen += 1
         if isinstance(value, _BadLine):
@@ -209,6 +310,14 @@ def prepare(
                 claim.context = context
                 yield claim
             continue
+        if messages is None and item_system is None and not overrides and isinstance(prompt, str):
+            if not templated:
+                template, templated = _Template.make(plain), True
+            body = template.body(prompt) if template is not None else None
+            if body is not None and template is not None:
+                stats.queued += 1
+                yield Prepared(item_id, None, context, body=body, like=template.like, make=partial(plain, prompt))
+                continue
         try:
             params = dict(shared)
             if overrides:
@@ -232,7 +341,7 @@ def prepare(
             yield Rejected(item_id, InvalidRequestError([("item", problem)]), context)
             continue
         stats.queued += 1
-        yield Prepared(item_id, request, context, estimate(request), completion_cap(request))
+        yield Prepared(item_id, request, context)
 
 
 _NEW = object()

@@ -172,7 +172,7 @@ class BatchRunner:
         item = _Item()
         failure: tuple[Lane, BaseException] | None = None
         for lane in self.lanes:
-            key, hit = await self._caches.look_up(lane.cache, entry.request)
+            key, hit = await self._caches.look_up(lane.cache, entry)
             if hit is not None:
                 self._record_hit(entry, hit, lane)
                 return
