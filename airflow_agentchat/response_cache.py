@@ -164,7 +164,7 @@ class ResponseCache:
         schema_text = json.dumps(schema, sort_keys=True, separators=(",", ":"), default=str) if schema else ""
         self._prefix = f"{FORMAT}\n{host}\n{schema_text}\n".encode()
         self.hits = self.misses = self.stored = self.errors = 0
-        self._bodies = True  # key batch items by the body they carry (see key_of, confirm)
+        self._bodies, self._checks = True, 16  # key batch items by the body they carry (see key_of, confirm)
         from pydantic_core import from_json  # here, not at module level: DAG files import check_cache_args
 
         self._from_json = from_json
@@ -203,7 +203,10 @@ class ResponseCache:
         """The request's fingerprint, or ``None`` when it must not be cached (non-deterministic)."""
         if not self.nondeterministic and not deterministic(request):
             return None
-        body = request.to_json() if hasattr(request, "to_json") else _encoder.encode(request).encode()
+        return self.body_key(request.to_json() if hasattr(request, "to_json") else _encoder.encode(request).encode())
+
+    def body_key(self, body: bytes) -> str:
+        """The fingerprint of a request body (encoded as it is sent), with this cache's host and schema."""
         return hashlib.blake2b(self._prefix + body, digest_size=20).hexdigest()
 
     def key_of(self, entry: Any) -> str | None:
@@ -215,15 +218,19 @@ class ResponseCache:
             return self.key(entry.request)
         if not self.nondeterministic and not deterministic(entry.like):
             return None
-        return hashlib.blake2b(self._prefix + body, digest_size=20).hexdigest()
+        return hashlib.blake2b(self._prefix + body, digest_size=20).hexdigest()  # body_key, one call less
 
     def confirm(self, key: str | None, entry: Any) -> str | None:
-        """The key a new answer of ``entry`` is stored under: :meth:`key` of the request it sent, so an entry
-        is only ever filed under the body that got its answer. Should an item's body ever differ from its
-        request's, its key is not trusted again in this run (lookups build the requests) and a warning says so.
+        """The key a new answer of ``entry`` is stored under, once :meth:`key_of` gave ``key`` and missed.
+
+        A body is the request's own encoding (see :class:`~airflow_agentchat.batch.items.Prepared`), and an
+        answer filed under it is the answer to that very prompt. The first misses of a cache check it all the
+        same against the request actually sent: should they ever differ, bodies are not used again by this
+        cache (its lookups build every request) and a warning says so.
         """
-        if entry.body is None or not self._bodies:
+        if entry.body is None or not self._bodies or self._checks <= 0:
             return key
+        self._checks -= 1
         sent = self.key(entry.request)
         if sent != key:
             self._bodies = False
