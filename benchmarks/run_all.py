@@ -12,6 +12,7 @@ BENCHMARKS = [
     "hook_overhead.py",
     "batch_throughput.py",
     "output_schema_cost.py",
+    "content_parts_cost.py",
     "response_cache.py",
     "shared_limit.py",
     "scale_out.py",
