@@ -18,8 +18,10 @@ What is left to compare is the content-part code on text-only prompts. Prompt ca
 this script checks), and with no ``cache_path`` the runner makes one ``None`` check per item.
 
 Reported: items/s of each (median of the rounds), the median of the per-round ratios, and, without the network,
-the µs per request that building (validating) it costs with each model. Target: as is >= 0.97x the baseline,
-that is within the round-to-round noise of this measurement on a shared 2-core machine.
+the µs per request that building (validating) it costs with each model. Targets: what the check adds to a
+request's build is at most 1% of the batch's CPU per item (the precise figure: timed without the network), and
+end to end as is >= 0.95x the baseline (the median of the per-round ratios; single rounds scatter by about 10%
+on a shared 2-core machine, so this only rules out a visible cost).
 """
 
 from __future__ import annotations
@@ -44,7 +46,8 @@ os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
 from batch_throughput import set_connection  # noqa: E402
 from common import machine, write_section  # noqa: E402
 
-TARGET = 0.97
+TARGET = 0.95  # end to end: the median per-round ratio, as is / baseline (rounds scatter by ~10% here)
+SHARE = 0.01  # the content-part check's CPU per request, as a share of the batch's CPU per item
 SYSTEM = "You describe products in one plain sentence."
 
 
@@ -174,14 +177,17 @@ def main() -> int:
             print(f"round {r}: as is {rates['as is'][-1]:.0f}/s, baseline {rates['baseline'][-1]:.0f}/s", flush=True)
     build = {"as is": build_cost(None), "baseline": build_cost(model)}
     ratio = statistics.median(ratios)
-    verdict = "PASS" if ratio >= TARGET else f"FAIL: {ratio:.3f}x < {TARGET}x"
+    extra = build["as is"] - build["baseline"]
+    share = extra / statistics.median(cpu["as is"])
+    failures = [f"{ratio:.3f}x < {TARGET}x"] if ratio < TARGET else []
+    failures += [f"the check is {share:.1%} of the CPU per item > {SHARE:.0%}"] if share > SHARE else []
+    verdict = "PASS" if not failures else "FAIL: " + "; ".join(failures)
     print(f"as is / baseline: {ratio:.3f}x; build {build['as is']:.1f} vs {build['baseline']:.1f} µs; {verdict}")
     rows = "\n".join(
         f"| {name} | {statistics.median(rates[name]):.0f} | {statistics.median(cpu[name]):.0f} | {build[name]:.1f} |"
         for name in rates
     )
     all_rounds = ", ".join(f"{name} {[round(v) for v in vals]}" for name, vals in rates.items())
-    extra = build["as is"] - build["baseline"]
     write_section(
         "Content parts cost (text-only batch)",
         f"""
@@ -196,9 +202,11 @@ rounds, items/s: {all_rounds}; per-round ratios {[round(x, 3) for x in ratios]}.
 |---|---|---|---|
 {rows}
 
-As is / baseline, median of the per-round ratios: **{ratio:.3f}x** (target >= {TARGET}: within the noise of
-interleaved rounds on this shared machine). Verdict: {verdict}. The content-part check costs
-{extra:+.1f} µs per text-only request (two messages) to build, next to a batch's few hundred µs of CPU per item.
+The content-part check costs **{extra:+.1f} µs** per text-only request (two messages) to build: **{share:.2%}**
+of the batch's {statistics.median(cpu["as is"]):.0f} µs of CPU per item (target <= {SHARE:.0%}). End to end, as
+is / baseline, median of the per-round ratios: **{ratio:.3f}x** (target >= {TARGET}: single rounds scatter by
+about 10% on this shared machine, so the end-to-end figure can only rule out a visible cost; the build timing is
+the precise one). Verdict: {verdict}.
 Prompt caching has nothing to measure here: with `cache_prompt` unset the batch's request builder is the hook's
 own (`prompt_cache.caching` returns it unchanged, checked by the script), and with no `cache_path` the runner
 makes one `None` check per item.
@@ -207,7 +215,7 @@ Load average during the run: {os.getloadavg()[0]:.1f}. Machine: {machine()}. Rep
 `.venv/bin/python benchmarks/content_parts_cost.py` (`--quick` for a smoke check).
 """,
     )
-    return 0 if ratio >= TARGET else 1
+    return 0 if not failures else 1
 
 
 if __name__ == "__main__":
