@@ -12,15 +12,22 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic_core import to_json
+
 from airflow_agentchat.usage import ZERO, TokenUsage, UsageTally
 
 _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
 def _line(record: dict[str, Any]) -> bytes:
-    """One output line. A lone surrogate (from an item's context or an error message) cannot be UTF-8: it is
-    written as its JSON escape (``\\ud800``), which reads back as the same string."""
-    return _encoder.encode(record).encode("utf-8", "backslashreplace")
+    """One output line, written by pydantic-core's encoder (the batch's hot path: a cached answer's whole cost
+    is a few of these steps). A lone surrogate (from an item's context or an error message) cannot be UTF-8:
+    such a line is written by ``json`` with the surrogate as its JSON escape (``\\ud800``), which reads back as
+    the same string."""
+    try:
+        return to_json(record, inf_nan_mode="constants")
+    except ValueError:
+        return _encoder.encode(record).encode("utf-8", "backslashreplace")
 
 
 def result_line(
