@@ -32,6 +32,7 @@ def test_a_line_reads_back_as_the_record_json_would_write(context: object) -> No
         context=context,
         response=b'{"id":"c"}',
         cost=1.2e-05,
+        conn_id="agentchat_default",
     )
     assert b"\n" not in line
     record = json.loads(line)
@@ -47,6 +48,7 @@ def test_a_line_reads_back_as_the_record_json_would_write(context: object) -> No
                 "cost": 1.2e-05,
                 "attempts": 1,
                 "latency_ms": 12.3,
+                "conn_id": "agentchat_default",
                 "request_id": "req-1",
                 **({"context": context} if context is not None else {}),
                 "response": {"id": "c"},
