@@ -256,7 +256,7 @@ What a hit costs, and what it no longer does: a plain prompt (a string, or an ob
 `context`) carries the request body it will send, written from a template that the batch builds and validates
 once (the shared fields, system prompt, schema instruction or tool, `cache_prompt` marks) by inserting the
 prompt's JSON text; its key is that body hashed. Its request is only built (validated by pydantic) when it is
-sent, so a hit never builds one. `tests/test_cache_key_fast.py` checks, for every shape of request, that an
+sent, so a hit never builds one. `tests/batch/test_cache_keys.py` checks, for every shape of request, that an
 item's key is the key of the body the server received; the first misses of each run check it again against
 the request actually sent. A hit is then: the item's id, the body and its hash, one `open`/`read` of the entry
 (`os.open`, not a file object), its head parsed and its response checked by length and hash, the result line,
