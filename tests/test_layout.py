@@ -23,9 +23,6 @@ ELSEWHERE = {
     "operators/approval.py": "integration/test_approval.py",
     # Routes mounted by a real api-server (auth, the UI's session), and the page in a real browser.
     "plugins/app.py": "integration/test_ui_api.py",
-    # New with batch failover; for now tested through it (each connection's lane, breaker, limits and prices)
-    # and through the batch's response cache (read and written off the event loop), until they get their own.
-    "batch/cache_io.py": "test_response_cache.py",
 }
 
 
