@@ -40,9 +40,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
-os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="agentchat-bench-home-"))
-os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
-os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
+from common import airflow_env  # noqa: E402
+
+airflow_env()  # before Airflow is imported
 
 KEY = "sk-bench-not-a-real-key"
 BODY = {"model": "bench", "messages": [{"role": "user", "content": "Summarise item 1 in one line."}]}

@@ -30,9 +30,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
-os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="agentchat-bench-home-"))
-os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
-os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
+from common import airflow_env  # noqa: E402
+
+airflow_env()  # before Airflow is imported
 
 from batch_throughput import set_connection  # noqa: E402
 from common import machine, write_section  # noqa: E402
