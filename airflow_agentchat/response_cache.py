@@ -14,12 +14,13 @@ sets no ``temperature`` gets the endpoint's default, which is not 0 (:data:`DEFA
 counts as non-deterministic. Non-deterministic requests are cached only with ``nondeterministic=True``:
 otherwise a cache would freeze one sample for good.
 
-Storage: ``<cache_path>/<key[:2]>/<key>.json``, one JSON object per key, written whole (on local storage to a
-temporary name, then renamed; an object store's put is whole by itself). Many tasks and workers can read and
-write the same cache at once with no lock: two writers of one key write answers to the same question, and
-whichever lands last is kept whole. A lookup is one read of one object, however many entries the cache holds.
-A file that is torn, not JSON, of another format or filed under another key is a miss, never an error; so is
-an entry older than ``ttl``.
+Storage: one JSON object per entry. In an object store, ``<cache_path>/<key[:2]>/<key>.json``, one put per
+entry (whole by itself); a lookup is one read of one object, however many entries the cache holds. On a local
+file system, append-only packs with an index in buckets (:mod:`airflow_agentchat.cache_packs`: creating a file
+per entry would cost a batch of misses more than the cache saves). Many tasks and workers can read and write the
+same cache at once with no lock: two writers of one key write answers to the same question, and the last one
+written is the one read. An entry that is torn, not JSON, of another format, filed under another key or changed
+since it was written is a miss, never an error; so is an entry older than ``ttl``.
 
 One call wraps one request: ``key = cache.key(request)``; ``cache.lookup(key)`` before sending (a
 :class:`CachedAnswer`, or ``None``); ``cache.store(key, completion, fields)`` after a valid answer. The batch
@@ -33,7 +34,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -43,40 +44,11 @@ MODES = ("read_write", "read_only", "refresh")
 #: What a request without ``temperature`` is treated as: OpenAI-compatible endpoints default to 1.
 DEFAULT_TEMPERATURE = 1.0
 _LOCAL = ("file", "local", "")
-_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 _RESPONSE = b',"response":'
-_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
-_READ = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
-_CHUNK = 1 << 16
 
 
 def _digest(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=8).hexdigest()
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-    finally:
-        os.close(fd)
-
-
-def _read_local(path: str) -> bytes:
-    """A local entry's bytes: ``os.open`` and ``os.read`` (the file object ``open`` builds costs more syscalls
-    than the entry itself); a short read is the end of a regular file."""
-    fd = os.open(path, _READ)
-    try:
-        data = os.read(fd, _CHUNK)
-        if len(data) < _CHUNK:
-            return data
-        chunks = [data]
-        while chunk := os.read(fd, _CHUNK):
-            chunks.append(chunk)
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
 
 
 log = logging.getLogger(__name__)
@@ -157,7 +129,11 @@ class ResponseCache:
         reuse = isinstance(cache_path, ObjectStoragePath) and not conn_id
         self.base: Any = cache_path if reuse else ObjectStoragePath(text, conn_id=conn_id or None)
         self.local = self.base.protocol in _LOCAL
-        self._root = self.base.path if self.local else None
+        self._packs: Any = None
+        if self.local:
+            from airflow_agentchat.cache_packs import LocalPacks
+
+            self._packs = LocalPacks(self.base.path)
         self.ttl = ttl_seconds(ttl)
         self.mode = mode
         self.nondeterministic = nondeterministic
@@ -167,8 +143,9 @@ class ResponseCache:
         self._bodies, self._checks = True, 16  # key batch items by the body they carry (see key_of, confirm)
         from pydantic_core import from_json  # here, not at module level: DAG files import check_cache_args
 
-        self._from_json = from_json
-        self._token, self._seq = f"{os.getpid()}-{os.urandom(4).hex()}", 0  # temporary names no one else uses
+        from airflow_agentchat.json_bytes import json_bytes
+
+        self._from_json, self._json_bytes = from_json, json_bytes
 
     @classmethod
     def for_task(cls, task: Any, host: str, schema: Any = None) -> ResponseCache | None:
@@ -203,7 +180,7 @@ class ResponseCache:
         """The request's fingerprint, or ``None`` when it must not be cached (non-deterministic)."""
         if not self.nondeterministic and not deterministic(request):
             return None
-        return self.body_key(request.to_json() if hasattr(request, "to_json") else _encoder.encode(request).encode())
+        return self.body_key(request.to_json() if hasattr(request, "to_json") else self._json_bytes(request))
 
     def body_key(self, body: bytes) -> str:
         """The fingerprint of a request body (encoded as it is sent), with this cache's host and schema."""
@@ -237,9 +214,6 @@ class ResponseCache:
             log.warning("A batch item's body differs from its request's; the cache now keys the requests themselves")
         return sent
 
-    def _local_file(self, key: str) -> str:
-        return f"{self._root}/{key[:2]}/{key}.json"
-
     def _object(self, key: str) -> Any:
         return self.base / key[:2] / f"{key}.json"
 
@@ -250,10 +224,9 @@ class ResponseCache:
         if key is None or not self.reads:
             return None
         try:
-            if self.local:
-                data = _read_local(self._local_file(key))
-            else:
-                data = self._object(key).read_bytes()
+            data = self._packs.read(key) if self.local else self._object(key).read_bytes()
+            if data is None:
+                raise FileNotFoundError(key)
         except FileNotFoundError:
             self.misses += 1
             return None
@@ -315,40 +288,42 @@ class ResponseCache:
             "response_size": len(body),
             "response_hash": _digest(body),
         }
-        return _encoder.encode(head).encode("utf-8", "backslashreplace")[:-1] + _RESPONSE + body + b"}"
+        return self._json_bytes(head)[:-1] + _RESPONSE + body + b"}"
 
     def store(self, key: str | None, completion: Any, fields: Mapping[str, Any]) -> None:
         """Keep one valid answer (ok, and valid against the output schema: the caller checks)."""
         if key is not None and self.writes:
             self.store_many([(key, self.entry(key, completion, fields))])
 
-    def store_many(self, entries: Iterable[tuple[str, bytes]]) -> None:
+    def store_many(self, entries: Sequence[tuple[str, bytes]]) -> None:
         """Write entries made by :meth:`entry`; a failure is logged and counted, never raised."""
-        if not self.writes:
+        if not self.writes or not entries:
+            return
+        if self.local:
+            try:
+                self._packs.write(entries)
+                self.stored += len(entries)
+            except Exception as exc:
+                self.errors += len(entries)
+                log.warning("Could not write %d response cache entries to %s: %s", len(entries), self, exc)
             return
         for key, data in entries:
             try:
-                self._write(key, data)
+                self._object(key).write_bytes(data)  # one put: an object is never seen half written
                 self.stored += 1
             except Exception as exc:
                 self.errors += 1
                 log.warning("Could not write response cache entry %s: %s", key, exc)
 
-    def _write(self, key: str, data: bytes) -> None:
-        if not self.local:
-            self._object(key).write_bytes(data)  # one put: an object is never seen half written
+    def entries(self) -> Iterator[tuple[str, bytes]]:
+        """Every stored entry's key and bytes, as found (for inspection and tests)."""
+        if self.local:
+            yield from self._packs.entries()
             return
-        path = self._local_file(key)
-        try:  # the common case, a key no one has stored: written in place, one file created
-            fd = os.open(path, _CREATE, 0o644)
-        except FileNotFoundError:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            fd = os.open(path, _CREATE, 0o644)
-        except FileExistsError:  # an entry to replace (expired, torn, refreshed) or a writer of the same key
-            self._seq += 1
-            tmp = f"{path}.{self._token}-{self._seq}.tmp"
-            fd = os.open(tmp, _CREATE, 0o644)
-            _write_all(fd, data)
-            os.replace(tmp, path)  # atomic: readers see the old entry or the new one
-            return
-        _write_all(fd, data)  # a reader that comes before the last byte sees a short entry: a miss
+        for path in self.base.rglob("*.json"):
+            yield path.stem, path.read_bytes()
+
+    def close(self) -> None:
+        """Let go of what lookups keep open (a local cache's packs)."""
+        if self._packs is not None:
+            self._packs.close()

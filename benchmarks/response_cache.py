@@ -10,8 +10,9 @@
    all-hit figure is also measured on a batch of ``--hits`` items whose entries were put in the cache directly
    (sending that many first would only measure the baseline again), against the median baseline. Targets:
    all hits at least 10x the baseline's items/s; 0% hits at least 0.90x of it.
-2. Lookup cost as the cache grows to ``--entries`` entries (local files): a hit and a miss, timed on random
-   keys after each growth step, so a cost that grows with the number of entries would show.
+2. Lookup cost as the cache grows to ``--entries`` entries (local packs): a hit and a miss, timed on random
+   keys after each growth step, so a cost that grows with the number of entries would show; and a cold hit
+   (a new cache object's first lookup, which reads one index bucket).
 """
 
 from __future__ import annotations
@@ -91,8 +92,10 @@ def prefill(cache_dir: str, items: list[str], host: str) -> None:
     cache.store_many(batch)
 
 
-def lookup_costs(root: str, entries: int, probes: int = 5000) -> list[tuple[int, float, float]]:
-    """(entries, µs per hit, µs per miss) after each growth step of a local cache in ``root``."""
+def lookup_costs(root: str, entries: int, probes: int = 5000) -> list[tuple[int, float, float, float, int]]:
+    """After each growth step of a local cache in ``root``: (entries, µs per hit, µs per miss, µs per cold hit,
+    bytes of index read by a cold hit). A cold hit is the first lookup of a new cache object (as a completion
+    task makes): it reads its key's index bucket first."""
     import hashlib
 
     from airflow_agentchat.response_cache import FORMAT, ResponseCache
@@ -123,10 +126,16 @@ def lookup_costs(root: str, entries: int, probes: int = 5000) -> list[tuple[int,
         started = time.perf_counter()
         found += sum(cache.lookup(key) is not None for key in absent)
         miss = (time.perf_counter() - started) / len(sample) * 1e6
-        if found != len(sample):
+        cold_keys = sample[:200]
+        started = time.perf_counter()
+        for key in cold_keys:
+            found += ResponseCache(root, host="https://agent.example").lookup(key) is not None
+        cold = (time.perf_counter() - started) / len(cold_keys) * 1e6
+        if found != len(sample) + len(cold_keys):
             raise SystemExit(f"lookups went wrong at {step} entries: {found} of {len(sample)} found")
-        rows.append((step, hit, miss))
-        print(f"{step:,} entries: hit {hit:.1f} µs, miss {miss:.1f} µs", flush=True)
+        bucket = statistics.mean(os.path.getsize(f"{root}/index/{key[:2]}.idx") for key in cold_keys)
+        rows.append((step, hit, miss, cold, int(bucket)))
+        print(f"{step:,} entries: hit {hit:.1f} µs, miss {miss:.1f} µs, cold hit {cold:.0f} µs", flush=True)
     return rows
 
 
@@ -179,7 +188,6 @@ def main() -> int:
         lookups = lookup_costs(big_root, entries)
         return report(n, hits, rounds, rates, cpu, large, lookups, file_system(big_root))
     finally:
-        print(f"removing the {entries:,} entries (a million files take minutes to delete)", flush=True)
         shutil.rmtree(big_root, ignore_errors=True)
 
 
@@ -229,7 +237,7 @@ def report(
         f"| cache, 100% hits (entries put in directly) | {hits:,} | {large['rate']:.0f} | {large_ratio:.2f}x "
         f"| (vs the median baseline) | {large['cpu_us']:.0f} |"
     )
-    lookup_rows = "\n".join(f"| {e:,} | {h:.1f} | {m:.1f} |" for e, h, m in lookups)
+    lookup_rows = "\n".join(f"| {e:,} | {h:.1f} | {m:.1f} | {c:.0f} | {b / 1024:,.0f} |" for e, h, m, c, b in lookups)
     all_rounds = ", ".join(f"{k} {[round(v) for v in vals]}" for k, vals in rates.items())
     write_section(
         "Response cache",
@@ -258,26 +266,30 @@ once (the shared fields, system prompt, schema instruction or tool, `cache_promp
 prompt's JSON text; its key is that body hashed. Its request is only built (validated by pydantic) when it is
 sent, so a hit never builds one. `tests/batch/test_cache_keys.py` checks, for every shape of request, that an
 item's key is the key of the body the server received; the first misses of each run check it again against
-the request actually sent. A hit is then: the item's id, the body and its hash, one `open`/`read` of the entry
-(`os.open`, not a file object), its head parsed and its response checked by length and hash, the result line,
-and the output's compose. A long run of local hits yields to the event loop every 256 items, so the lease
-heartbeat, part writes and progress keep running.
+the request actually sent. A hit is then: the item's id, the body and its hash, a dict lookup in the key's index
+bucket (read once per run) and one `pread` from a pack, its head parsed and its response checked by length and
+hash, the result line, and the output's compose. A long run of local hits yields to the event loop every 256
+items, so the lease heartbeat, part writes and progress keep running.
 
-A miss adds the key, a failed `open`, the entry encoded, and one file created by a background thread. Creating
-a file is the file system's work, and on this machine's ext4 it varies from ~20 µs to ~700 µs of kernel CPU:
-right after many files were deleted (by this benchmark's clean-up or any other job), `perf` shows the
-kernel scanning recently deleted inodes (`find_inode_bit` -> `recently_deleted`) for every new one. The 0%-hit
-rounds move with that; the per-round ratios above show how much.
+A miss adds the key, a dict lookup, and the entry encoded; entries are written 1,024 at a time in the event loop:
+one append to the run's pack and one append per index bucket (`airflow_agentchat/cache_packs.py`). The first
+version created one file per entry, and this is why it changed: creating a file is the file system's work, and on
+this machine's ext4 it cost from ~20 µs to ~700 µs of kernel CPU (right after many files were deleted, `perf`
+showed the kernel scanning recently deleted inodes, `find_inode_bit` -> `recently_deleted`, for every new one),
+so the 0%-hit runs went from 0.6x to 0.9x with whatever else the machine was doing, never reliably above 0.9x.
 
-Lookup cost as the cache grows (local files, `<cache>/<2 hex>/<key>.json`; µs per lookup of random keys, the
-entries just written, so mostly in the page cache):
+Lookup cost as the cache grows (local packs; µs per lookup of random keys, the entries just written, so in the
+page cache). Hit and miss: one cache object, its index buckets already read (a batch's case). Cold hit: a new
+cache object's first lookup (a completion task's case), which reads the key's index bucket (its mean size is the
+last column) before the entry:
 
-| entries | hit µs | miss µs |
-|---|---|---|
+| entries | hit µs | miss µs | cold hit µs | index bucket KiB |
+|---|---|---|---|---|
 {lookup_rows}
 
-A lookup opens one file by its name: its cost follows the file system's directory lookup, not the number of
-entries. On an object store it is one GET per item (the batch's workers make them concurrently).
+A lookup reads 1/256 of the index once per run, then costs a dict lookup and one `pread`, whatever the number of
+entries; what grows with the entries is the bucket a cold lookup reads. On an object store it is one GET per item
+(the batch's workers make them concurrently).
 
 Load average during the run: {os.getloadavg()[0]:.1f} (other jobs shared the 2 cores; every figure moves with
 it; the ratios are what to compare). Machine: {machine()}. Reproduce: `.venv/bin/python

@@ -40,3 +40,17 @@ def make_bucket(url: str, bucket: str) -> str:
     """Create ``bucket`` on the S3 server at ``url`` (the session's ``moto_url``); return ``url``."""
     urllib.request.urlopen(urllib.request.Request(f"{url}/{bucket}", method="PUT"), timeout=10).close()
     return url
+
+
+def stored_entries(folder: Path | str) -> dict[str, bytes]:
+    """The entries of the local response cache in ``folder``: key -> the bytes its newest index line points at."""
+    from airflow_agentchat.cache_packs import LocalPacks
+
+    return dict(LocalPacks(str(folder)).entries())
+
+
+def rewrite_entry(folder: Path | str, key: str, data: bytes) -> None:
+    """Store ``data`` as the newest entry of ``key`` in the local cache in ``folder``, as a writer would."""
+    from airflow_agentchat.cache_packs import LocalPacks
+
+    LocalPacks(str(folder)).write([(key, data)])

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from fakes import FakeTI
-from suite import make_bucket
+from suite import make_bucket, rewrite_entry, stored_entries
 
 from airflow_agentchat.batch.items import stable_id
 
@@ -109,7 +109,7 @@ def test_a_nondeterministic_request_is_not_cached_unless_asked(conn, server, tmp
     run(tmp_path, "three", prompts, temperature=0.7)
     run(tmp_path, "four", prompts, temperature=0.7)
     assert sent(server) == 8
-    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*.json"))
+    assert stored_entries(tmp_path / "cache") == {}
     run(tmp_path, "five", prompts, temperature=0.7, seed=7)  # a seed makes it deterministic
     run(tmp_path, "six", prompts, temperature=0.7, seed=7)
     assert sent(server) == 10
@@ -135,8 +135,7 @@ def test_two_writers_at_once_lose_no_entry(conn, server, tmp_path):
     for thread in threads:
         thread.join()
     assert errors == []
-    assert len(list((tmp_path / "cache").rglob("*.json"))) == 300
-    assert not list((tmp_path / "cache").rglob("*.tmp"))
+    assert len(stored_entries(tmp_path / "cache")) == 300
     server.reset()
     summary = run(tmp_path, "all", prompts)
     assert sent(server) == 0 and summary["cached"] == 300
@@ -145,14 +144,15 @@ def test_two_writers_at_once_lose_no_entry(conn, server, tmp_path):
 def test_a_corrupted_or_foreign_entry_is_a_miss_not_a_crash(conn, server, tmp_path):
     prompts = [f"c{i}" for i in range(6)]
     run(tmp_path, "one", prompts)
-    entries = sorted((tmp_path / "cache").rglob("*.json"))
+    cache = tmp_path / "cache"
+    entries = sorted(stored_entries(cache).items())
     assert len(entries) == 6
-    entries[0].write_bytes(entries[0].read_bytes()[:25])  # torn
-    entries[1].write_bytes(b"\xff\xfe not json")
-    entries[2].write_text(json.dumps({"format": "agentchat-response-cache/1", "key": "another"}))
-    entries[3].write_bytes(entries[4].read_bytes())  # another key's entry under this name
-    data = entries[5].read_bytes()
-    entries[5].write_bytes(data.replace(b"Echo", b"Ekho"))  # changed in place, same length: the hash tells
+    (k0, d0), (k1, _), (k2, _), (k3, _), (_, d4), (k5, d5) = entries
+    rewrite_entry(cache, k0, d0[:25])  # torn
+    rewrite_entry(cache, k1, b"\xff\xfe not json")
+    rewrite_entry(cache, k2, json.dumps({"format": "agentchat-response-cache/1", "key": "another"}).encode())
+    rewrite_entry(cache, k3, d4)  # another key's entry under this key
+    rewrite_entry(cache, k5, d5.replace(b"Echo", b"Ekho"))  # changed, same length: the hash tells
     server.reset()
     summary = run(tmp_path, "two", prompts)
     assert sent(server) == 5 and summary["cached"] == 1 and summary["succeeded"] == 6
@@ -165,16 +165,16 @@ def test_a_corrupted_or_foreign_entry_is_a_miss_not_a_crash(conn, server, tmp_pa
 def test_ttl_and_modes(conn, server, tmp_path):
     prompts = ["m1", "m2"]
     run(tmp_path, "one", prompts, cache_mode="read_only")
-    assert not list((tmp_path / "cache").rglob("*.json"))  # read_only writes nothing
+    assert stored_entries(tmp_path / "cache") == {}  # read_only writes nothing
     run(tmp_path, "two", prompts)
     run(tmp_path, "three", prompts, cache_mode="refresh")  # sends everything again, overwrites
     assert sent(server) == 6
     run(tmp_path, "four", prompts, cache_mode="read_only")
     assert sent(server) == 6
-    for entry in (tmp_path / "cache").rglob("*.json"):
-        record = json.loads(entry.read_bytes())
+    for key, data in stored_entries(tmp_path / "cache").items():
+        record = json.loads(data)
         record["stored_at"] = time.time() - 7200
-        entry.write_text(json.dumps(record))
+        rewrite_entry(tmp_path / "cache", key, json.dumps(record).encode())
     run(tmp_path, "five", prompts, cache_ttl=3600)  # older than the ttl: a miss
     assert sent(server) == 8
     run(tmp_path, "six", prompts)  # no ttl: the refreshed entries
@@ -187,7 +187,7 @@ def test_invalid_answers_are_not_cached(conn, server, tmp_path):
     prompts = ["valid", "broken [[fault:invalid_output]]"]
     first = run(tmp_path, "one", prompts, **kwargs)
     assert first["invalid_output"] == 1
-    assert len(list((tmp_path / "cache").rglob("*.json"))) == 1
+    assert len(stored_entries(tmp_path / "cache")) == 1
     server.reset()
     second = run(tmp_path, "two", prompts, **kwargs)
     assert server.stats(timestamps=False)["by_prompt"] == {"broken [[fault:invalid_output]]": 1}
@@ -199,8 +199,8 @@ def test_the_key_leaves_out_the_access_key_and_ids(conn, server, tmp_path, make_
     make_conn(CONN, server.url, password="another-key")
     summary = run(tmp_path, "two", [{"id": "b", "prompt": "same question"}])
     assert sent(server) == 1 and summary["cached"] == 1
-    for entry in (tmp_path / "cache").rglob("*.json"):
-        assert b"another-key" not in entry.read_bytes() and b"canary" not in entry.read_bytes()
+    for data in stored_entries(tmp_path / "cache").values():
+        assert b"another-key" not in data and b"canary" not in data
 
 
 def test_bad_cache_arguments_are_refused_when_the_dag_is_parsed():

@@ -6,28 +6,13 @@ and every reader depend on, has one home of its own.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic_core import to_json
-
+from airflow_agentchat.json_bytes import json_bytes
 from airflow_agentchat.usage import ZERO, TokenUsage, UsageTally
-
-_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-
-
-def _line(record: dict[str, Any]) -> bytes:
-    """One output line, written by pydantic-core's encoder (the batch's hot path: a cached answer's whole cost
-    is a few of these steps). A lone surrogate (from an item's context or an error message) cannot be UTF-8:
-    such a line is written by ``json`` with the surrogate as its JSON escape (``\\ud800``), which reads back as
-    the same string."""
-    try:
-        return to_json(record, inf_nan_mode="constants")
-    except ValueError:
-        return _encoder.encode(record).encode("utf-8", "backslashreplace")
 
 
 def result_line(
@@ -71,8 +56,8 @@ def result_line(
     if context is not None:
         record["context"] = context
     if response is None:
-        return _line(record)
-    return _line(record)[:-1] + b',"response":' + response + b"}"
+        return json_bytes(record)
+    return json_bytes(record)[:-1] + b',"response":' + response + b"}"
 
 
 @dataclass

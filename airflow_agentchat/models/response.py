@@ -188,7 +188,10 @@ class ChatCompletion(_AgentBlocks):
     @property
     def meta(self) -> dict[str, Any]:
         """What the hook measured: ``attempts``, ``latency_ms`` and the server's ``request_id``."""
-        return self._meta
+        # Read from pydantic's private store: ``self._meta`` goes through BaseModel.__getattr__, which costs
+        # more than the rest of a cached answer's bookkeeping (a batch reads meta several times per item).
+        private = self.__pydantic_private__
+        return private["_meta"] if private is not None else self._meta
 
     @property
     def text(self) -> str | None:

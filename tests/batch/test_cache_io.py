@@ -1,5 +1,6 @@
 """The batch's cache reads and writes (CacheIO) on a real local cache: lookups by the item's key, writes queued
-and written in batches by a thread, everything queued written by ``finish``."""
+and written in batches, everything queued written by ``finish`` (the object-store path: tests/test_response_cache.py
+on S3)."""
 
 from __future__ import annotations
 
@@ -53,31 +54,47 @@ def test_without_a_cache_there_is_no_key_and_no_answer() -> None:
     assert asyncio.run(CacheIO(workers=1).look_up(None, item)) == (None, None)
 
 
-def test_writes_wait_for_a_full_batch_then_a_thread_writes_it(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(cache_io, "WRITE_BATCH", 3)
+def test_local_writes_wait_for_a_full_batch_then_go_in_one_append(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(cache_io, "LOCAL_BATCH", 3)
     cache = ResponseCache(str(tmp_path / "c"), host="https://agent.example")
     items = _items([f"q{i}" for i in range(4)])
 
     async def run() -> list[int]:
         io = CacheIO(workers=1)
         stored = []
-        for n, item in enumerate(items, 1):
+        for item in items:
             key = cache.key(item.request)
             io.put(cache, key, cache.entry(key, _completion("a"), {"text": "a"}))
-            for _ in range(500 if n == 3 else 5):  # room for the writer's thread (a full batch: until it wrote)
-                await asyncio.sleep(0.01)
-                if cache.stored:
-                    break
             stored.append(cache.stored)
         await io.finish()
         stored.append(cache.stored)
         return stored
 
-    stored = asyncio.run(run())
-    assert stored[:2] == [0, 0]  # queued, not yet written
-    assert stored[2] == 3  # the third filled the batch: written together
-    assert stored[-1] == 4  # finish writes what is still queued
+    assert asyncio.run(run()) == [0, 0, 3, 3, 4]  # the third filled the batch; finish writes what is queued
     assert all(cache.lookup(cache.key(item.request)) is not None for item in items)
+    assert len(list((tmp_path / "c" / "packs").iterdir())) == 1  # one writer, one pack
+
+
+def test_local_writes_also_go_when_the_queued_bytes_add_up(tmp_path: Path, monkeypatch) -> None:
+    """Large answers are not held by the thousand: the queue is bounded in bytes too."""
+    cache = ResponseCache(str(tmp_path / "c"), host="https://agent.example")
+    items = _items([f"long {i}" for i in range(3)])
+    entries = [
+        (key, cache.entry(key, _completion("x" * 5000), {"text": "x" * 5000}))
+        for key in (cache.key(i.request) for i in items)
+    ]
+    monkeypatch.setattr(cache_io, "LOCAL_BYTES", len(entries[0][1]) * 2)
+
+    async def run() -> list[int]:
+        io = CacheIO(workers=1)
+        stored = []
+        for key, data in entries:
+            io.put(cache, key, data)
+            stored.append(cache.stored)
+        await io.finish()
+        return stored
+
+    assert asyncio.run(run()) == [0, 2, 2]
 
 
 def test_a_read_only_cache_is_read_but_never_written(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from fakes import FakeTI
+from suite import stored_entries
 
 CONN = "agentchat_batch_repair"
 PROMPT_PRICE = 2.5  # per million prompt tokens
@@ -153,12 +154,9 @@ def test_a_repaired_answer_is_cached_under_the_first_request(conn, server, tmp_p
     cache = f"file://{tmp_path}/cache"
     first, lines, _ = run(tmp_path, "one", prompts=prompts(3, {1}), cache_path=cache, temperature=0)
     assert requests(server) == 4 and first["succeeded"] == 3
-    assert len(list((tmp_path / "cache").rglob("*.json"))) == 3  # one entry per item, none per round
-    entry = next(
-        json.loads(path.read_text())
-        for path in (tmp_path / "cache").rglob("*.json")
-        if json.loads(path.read_text())["usage"]["total_tokens"] == lines[1]["usage"]["total_tokens"]
-    )
+    stored = [json.loads(data) for data in stored_entries(tmp_path / "cache").values()]
+    assert len(stored) == 3  # one entry per item, none per round
+    entry = next(e for e in stored if e["usage"]["total_tokens"] == lines[1]["usage"]["total_tokens"])
     assert "rounds" not in entry["fields"] and entry["fields"]["output"] == lines[1]["output"]
 
     second, again, _ = run(tmp_path, "two", prompts=prompts(3, {1}), cache_path=cache, temperature=0)
