@@ -1,8 +1,8 @@
 """JSON as UTF-8 bytes for the lines and entries the provider writes, by the fastest encoder that can.
 
 pydantic-core's encoder writes compact UTF-8 JSON in one step in Rust, which matters where a batch writes one
-line (and one cache entry) per item (benchmarks/RESULTS.md has the figures). It refuses a lone surrogate (from an item's context or an
-error message; it cannot be UTF-8), so such a record is written by ``json`` with the surrogate as its JSON escape
+line (and one cache entry) per item. It refuses a lone surrogate (from an item's context or an error message;
+it cannot be UTF-8), so such a record is written by ``json`` with the surrogate as its JSON escape
 (``\\ud800``), which reads back as the same string.
 """
 
