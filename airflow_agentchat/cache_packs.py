@@ -7,7 +7,8 @@ Layout under the cache folder::
     index/<key[:2]>.idx     one line per entry stored, "<key> <writer> <offset> <length>"; every writer appends
 
 Why not one file per entry: creating a file is the slowest thing a file system commonly does (all the more on
-ext4 right after many files were deleted), and a batch that misses would create one per item. Here a batch of entries costs one append to the writer's pack and one append per index bucket.
+ext4 right after many files were deleted), and a batch that misses would create one per item. Here a batch of
+entries costs one append to the writer's pack and one append per index bucket.
 
 A lookup stays small however many entries there are: the first lookup in a bucket reads that bucket's index file
 (1/256 of the index) into a dict; after that a lookup is a dict lookup and, for a hit, one ``pread``.
