@@ -34,7 +34,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -314,14 +314,6 @@ class ResponseCache:
             except Exception as exc:
                 self.errors += 1
                 log.warning("Could not write response cache entry %s: %s", key, exc)
-
-    def entries(self) -> Iterator[tuple[str, bytes]]:
-        """Every stored entry's key and bytes, as found (for inspection and tests)."""
-        if self.local:
-            yield from self._packs.entries()
-            return
-        for path in self.base.rglob("*.json"):
-            yield path.stem, path.read_bytes()
 
     def close(self) -> None:
         """Let go of what lookups keep open (a local cache's packs)."""
