@@ -112,10 +112,10 @@ class UsageTally:
 
     def add(self, usage: Mapping[str, Any] | None) -> None:
         if usage:
-            prompt, completion, total = (_count(usage.get(key)) for key in _KEYS)
-            self.prompt_tokens += prompt
-            self.completion_tokens += completion
-            self.total_tokens += total
+            get = usage.get  # spelled out, not a loop over _KEYS: this runs once or twice per batch item
+            self.prompt_tokens += _count(get("prompt_tokens"))
+            self.completion_tokens += _count(get("completion_tokens"))
+            self.total_tokens += _count(get("total_tokens"))
             if CACHE_CREATED in usage or CACHE_READ in usage or CACHE_CREATION in usage:
                 self.cache_created += _count(usage.get(CACHE_CREATED))
                 self.cache_read += _count(usage.get(CACHE_READ))
@@ -137,7 +137,7 @@ class UsageTally:
 
 
 def _count(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+    return value if type(value) is int else 0  # not bool; JSON gives plain ints
 
 
 ZERO = TokenUsage()
