@@ -7,8 +7,9 @@
    (``max_concurrency=50``, ``temperature=0``), in interleaved rounds of: no cache (the baseline); the cache
    on and empty (0% hits: every item is sent and its answer stored); the same items again (100% hits: nothing
    sent). The baseline and the 0%-hit run swap places every other round. Each run is compared with its own
-   round's baseline, and the median of those ratios is judged. The all-hit figure is also measured on a batch of ``--hits`` items whose entries were put in the cache directly
-   (sending that many first would only measure the baseline again), against the median baseline. Targets:
+   round's baseline, and the median of those ratios is judged. The all-hit figure is also measured on a batch
+   of ``--hits`` items whose entries were put in the cache directly (sending that many first would only
+   measure the baseline again), against the median baseline. Targets:
    all hits at least 10x the baseline's items/s; 0% hits at least 0.90x of it.
 2. Lookup cost as the cache grows to ``--entries`` entries (local packs): a hit and a miss, timed on random
    keys after each growth step, so a cost that grows with the number of entries would show; and a cold hit
@@ -249,8 +250,8 @@ def report(
 `AgentChatBatchOperator.execute` at zero latency against the dev server subprocess, `max_concurrency=50`,
 `temperature=0`, local `cache_path` on {fs}. {rounds} interleaved rounds of the same {n:,} prompts: no cache (the
 baseline), the cache on and empty (every item sent and stored; these two swap places every other round), then
-the same items again (every item a hit, nothing sent). Each run is compared with the baseline of its own round; the figure judged is the median of
-those per-round ratios. The last row is a batch of {hits:,} items whose entries were put in the cache
+the same items again (every item a hit, nothing sent). Each run is compared with the baseline of its own round;
+the figure judged is the median of those per-round ratios. The last row is a batch of {hits:,} items whose entries were put in the cache
 directly, compared with the median baseline. All rounds, items/s: {all_rounds}.
 
 | run | items | items/s (median) | vs no cache (median of rounds) | per round | batch CPU µs/item |
