@@ -251,8 +251,8 @@ def report(
 `temperature=0`, local `cache_path` on {fs}. {rounds} interleaved rounds of the same {n:,} prompts: no cache (the
 baseline), the cache on and empty (every item sent and stored; these two swap places every other round), then
 the same items again (every item a hit, nothing sent). Each run is compared with the baseline of its own round;
-the figure judged is the median of those per-round ratios. The last row is a batch of {hits:,} items whose entries were put in the cache
-directly, compared with the median baseline. All rounds, items/s: {all_rounds}.
+the figure judged is the median of those per-round ratios. The last row is a batch of {hits:,} items whose
+entries were put in the cache directly, compared with the median baseline. All rounds, items/s: {all_rounds}.
 
 | run | items | items/s (median) | vs no cache (median of rounds) | per round | batch CPU µs/item |
 |---|---|---|---|---|---|
