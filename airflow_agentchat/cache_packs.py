@@ -10,8 +10,9 @@ Why not one file per entry: creating a file is the slowest thing a file system c
 ext4 right after many files were deleted), and a batch that misses would create one per item. Here a batch of
 entries costs one append to the writer's pack and one append per index bucket.
 
-A lookup stays small however many entries there are: the first lookup in a bucket reads that bucket's index file
-(1/256 of the index) into a dict; after that a lookup is a dict lookup and, for a hit, one ``pread``.
+A lookup stays small however many entries there are: the first lookup in a bucket reads that bucket's index
+file (1/256 of the index) and searches its text; the second makes a dict of it, so from then on (a batch's
+case) a lookup is a dict lookup and, for a hit, one ``pread``.
 
 No lock. A pack has one writer. A bucket's new lines go in one ``write`` with ``O_APPEND``, which a local file
 system does not interleave with other appends; each write starts with a newline, so a line torn by a crash is
@@ -57,6 +58,20 @@ def _read_all(path: str) -> bytes:
         os.close(fd)
 
 
+def _lines(text: bytes) -> dict[bytes, bytes]:
+    """An index bucket as {key: its last line}."""
+    return {line[:40]: line for line in text.split(b"\n") if line[40:41] == b" "}
+
+
+def _last_line(text: bytes, key: bytes) -> bytes | None:
+    """The last line of an index bucket that names ``key`` (every line follows a newline), without splitting."""
+    start = text.rfind(b"\n" + key + b" ")
+    if start < 0:
+        return None
+    end = text.find(b"\n", start + 1)
+    return text[start + 1 : end if end >= 0 else len(text)]
+
+
 def _close_all(fds: dict[bytes, int]) -> None:
     for fd in fds.values():
         try:
@@ -71,7 +86,8 @@ class LocalPacks:
 
     def __init__(self, root: str) -> None:
         self.root = root
-        self._buckets: dict[str, dict[bytes, bytes]] = {}  # key prefix -> {key: index line}, loaded on first use
+        # key prefix -> the bucket's text after its first lookup, {key: line} from its second
+        self._buckets: dict[str, bytes | dict[bytes, bytes]] = {}
         self._readers: dict[bytes, int] = {}  # writer -> an open pack
         self._writer = f"{os.getpid():x}-{os.urandom(8).hex()}".encode()
         self._created = False  # this writer's pack
@@ -84,11 +100,16 @@ class LocalPacks:
 
         Raises ``OSError`` when a pack cannot be read; a pack that is shorter than the line says gives short
         bytes (the caller's checks make that a miss)."""
-        prefix = key[:2]
+        prefix, name = key[:2], key.encode()
         bucket = self._buckets.get(prefix)
-        if bucket is None:
-            bucket = self._buckets[prefix] = self._load(prefix)
-        line = bucket.get(key.encode())
+        if isinstance(bucket, dict):
+            line = bucket.get(name)
+        elif bucket is None:  # a first lookup here (a single task makes one): search the bucket's text
+            text = self._buckets[prefix] = self._read_bucket(prefix)
+            line = _last_line(text, name)
+        else:  # a second one (a batch makes many): a dict of the bucket from now on
+            lines = self._buckets[prefix] = _lines(bucket)
+            line = lines.get(name)
         if line is None:
             return None
         parts = line[41:].split(b" ")
@@ -99,12 +120,11 @@ class LocalPacks:
             return None
         return os.pread(self._reader(parts[0]), length, offset)
 
-    def _load(self, prefix: str) -> dict[bytes, bytes]:
+    def _read_bucket(self, prefix: str) -> bytes:
         try:
-            data = _read_all(f"{self.root}/index/{prefix}.idx")
+            return _read_all(f"{self.root}/index/{prefix}.idx")
         except FileNotFoundError:
-            return {}
-        return {line[:40]: line for line in data.split(b"\n") if line[40:41] == b" "}
+            return b""
 
     def _reader(self, writer: bytes) -> int:
         fd = self._readers.get(writer)
@@ -122,7 +142,7 @@ class LocalPacks:
             return
         for name in names:
             if name.endswith(".idx"):
-                for key in self._load(name[:-4]):
+                for key in _lines(self._read_bucket(name[:-4])):
                     data = self.read(key.decode())
                     if data is not None:
                         yield key.decode(), data
@@ -149,8 +169,10 @@ class LocalPacks:
         for prefix, group in lines.items():
             self._append(f"{self.root}/index/{prefix}.idx", b"\n" + b"\n".join(group) + b"\n")
             bucket = self._buckets.get(prefix)
-            if bucket is not None:
+            if isinstance(bucket, dict):
                 bucket.update((line[:40], line) for line in group)
+            elif bucket is not None:
+                del self._buckets[prefix]  # read again when next needed, these lines with it
 
     def _open_pack(self) -> int:
         path = f"{self.root}/packs/{self._writer.decode()}.pack"

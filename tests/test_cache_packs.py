@@ -122,3 +122,18 @@ def test_open_packs_are_bounded_and_closed(tmp_path):
     assert len(reader._readers) <= 64
     reader.close()
     assert reader._readers == {}
+
+
+def test_the_first_lookup_in_a_bucket_searches_its_text_and_the_next_ones_a_dict(tmp_path):
+    LocalPacks(str(tmp_path)).write([(key("q"), b"old")])
+    LocalPacks(str(tmp_path)).write([(key("q"), b"new")])
+    reader = LocalPacks(str(tmp_path))
+    prefix = key("q")[:2]
+    assert reader.read(key("q")) == b"new"  # the last line wins in the text search too
+    assert isinstance(reader._buckets[prefix], bytes)
+    assert reader.read(key("q")) == b"new"
+    assert isinstance(reader._buckets[prefix], dict)
+    other = next(k for k in (key(f"o{i}") for i in range(5000)) if k[:2] != prefix)
+    assert reader.read(other) is None  # another bucket, searched as text, then written to: read again
+    reader.write([(other, b"written")])
+    assert reader.read(other) == b"written"
