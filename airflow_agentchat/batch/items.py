@@ -55,9 +55,13 @@ class InvalidItemError(InvalidRequestError, kind="invalid_item"):
         return cls(str(data.get("message") or ""), [(str(f), str(r)) for f, r in data.get("errors") or []])
 
 
+#: One encoder for every id: ``json.dumps`` with these options would build a new one per item.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
 def canonical_json(value: Any) -> str:
     """Key-sorted compact JSON: the same value always gives the same text (the basis of stable ids)."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return _CANONICAL.encode(value)
 
 
 def stable_id(value: Any) -> str:

@@ -123,3 +123,16 @@ def test_bad_shared_fields_fail_before_touching_the_output(server, tmp_path):
     with pytest.raises(InvalidRequestError, match="temperature"):
         run(tmp_path, prompts=["x"], temperature=9)
     assert list(tmp_path.iterdir()) == [] and sum(server.counts.values()) == 0
+
+
+def test_canonical_json_is_what_json_dumps_writes_so_ids_stay_the_same():
+    import datetime
+    import json
+
+    from airflow_agentchat.batch.items import canonical_json
+
+    values = ["naïve ☃", "bad \ud800", {"b": 1, "a": [1.5, None, True]}, [{"z": "x"}], datetime.date(2026, 12, 4), 7]
+    for value in values:
+        assert canonical_json(value) == json.dumps(
+            value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str
+        )
