@@ -281,7 +281,9 @@ one append to the run's pack and one append per index bucket (`airflow_agentchat
 version created one file per entry, and this is why it changed: creating a file is the file system's work, and on
 this machine's ext4 it cost from ~20 µs to ~700 µs of kernel CPU (right after many files were deleted, `perf`
 showed the kernel scanning recently deleted inodes, `find_inode_bit` -> `recently_deleted`, for every new one),
-so the 0%-hit runs went from 0.6x to 0.9x with whatever else the machine was doing, never reliably above 0.9x.
+so the 0%-hit runs went from 0.6x to 0.9x with whatever else the machine was doing, never reliably above 0.9x
+(six runs on 2026-12-03: median 0.82x; one on the quiet machine of 2026-12-04: 0.67x, where the baseline was
+faster and the same file creations weighed more; all hits 7.7x in that run).
 
 Lookup cost as the cache grows (local packs; µs per lookup of random keys, the entries just written, so in the
 page cache). Hit and miss: one cache object, its index buckets already read (a batch's case). Cold hit: a new
