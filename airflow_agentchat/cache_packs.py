@@ -47,6 +47,15 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
+def _open(path: str, flags: int) -> int:
+    """Open ``path`` for writing, making its folder the first time."""
+    try:
+        return os.open(path, flags, 0o644)
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        return os.open(path, flags, 0o644)
+
+
 def _read_all(path: str) -> bytes:
     fd = os.open(path, _READ)
     try:
@@ -175,24 +184,13 @@ class LocalPacks:
                 del self._buckets[prefix]  # read again when next needed, these lines with it
 
     def _open_pack(self) -> int:
-        path = f"{self.root}/packs/{self._writer.decode()}.pack"
-        if self._created:
-            return os.open(path, _APPEND, 0o644)
-        try:
-            fd = os.open(path, _NEW, 0o644)
-        except FileNotFoundError:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            fd = os.open(path, _NEW, 0o644)
+        fd = _open(f"{self.root}/packs/{self._writer.decode()}.pack", _APPEND if self._created else _NEW)
         self._created = True
         return fd
 
     @staticmethod
     def _append(path: str, data: bytes) -> None:
-        try:
-            fd = os.open(path, _APPEND, 0o644)
-        except FileNotFoundError:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            fd = os.open(path, _APPEND, 0o644)
+        fd = _open(path, _APPEND)
         try:
             _write_all(fd, data)
         finally:
